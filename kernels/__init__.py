@@ -1,0 +1,10 @@
+"""Triton kernels for the classic CNN layers, each family one module with four tiers:
+a private `@triton.jit` kernel, a host launcher, an `autograd.Function`, an `nn.Module`.
+
+Imports nothing from `nets`, `benchmarks` or `reports`. Importing does no GPU work.
+On a machine without CUDA, set TRITON_INTERPRET=1 before importing to run on CPU tensors.
+"""
+
+from .residual import AddReLU, add_relu
+
+__all__ = ["AddReLU", "add_relu"]

@@ -1,0 +1,81 @@
+"""Host-side checks shared by every kernel launcher: device, dtype, shapes, index width.
+
+Each check raises ValueError/TypeError naming the argument and its shape, so a bad call
+never reaches a Triton compile error or a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .configs import interpreting
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+INT32_MAX = 2**31 - 1
+
+
+def describe(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)}, {t.dtype}, {t.device}"
+
+
+def check_float_tensor(t, name: str, *, ndim: int | tuple[int, ...] | None = None) -> None:
+    """`t` must be a floating tensor of a supported dtype (and rank) on a runnable device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype} ({describe(t)})")
+    if ndim is not None:
+        dims = (ndim,) if isinstance(ndim, int) else ndim
+        if t.dim() not in dims:
+            raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, got {describe(t)}")
+    if t.device.type != "cuda" and not interpreting():
+        raise ValueError(
+            f"{name} is on {t.device}: Triton kernels need a CUDA tensor, or the interpreter "
+            "(TRITON_INTERPRET=1 set before importing kernels) for CPU tensors"
+        )
+    if t.dtype == torch.bfloat16 and interpreting():
+        raise TypeError(f"{name}: bfloat16 is not supported by the Triton interpreter ({describe(t)})")
+
+
+def check_same(ref: torch.Tensor, ref_name: str, other: torch.Tensor, name: str) -> None:
+    """`other` must share `ref`'s device and dtype."""
+    if other.device != ref.device:
+        raise ValueError(f"{name} is on {other.device} but {ref_name} is on {ref.device}")
+    if other.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {other.dtype} but {ref_name} has {ref.dtype}")
+
+
+def needs_int64(*tensors: torch.Tensor | None) -> bool:
+    """True when any tensor spans more than 2**31 elements (including its storage offset)."""
+    for t in tensors:
+        if t is None:
+            continue
+        span = t.storage_offset() + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride())) + 1
+        if t.numel() and span > INT32_MAX:
+            return True
+    return False
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """The `tl.dot` input precision for a conv on `dtype`.
+
+    torch's rule for convolutions: fp32 inputs use TF32 exactly when
+    `torch.backends.cudnn.allow_tf32` is True (its default), IEEE fp32 otherwise. Half
+    types always use the tensor cores and ignore the setting.
+    """
+    if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def pair(v, name: str) -> tuple[int, int]:
+    """An int or a pair of ints -> a pair of non-negative ints."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        out = (v, v)
+    elif isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
+        out = (int(v[0]), int(v[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if min(out) < 0:
+        raise ValueError(f"{name} must be non-negative, got {v!r}")
+    return out

@@ -1,0 +1,85 @@
+"""Every autotune config list of the kernels, each with a line saying where it came from.
+
+On a GPU the lists below are autotuned (results cached on disk where the installed triton
+supports `cache_results`). Under the interpreter (no GPU) each family gets one small config:
+the interpreter's cost is per program and per op, and autotuning there would time nothing
+real. The key of each autotuned kernel names every argument that changes the best tile.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import triton
+
+
+def interpreting() -> bool:
+    """True when triton kernels run on the CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def _cfg(bm, bn, bk, warps, stages, **extra):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, **extra},
+                         num_warps=warps, num_stages=stages)
+
+
+# Implicit-GEMM conv forward and data-grad (a GEMM with M = N*P*Q output pixels).
+# Source: the Hopper rows of Triton's tutorial 03-matrix-multiplication, trimmed to tiles
+# whose K step fits a conv's channel loop (BLOCK_K <= 64); not yet measured on our layers.
+CONV_GEMM = [
+    _cfg(128, 128, 64, 8, 3, GROUP_M=8),
+    _cfg(128, 256, 64, 8, 3, GROUP_M=8),
+    _cfg(256, 128, 64, 8, 3, GROUP_M=8),
+    _cfg(128, 64, 64, 4, 4, GROUP_M=8),
+    _cfg(64, 128, 64, 4, 4, GROUP_M=8),
+    _cfg(128, 128, 32, 4, 4, GROUP_M=8),
+    _cfg(64, 64, 32, 4, 5, GROUP_M=8),
+    _cfg(64, 32, 32, 2, 5, GROUP_M=8),
+]
+# Weight-grad: M = C_out, N = R*S*C, reduction over N*P*Q (long), split-K across programs.
+# Source: same tutorial rows; BLOCK_K is the step along N*P*Q, so larger K steps are kept.
+CONV_WGRAD = [
+    _cfg(128, 128, 64, 8, 3),
+    _cfg(64, 128, 64, 4, 4),
+    _cfg(128, 64, 64, 4, 4),
+    _cfg(64, 64, 64, 4, 4),
+    _cfg(64, 64, 128, 4, 3),
+    _cfg(32, 64, 64, 4, 4),
+]
+# Element-wise and sliding-window kernels (LRN, add+ReLU): one block size axis.
+# Source: Liger-Kernel / Triton tutorial 02 practice (4 to 16 KB of each operand per CTA).
+MEM_BOUND = [
+    triton.Config({"BLOCK": b}, num_warps=w) for b, w in ((1024, 4), (2048, 8), (4096, 8), (8192, 16))
+]
+# LRN: BLOCK_P spatial positions x BLOCK_C channels per tile.
+# Source: sized so a tile is 4-16 KB, the range where shifted re-reads hit L1 on Hopper.
+LRN = [
+    triton.Config({"BLOCK_P": p, "BLOCK_C": c}, num_warps=w)
+    for p, c, w in ((32, 64, 4), (64, 64, 4), (16, 128, 4), (32, 128, 8), (8, 256, 4), (16, 256, 8))
+]
+
+# One config per family on the interpreter: the smallest tiles tl.dot accepts (16) keep
+# masked tails exercised on tiny test shapes.
+_INTERPRET = {
+    "conv_gemm": [_cfg(32, 32, 16, 4, 1, GROUP_M=4)],
+    "conv_wgrad": [_cfg(16, 32, 32, 4, 1)],
+    "mem_bound": [triton.Config({"BLOCK": 256}, num_warps=4)],
+    "lrn": [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16}, num_warps=4)],
+}
+_GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "mem_bound": MEM_BOUND, "lrn": LRN}
+
+
+def configs(family: str) -> list[triton.Config]:
+    """The config list of `family` for the machine this process runs on."""
+    return (_INTERPRET if interpreting() else _GPU)[family]
+
+
+_CACHE_RESULTS = "cache_results" in inspect.signature(triton.autotune).parameters
+
+
+def autotune(family: str, key: list[str], **kwargs):
+    """`triton.autotune` over `configs(family)`, caching results on disk when supported."""
+    if _CACHE_RESULTS:
+        kwargs.setdefault("cache_results", True)
+    return triton.autotune(configs=configs(family), key=key, **kwargs)

@@ -1,0 +1,527 @@
+"""Implicit-GEMM 2-D convolution in Triton: forward, data-grad and weight-grad, with the
+bias, residual add and ReLU fused into the forward GEMM's store.
+
+Tiers: `_conv_fwd_kernel`, `_conv_dgrad_kernel`, `_conv_wgrad_kernel` -> launchers
+`conv2d_forward`, `conv2d_input_grad`, `conv2d_weight_grad` -> `Conv2dFunction` ->
+`Conv2d` (an `nn.Conv2d`, so state_dicts interchange with torch layers). No call into
+torch's convolution anywhere: torch only allocates, changes layout, and is the test oracle.
+
+The GEMMs, with activations NHWC (channels_last memory) and filters KRSC:
+  forward     M = N*P*Q output pixels, N = C_out/groups, K = R*S*C/groups (channels innermost)
+  data-grad   M = N*H*W input pixels (one dense sub-problem per stride phase), N = C/groups,
+              K = taps-of-that-phase * C_out/groups, over grad_out and the filter
+  weight-grad M = C_out/groups, N = R*S*C/groups, K = N*P*Q, split-K into fp32 partials
+Padding is a load mask: no im2col and no padded copy of the input is ever materialized.
+
+The K loop runs one of two ways (constexpr FLAT_K): tap by tap with a channel block
+(C >= 16), or over the flattened R*S*C with per-element (r, s, c) decoding, so a C=3 stem
+packs 16+ useful values into each K step instead of 3.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._reduce import column_sum
+from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, pair
+from .configs import autotune
+from .residual import relu_grad
+
+# Below this many channels per group the tap-by-tap K loop wastes most of each K step.
+FLAT_K_MAX_CHANNELS = 16
+ACTIVATIONS = (None, "relu")
+
+_SHAPE_KEY = ["BATCH", "H", "W", "CG", "P", "Q", "KG", "R", "S", "stride_h", "stride_w",
+              "FLAT_K", "DOT_PRECISION"]
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """Output length of a convolution along one spatial dimension (torch's formula)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+# --------------------------------------------------------------------------- shared jit math
+@triton.jit
+def tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Program id -> (tile row, tile col), GROUP_M row tiles at a time for L2 reuse."""
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    rows = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % rows
+    pid_n = (pid % per_group) // rows
+    return pid_m, pid_n
+
+
+@triton.jit
+def decode_pixels(offs, P, Q, INDEX_64: tl.constexpr):
+    """Flat pixel index over (n, p, q) -> its three coordinates (int64 when asked)."""
+    if INDEX_64:
+        offs = offs.to(tl.int64)
+    n = offs // (P * Q)
+    pq = offs % (P * Q)
+    return n, pq // Q, pq % Q
+
+
+@triton.jit
+def fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
+                   n, p, q, syn, syk, syp, syq, srn, srk, srp, srq,
+                   HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr):
+    """y = act(acc + bias + residual) in fp32, cast once at the store."""
+    mask = mask_m[:, None] & mask_n[None, :]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + k_out, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    if HAS_RESIDUAL:
+        r_off = n * srn + p * srp + q * srq
+        acc += tl.load(r_ptr + r_off[:, None] + k_out[None, :] * srk, mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        acc = tl.where(acc < 0, 0.0, acc)  # NaN stays NaN, as in torch.relu
+    y_off = n * syn + p * syp + q * syq
+    tl.store(y_ptr + y_off[:, None] + k_out[None, :] * syk, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+# --------------------------------------------------------------------------- kernels
+@autotune("conv_gemm", key=_SHAPE_KEY)
+@triton.jit
+def _conv_fwd_kernel(
+    x_ptr, w_ptr, b_ptr, r_ptr, y_ptr,
+    # problem sizes (CG, KG: input / output channels per group)
+    BATCH, H, W, CG, P, Q, KG, R, S,
+    stride_h, stride_w, pad_h, pad_w,
+    # strides, each tensor in torch's dim order: x (n, c, h, w), w (k, c, r, s),
+    # y and residual (n, k, p, q)
+    sxn, sxc, sxh, sxw,
+    swk, swc, swr, sws,
+    syn, syk, syp, syq,
+    srn, srk, srp, srq,
+    # meta-parameters
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr,
+    FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """y[n, g*KG + k, p, q] = act(sum_{r,s,c} x[n, g*CG + c, p*sh - ph + r, q*sw - pw + s]
+    * w[g*KG + k, c, r, s] + b[k] + residual[...]).
+
+    x: [BATCH, groups*CG, H, W], best channels_last; w: [groups*KG, CG, R, S], best KRSC
+    (channels_last); y, residual: [BATCH, groups*KG, P, Q]. Grid: (M tiles * N tiles, groups).
+    """
+    g = tl.program_id(1)
+    M = BATCH * P * Q
+    pid_m, pid_n = tile_ids(tl.program_id(0), M, KG, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < KG
+    n, p, q = decode_pixels(offs_m, P, Q, INDEX_64)
+    ih0 = p * stride_h - pad_h
+    iw0 = q * stride_w - pad_w
+    x_rows = x_ptr + n * sxn + (g * CG) * sxc
+    k_out = g * KG + offs_n
+    w_cols = w_ptr + k_out * swk
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if FLAT_K:
+        for k0 in range(0, R * S * CG, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < R * S * CG
+            c = offs_k % CG
+            r = offs_k // (S * CG)
+            s = (offs_k // CG) % S
+            ih = ih0[:, None] + r[None, :]
+            iw = iw0[:, None] + s[None, :]
+            ok = (mask_m[:, None] & mask_k[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+            a = tl.load(x_rows[:, None] + ih * sxh + iw * sxw + c[None, :] * sxc, mask=ok, other=0.0)
+            b = tl.load(w_cols[None, :] + (c * swc + r * swr + s * sws)[:, None],
+                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    else:
+        num_cb = tl.cdiv(CG, BLOCK_K)
+        for it in range(0, R * S * num_cb):
+            rs = it // num_cb
+            r = rs // S
+            s = rs % S
+            offs_k = (it % num_cb) * BLOCK_K + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < CG
+            ih = ih0 + r
+            iw = iw0 + s
+            ok_m = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a = tl.load(x_rows[:, None] + (ih * sxh + iw * sxw)[:, None] + offs_k[None, :] * sxc,
+                        mask=ok_m[:, None] & mask_k[None, :], other=0.0)
+            b = tl.load(w_cols[None, :] + offs_k[:, None] * swc + r * swr + s * sws,
+                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+    fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
+                   n, p, q, syn, syk, syp, syq, srn, srk, srp, srq,
+                   HAS_BIAS, HAS_RESIDUAL, RELU)
+
+
+@autotune("conv_gemm", key=_SHAPE_KEY)
+@triton.jit
+def _conv_dgrad_kernel(
+    dy_ptr, w_ptr, dx_ptr,
+    # problem sizes
+    BATCH, H, W, CG, P, Q, KG, R, S,
+    stride_h, stride_w, pad_h, pad_w,
+    # strides: dy (n, k, p, q), w (k, c, r, s), dx (n, c, h, w)
+    sdyn, sdyk, sdyp, sdyq,
+    swk, swc, swr, sws,
+    sdxn, sdxc, sdxh, sdxw,
+    # meta-parameters
+    FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """dx[n, g*CG + c, h, w] = sum over taps (r, s) and k of dy[n, g*KG + k, p, q] *
+    w[g*KG + k, c, r, s], where h = p*sh - ph + r and w = q*sw - pw + s.
+
+    Stride phases: the input pixels with h = a (mod sh), w = b (mod sw) are reached only by
+    taps r = r0 (mod sh), s = s0 (mod sw), through p = p0 - tr, q = q0 - ts. Each phase is
+    a dense GEMM; no zero-inserted grad_out exists. Grid: (tiles, groups * sh * sw).
+    FLAT_K is unused here (kept in the signature so one autotune key serves all kernels).
+    """
+    z = tl.program_id(1)
+    num_phases = stride_h * stride_w
+    g = z // num_phases
+    a = (z % num_phases) // stride_w
+    b = (z % num_phases) % stride_w
+    HP = tl.cdiv(H, stride_h)
+    WP = tl.cdiv(W, stride_w)
+    M = BATCH * HP * WP
+    pid_m, pid_n = tile_ids(tl.program_id(0), M, CG, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n, i, j = decode_pixels(offs_m, HP, WP, INDEX_64)
+    h = a + i * stride_h
+    w = b + j * stride_w
+    mask_m = (offs_m < M) & (h < H) & (w < W)
+    mask_c = offs_c < CG
+    r0 = (a + pad_h) % stride_h
+    s0 = (b + pad_w) % stride_w
+    p0 = (h + pad_h - r0) // stride_h
+    q0 = (w + pad_w - s0) // stride_w
+    taps_r = tl.cdiv(R - r0, stride_h)  # 0 when the stride skips this phase entirely
+    taps_s = tl.cdiv(S - s0, stride_w)
+    dy_rows = dy_ptr + n * sdyn
+    w_cols = w_ptr + offs_c * swc
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    num_kb = tl.cdiv(KG, BLOCK_K)
+    for it in range(0, taps_r * taps_s * num_kb):
+        t = it // num_kb
+        tr = t // taps_s
+        ts = t % taps_s
+        p = p0 - tr
+        q = q0 - ts
+        offs_k = (it % num_kb) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_glob = g * KG + offs_k
+        mask_k = offs_k < KG
+        ok_m = mask_m & (p >= 0) & (p < P) & (q >= 0) & (q < Q)
+        a_tile = tl.load(dy_rows[:, None] + (p * sdyp + q * sdyq)[:, None] + k_glob[None, :] * sdyk,
+                         mask=ok_m[:, None] & mask_k[None, :], other=0.0)
+        w_tap = (r0 + tr * stride_h) * swr + (s0 + ts * stride_w) * sws
+        b_tile = tl.load(w_cols[None, :] + k_glob[:, None] * swk + w_tap,
+                         mask=mask_k[:, None] & mask_c[None, :], other=0.0)
+        acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION)
+
+    dx_off = n * sdxn + h * sdxh + w * sdxw
+    tl.store(dx_ptr + dx_off[:, None] + (g * CG + offs_c)[None, :] * sdxc,
+             acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_c[None, :])
+
+
+@autotune("conv_wgrad", key=[*_SHAPE_KEY, "SPLIT_ROWS"])
+@triton.jit
+def _conv_wgrad_kernel(
+    x_ptr, dy_ptr, dw_ptr,
+    # problem sizes; SPLIT_ROWS: length of each split's share of the N*P*Q reduction
+    BATCH, H, W, CG, P, Q, KG, R, S,
+    stride_h, stride_w, pad_h, pad_w, SPLIT_ROWS,
+    # strides: x (n, c, h, w), dy (n, k, p, q), dw (split, k, c, r, s)
+    sxn, sxc, sxh, sxw,
+    sdyn, sdyk, sdyp, sdyq,
+    sdwz, sdwk, sdwc, sdwr, sdws,
+    # meta-parameters
+    FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """dw[split, g*KG + k, c, r, s] = sum over this split's (n, p, q) of dy[n, g*KG + k, p, q]
+    * x[n, g*CG + c, p*sh - ph + r, q*sw - pw + s].
+
+    Rows are output channels, columns one tap's channel block (or, with FLAT_K, a block of
+    the flattened R*S*CG). Grid: (row tiles * column tiles, splits, groups); with one split
+    dw is the gradient itself, else fp32 partials summed afterwards.
+    """
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    g = tl.program_id(2)
+    num_rows = tl.cdiv(KG, BLOCK_M)
+    offs_k = (pid % num_rows) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_k = offs_k < KG
+    k_glob = g * KG + offs_k
+    col = pid // num_rows
+    if FLAT_K:
+        offs_col = col * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_col = offs_col < R * S * CG
+        c = offs_col % CG
+        r = offs_col // (S * CG)
+        s = (offs_col // CG) % S
+    else:
+        num_cb = tl.cdiv(CG, BLOCK_N)
+        rs = col // num_cb
+        c = (col % num_cb) * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_col = c < CG
+        r = rs // S
+        s = rs % S
+    x_cols = x_ptr + (g * CG + c) * sxc
+
+    M = BATCH * P * Q
+    m_start = split * SPLIT_ROWS
+    m_end = tl.minimum(m_start + SPLIT_ROWS, M)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for m0 in range(m_start, m_end, BLOCK_K):
+        offs_m = m0 + tl.arange(0, BLOCK_K)
+        mask_m = offs_m < m_end
+        n, p, q = decode_pixels(offs_m, P, Q, INDEX_64)
+        a_tile = tl.load(dy_ptr + (n * sdyn + p * sdyp + q * sdyq)[None, :] + k_glob[:, None] * sdyk,
+                         mask=mask_k[:, None] & mask_m[None, :], other=0.0)
+        ih = (p * stride_h - pad_h)[:, None] + r
+        iw = (q * stride_w - pad_w)[:, None] + s
+        ok = mask_m[:, None] & mask_col[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        b_tile = tl.load(x_cols[None, :] + (n * sxn)[:, None] + ih * sxh + iw * sxw, mask=ok, other=0.0)
+        acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION)
+
+    # r, s are scalars (one tap) or vectors (FLAT_K); either broadcasts along the columns.
+    dw_off = split * sdwz + k_glob[:, None] * sdwk + (c * sdwc + r * sdwr + s * sdws)[None, :]
+    tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=mask_k[:, None] & mask_col[None, :])
+
+
+# --------------------------------------------------------------------------- host side
+class ConvGeometry:
+    """Validated sizes of one convolution; every launcher derives its grid from this."""
+
+    __slots__ = ("C", "CG", "H", "K", "KG", "N", "P", "Q", "R", "S", "W", "groups", "padding", "stride")
+
+    def __init__(self, x_shape, w_shape, stride, padding, groups):
+        self.N, self.C, self.H, self.W = x_shape
+        self.K, self.CG, self.R, self.S = w_shape
+        self.stride, self.padding, self.groups = stride, padding, groups
+        self.KG = self.K // groups
+        self.P = conv_output_size(self.H, self.R, stride[0], padding[0])
+        self.Q = conv_output_size(self.W, self.S, stride[1], padding[1])
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        return (self.N, self.K, self.P, self.Q)
+
+    def sizes(self) -> tuple[int, ...]:
+        """BATCH, H, W, CG, P, Q, KG, R, S, stride_h, stride_w, pad_h, pad_w (kernel order)."""
+        return (self.N, self.H, self.W, self.CG, self.P, self.Q, self.KG, self.R, self.S,
+                *self.stride, *self.padding)
+
+    @property
+    def flat_k(self) -> bool:
+        return self.CG < FLAT_K_MAX_CHANNELS
+
+
+def conv_geometry(x, weight, stride=1, padding=0, dilation=1, groups=1) -> ConvGeometry:
+    """Check a conv call's arguments (raising with names and shapes) -> its geometry."""
+    check_float_tensor(x, "x", ndim=4)
+    check_float_tensor(weight, "weight", ndim=4)
+    check_same(x, "x", weight, "weight")
+    stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
+    if dilation != (1, 1):
+        raise ValueError(f"dilation must be 1: the Triton conv does not support dilation={dilation}")
+    if min(stride) < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    N, C, H, W = x.shape
+    K, CG, R, S = weight.shape
+    if C % groups or K % groups:
+        raise ValueError(f"groups={groups} must divide x's channels ({C}) and weight's out channels "
+                         f"({K}): x {describe(x)}, weight {describe(weight)}")
+    if CG * groups != C:
+        raise ValueError(f"channel mismatch: weight expects {CG} channels per group x {groups} groups "
+                         f"= {CG * groups}, x has {C} (x {describe(x)}, weight {describe(weight)})")
+    if min(N, C, H, W, K, R, S) < 1:
+        raise ValueError(f"empty dimension: x {describe(x)}, weight {describe(weight)}")
+    geo = ConvGeometry(x.shape, weight.shape, stride, padding, groups)
+    if geo.P < 1 or geo.Q < 1:
+        raise ValueError(f"kernel {R}x{S} is larger than the padded input {H + 2 * padding[0]}x"
+                         f"{W + 2 * padding[1]} (x {describe(x)}, padding {padding})")
+    return geo
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+                   residual=None, activation=None) -> torch.Tensor:
+    """act(conv2d(x, weight) + bias + residual) in one kernel; returns channels_last output."""
+    geo = conv_geometry(x, weight, stride, padding, dilation, groups)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if bias is not None:
+        check_float_tensor(bias, "bias", ndim=1)
+        check_same(x, "x", bias, "bias")
+        if bias.shape[0] != geo.K:
+            raise ValueError(f"bias must have {geo.K} elements (weight's out channels), got {describe(bias)}")
+    if residual is not None:
+        check_float_tensor(residual, "residual", ndim=4)
+        check_same(x, "x", residual, "residual")
+        if tuple(residual.shape) != geo.out_shape:
+            raise ValueError(f"residual must have the output's shape {geo.out_shape}, got {describe(residual)}")
+    x = _channels_last(x)
+    weight = _channels_last(weight)
+    y = torch.empty(geo.out_shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    res = residual if residual is not None else y  # dummy pointer when absent
+    M = geo.N * geo.P * geo.Q
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.KG, meta["BLOCK_N"]), geo.groups)
+    _conv_fwd_kernel[grid](
+        x, weight, bias if bias is not None else y, res, y,
+        *geo.sizes(),
+        *x.stride(), *weight.stride(), *y.stride(), *res.stride(),
+        HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=activation == "relu",
+        FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(x.dtype), INDEX_64=needs_int64(x, y, res),
+    )
+    return y
+
+
+def conv2d_input_grad(grad_out, weight, geo: ConvGeometry) -> torch.Tensor:
+    """Gradient w.r.t. the conv input, channels_last, from a channels_last grad_out."""
+    weight = _channels_last(weight)
+    dx = torch.empty((geo.N, geo.C, geo.H, geo.W), device=grad_out.device, dtype=grad_out.dtype,
+                     memory_format=torch.channels_last)
+    sh, sw = geo.stride
+    M = geo.N * triton.cdiv(geo.H, sh) * triton.cdiv(geo.W, sw)
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.CG, meta["BLOCK_N"]),
+                         geo.groups * sh * sw)
+    _conv_dgrad_kernel[grid](
+        grad_out, weight, dx, *geo.sizes(),
+        *grad_out.stride(), *weight.stride(), *dx.stride(),
+        FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(dx.dtype), INDEX_64=needs_int64(grad_out, dx),
+    )
+    return dx
+
+
+def _wgrad_splits(geo: ConvGeometry, device: torch.device, split_k: int | None) -> int:
+    """How many programs share the N*P*Q reduction: enough to fill the device twice over,
+    each keeping at least 512 rows so the fp32 partials stay small next to the work."""
+    M = geo.N * geo.P * geo.Q
+    if split_k is not None:
+        return max(1, min(int(split_k), M))
+    cols = geo.R * geo.S * geo.CG
+    tiles = triton.cdiv(geo.KG, 64) * triton.cdiv(cols, 64) * geo.groups
+    want = triton.cdiv(2 * _sm_count(device), tiles)
+    return max(1, min(want, M // 512, 128))
+
+
+def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype, *,
+                       split_k: int | None = None) -> torch.Tensor:
+    """Gradient w.r.t. the weight [K, CG, R, S] (channels_last strides: KRSC memory).
+
+    `split_k` overrides the heuristic number of reduction splits (tests force both paths).
+    """
+    x = _channels_last(x)
+    splits = _wgrad_splits(geo, x.device, split_k)
+    M = geo.N * geo.P * geo.Q
+    # [split, K, R, S, CG] memory viewed as [split, K, CG, R, S]: KRSC per split.
+    buf_dtype = weight_dtype if splits == 1 else torch.float32
+    buf = torch.empty((splits, geo.K, geo.R, geo.S, geo.CG), device=x.device, dtype=buf_dtype)
+    dw = buf.permute(0, 1, 4, 2, 3)
+    cols = geo.R * geo.S * geo.CG
+    if geo.flat_k:
+        col_tiles = lambda meta: triton.cdiv(cols, meta["BLOCK_N"])
+    else:
+        col_tiles = lambda meta: geo.R * geo.S * triton.cdiv(geo.CG, meta["BLOCK_N"])
+    grid = lambda meta: (triton.cdiv(geo.KG, meta["BLOCK_M"]) * col_tiles(meta), splits, geo.groups)
+    _conv_wgrad_kernel[grid](
+        x, grad_out, dw, *geo.sizes(), triton.cdiv(M, splits),
+        *x.stride(), *grad_out.stride(), *dw.stride(),
+        FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(x.dtype),
+        INDEX_64=needs_int64(x, grad_out, buf),
+    )
+    if splits == 1:
+        return dw[0]
+    total = column_sum(buf.view(splits, -1), weight_dtype)
+    return total.view(geo.K, geo.R, geo.S, geo.CG).permute(0, 3, 1, 2)
+
+
+def bias_grad(grad_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Sum of a channels_last [N, K, P, Q] gradient over everything but K."""
+    K = grad_out.shape[1]
+    return column_sum(_channels_last(grad_out).permute(0, 2, 3, 1).reshape(-1, K), dtype)
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """act(conv2d(x, w) + b + residual); every gradient computed by the Triton kernels."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual, stride, padding, dilation, groups, activation):
+        geo = conv_geometry(x, weight, stride, padding, dilation, groups)
+        x_cl = _channels_last(x)
+        y = conv2d_forward(x_cl, weight, bias, geo.stride, geo.padding, 1, groups,
+                           residual=residual, activation=activation)
+        ctx.geo = geo
+        ctx.relu = activation == "relu"
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x_cl, weight, y if ctx.relu else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, y = ctx.saved_tensors
+        geo = ctx.geo
+        # The ReLU mask comes from the saved output; what remains is the pre-activation grad.
+        g = relu_grad(grad_out, y) if ctx.relu else _channels_last(grad_out)
+        need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
+        dx = conv2d_input_grad(g, weight, geo) if need_x else None
+        dw = conv2d_weight_grad(x, g, geo, weight.dtype) if need_w else None
+        db = bias_grad(g, weight.dtype) if (need_b and ctx.has_bias) else None
+        return dx, dw, db, g if need_r else None, None, None, None, None, None
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           residual=None, activation=None) -> torch.Tensor:
+    """act(F.conv2d(x, weight, bias, stride, padding, dilation, groups) + residual).
+
+    Differentiable in x, weight, bias and residual; NCHW or channels_last input; output is
+    channels_last. activation: None or "relu". float32 uses TF32 exactly when
+    torch.backends.cudnn.allow_tf32 is True.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return Conv2dFunction.apply(x, weight, bias, residual, stride, padding, dilation, groups, activation)
+
+
+class Conv2d(torch.nn.Conv2d):
+    """`nn.Conv2d` run by the Triton kernels, with an optional fused ReLU and residual.
+
+    Parameters and state_dict keys are exactly nn.Conv2d's. forward(x, residual=None).
+    """
+
+    def __init__(self, *args, activation: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if self.padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros' for the Triton conv, got {self.padding_mode!r}")
+        if isinstance(self.padding, str):
+            raise ValueError(f"padding must be explicit ints for the Triton conv, got {self.padding!r}")
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                      self.groups, residual=residual, activation=self.activation)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", activation={self.activation!r}" if self.activation else "")
+

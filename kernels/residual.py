@@ -1,0 +1,155 @@
+"""Residual add + ReLU in Triton, forward and backward; and the ReLU gradient every fused
+epilogue (conv, Inception) reuses.
+
+Tiers: `_add_relu_fwd_kernel` / `_relu_grad_kernel` -> launchers `add_relu_forward`,
+`relu_grad` -> `AddReLUFunction` -> `AddReLU` module. Imports nothing from the other
+kernel families.
+
+Both kernels are flat element-wise passes over memory, so the two operands must share one
+dense layout (NCHW or channels_last); the launcher converts `residual` to `x`'s layout when
+they differ. Backward needs only the output's sign: `grad * (out > 0)` is the gradient of
+both inputs, so nothing beyond the output is saved. NaN follows torch: relu(NaN) is NaN in
+forward, and the gradient passes where the output is NaN (torch's threshold_backward
+zeroes only where out <= 0).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._utils import check_float_tensor, check_same, describe, needs_int64
+from .configs import autotune
+
+
+@autotune("mem_bound", key=["numel"])
+@triton.jit
+def _add_relu_fwd_kernel(
+    x_ptr, r_ptr, y_ptr,
+    # problem size
+    numel,
+    BLOCK: tl.constexpr, INDEX_64: tl.constexpr,
+):
+    """y = relu(x + r) over `numel` elements; all three pointers share one dense layout."""
+    pid = tl.program_id(0)
+    start = pid.to(tl.int64) * BLOCK if INDEX_64 else pid * BLOCK
+    offs = start + tl.arange(0, BLOCK)
+    mask = offs < numel
+    x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
+    r = tl.load(r_ptr + offs, mask=mask).to(tl.float32)
+    v = x + r
+    # `v < 0` is False for NaN, so NaN propagates as in torch.relu.
+    y = tl.where(v < 0, 0.0, v)
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@autotune("mem_bound", key=["numel"])
+@triton.jit
+def _relu_grad_kernel(
+    g_ptr, y_ptr, dx_ptr,
+    # problem size
+    numel,
+    BLOCK: tl.constexpr, INDEX_64: tl.constexpr,
+):
+    """dx = g where y > 0 (or y is NaN), else 0; g, y and dx share one dense layout."""
+    pid = tl.program_id(0)
+    start = pid.to(tl.int64) * BLOCK if INDEX_64 else pid * BLOCK
+    offs = start + tl.arange(0, BLOCK)
+    mask = offs < numel
+    g = tl.load(g_ptr + offs, mask=mask)
+    y = tl.load(y_ptr + offs, mask=mask)
+    dx = tl.where(y <= 0, tl.zeros_like(g), g)
+    tl.store(dx_ptr + offs, dx, mask=mask)
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def dense_like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """`t` laid out exactly like the dense tensor `ref` (a copy only when it is not)."""
+    if t.stride() == ref.stride():
+        return t
+    return t.contiguous(memory_format=_memory_format(ref))
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=_memory_format(t))
+
+
+def _grid(numel):
+    return lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)
+
+
+def add_relu_forward(x: torch.Tensor, residual: torch.Tensor, *, out: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """relu(x + residual) in one pass; `out=x` makes it in place. Returns the output."""
+    check_float_tensor(x, "x")
+    check_float_tensor(residual, "residual")
+    check_same(x, "x", residual, "residual")
+    if residual.shape != x.shape:
+        raise ValueError(f"residual must have x's shape: residual {describe(residual)}, x {describe(x)}")
+    x = _dense(x) if out is None else x
+    residual = dense_like(residual, x)
+    if out is None:
+        out = torch.empty_like(x)
+    elif out.stride() != x.stride():
+        raise ValueError(f"out must share x's dense layout: out strides {out.stride()}, x {x.stride()}")
+    numel = x.numel()
+    if numel:
+        _add_relu_fwd_kernel[_grid(numel)](x, residual, out, numel, INDEX_64=needs_int64(x))
+    return out
+
+
+def relu_grad(grad_out: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """grad_out masked by the sign of the saved ReLU output `out`, in `out`'s layout."""
+    grad_out = dense_like(grad_out, out)
+    dx = torch.empty_like(out)
+    numel = out.numel()
+    if numel:
+        _relu_grad_kernel[_grid(numel)](grad_out, out, dx, numel, INDEX_64=needs_int64(out))
+    return dx
+
+
+class AddReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, residual, inplace=False):
+        if inplace:
+            if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+                raise ValueError(f"inplace add_relu needs a dense x, got strides {x.stride()}")
+            y = add_relu_forward(x, residual, out=x)
+            ctx.mark_dirty(x)
+        else:
+            y = add_relu_forward(x, residual)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (y,) = ctx.saved_tensors
+        g = relu_grad(grad_out, y)
+        # Both inputs get this one tensor: autograd's AccumulateGrad clones a gradient that
+        # is referenced twice, so leaf .grad fields never alias (tested).
+        return g if ctx.needs_input_grad[0] else None, g if ctx.needs_input_grad[1] else None, None
+
+
+def add_relu(x: torch.Tensor, residual: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """relu(x + residual), differentiable in both; == F.relu(x + residual)."""
+    return AddReLUFunction.apply(x, residual, inplace)
+
+
+class AddReLU(torch.nn.Module):
+    """Module form of `add_relu`; `inplace=True` overwrites x (for use inside nets)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return add_relu(x, residual, inplace=self.inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
