@@ -5,6 +5,7 @@ Imports nothing from `nets`, `benchmarks` or `reports`. Importing does no GPU wo
 On a machine without CUDA, set TRITON_INTERPRET=1 before importing to run on CPU tensors.
 """
 
+from .conv import Conv2d, conv2d
 from .residual import AddReLU, add_relu
 
-__all__ = ["AddReLU", "add_relu"]
+__all__ = ["AddReLU", "Conv2d", "add_relu", "conv2d"]

@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def device() -> str:
     """Where Triton kernels run: the GPU when present, else CPU under the interpreter."""
     return "cuda" if HAS_CUDA else "cpu"
