@@ -6,6 +6,11 @@ On a machine without CUDA, set TRITON_INTERPRET=1 before importing to run on CPU
 """
 
 from .conv import Conv2d, conv2d
+from .inception import Inception1x1, inception_1x1, inception_block
+from .lrn import LocalResponseNorm, local_response_norm
 from .residual import AddReLU, add_relu
 
-__all__ = ["AddReLU", "Conv2d", "add_relu", "conv2d"]
+__all__ = [
+    "AddReLU", "Conv2d", "Inception1x1", "LocalResponseNorm",
+    "add_relu", "conv2d", "inception_1x1", "inception_block", "local_response_norm",
+]

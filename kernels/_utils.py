@@ -79,3 +79,23 @@ def pair(v, name: str) -> tuple[int, int]:
     if min(out) < 0:
         raise ValueError(f"{name} must be non-negative, got {v!r}")
     return out
+
+
+def memory_format(t: torch.Tensor) -> torch.memory_format:
+    """channels_last(_3d) when channels are innermost in memory, else contiguous_format."""
+    if t.dim() in (4, 5) and t.stride(1) == 1 and t.shape[1] > 1:
+        return torch.channels_last if t.dim() == 4 else torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def dense(t: torch.Tensor) -> torch.Tensor:
+    """`t` if it is dense (NCHW or channels-innermost), else a dense copy in its nearer format."""
+    fmt = memory_format(t)
+    return t if t.is_contiguous(memory_format=fmt) or t.is_contiguous() else t.contiguous(memory_format=fmt)
+
+
+def dense_like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """`t` laid out exactly like the dense tensor `ref` (a copy only when it is not)."""
+    if t.stride() == ref.stride():
+        return t
+    return t.contiguous(memory_format=memory_format(ref))

@@ -52,11 +52,12 @@ CONV_WGRAD = [
 MEM_BOUND = [
     triton.Config({"BLOCK": b}, num_warps=w) for b, w in ((1024, 4), (2048, 8), (4096, 8), (8192, 16))
 ]
-# LRN: BLOCK_P spatial positions x BLOCK_C channels per tile.
-# Source: sized so a tile is 4-16 KB, the range where shifted re-reads hit L1 on Hopper.
+# LRN: BLOCK_P spatial positions per tile; the host sets BLOCK_C = next_pow2(C) (all
+# channels of a position in one tile) and configs over 16K elements are pruned.
+# Source: sized so a tile is 4-32 KB, the range where shifted re-reads hit L1 on Hopper.
 LRN = [
-    triton.Config({"BLOCK_P": p, "BLOCK_C": c}, num_warps=w)
-    for p, c, w in ((32, 64, 4), (64, 64, 4), (16, 128, 4), (32, 128, 8), (8, 256, 4), (16, 256, 8))
+    triton.Config({"BLOCK_P": p}, num_warps=w)
+    for p, w in ((8, 4), (16, 4), (32, 4), (32, 8), (64, 8), (128, 8))
 ]
 
 # One config per family on the interpreter: the smallest tiles tl.dot accepts (16) keep
@@ -65,7 +66,7 @@ _INTERPRET = {
     "conv_gemm": [_cfg(32, 32, 16, 4, 1, GROUP_M=4)],
     "conv_wgrad": [_cfg(16, 32, 32, 4, 1)],
     "mem_bound": [triton.Config({"BLOCK": 256}, num_warps=4)],
-    "lrn": [triton.Config({"BLOCK_P": 16, "BLOCK_C": 16}, num_warps=4)],
+    "lrn": [triton.Config({"BLOCK_P": 4}, num_warps=4)],
 }
 _GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "mem_bound": MEM_BOUND, "lrn": LRN}
 

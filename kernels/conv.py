@@ -139,7 +139,7 @@ def _conv_fwd_kernel(
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
     else:
         num_cb = tl.cdiv(CG, BLOCK_K)
-        for it in range(0, R * S * num_cb):
+        for it in range(R * S * num_cb):
             rs = it // num_cb
             r = rs // S
             s = rs % S
@@ -162,16 +162,17 @@ def _conv_fwd_kernel(
 @autotune("conv_gemm", key=_SHAPE_KEY)
 @triton.jit
 def _conv_dgrad_kernel(
-    dy_ptr, w_ptr, dx_ptr,
+    dy_ptr, w_ptr, m_ptr, dx_ptr,
     # problem sizes
     BATCH, H, W, CG, P, Q, KG, R, S,
     stride_h, stride_w, pad_h, pad_w,
-    # strides: dy (n, k, p, q), w (k, c, r, s), dx (n, c, h, w)
+    # strides: dy (n, k, p, q), w (k, c, r, s), mask source and dx (n, c, h, w)
     sdyn, sdyk, sdyp, sdyq,
     swk, swc, swr, sws,
+    smn, smc, smh, smw,
     sdxn, sdxc, sdxh, sdxw,
     # meta-parameters
-    FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    RELU_MASK: tl.constexpr, FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """dx[n, g*CG + c, h, w] = sum over taps (r, s) and k of dy[n, g*KG + k, p, q] *
@@ -180,6 +181,8 @@ def _conv_dgrad_kernel(
     Stride phases: the input pixels with h = a (mod sh), w = b (mod sw) are reached only by
     taps r = r0 (mod sh), s = s0 (mod sw), through p = p0 - tr, q = q0 - ts. Each phase is
     a dense GEMM; no zero-inserted grad_out exists. Grid: (tiles, groups * sh * sw).
+    RELU_MASK: the conv's input m came out of a ReLU; zero dx where m <= 0 (torch's
+    threshold_backward), fusing that ReLU's backward into this store.
     FLAT_K is unused here (kept in the signature so one autotune key serves all kernels).
     """
     z = tl.program_id(1)
@@ -209,7 +212,7 @@ def _conv_dgrad_kernel(
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     num_kb = tl.cdiv(KG, BLOCK_K)
-    for it in range(0, taps_r * taps_s * num_kb):
+    for it in range(taps_r * taps_s * num_kb):
         t = it // num_kb
         tr = t // taps_s
         ts = t % taps_s
@@ -226,8 +229,13 @@ def _conv_dgrad_kernel(
                          mask=mask_k[:, None] & mask_c[None, :], other=0.0)
         acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION)
 
+    c_glob = g * CG + offs_c
+    if RELU_MASK:
+        m_off = (n * smn + h * smh + w * smw)[:, None] + c_glob[None, :] * smc
+        m = tl.load(m_ptr + m_off, mask=mask_m[:, None] & mask_c[None, :], other=0.0)
+        acc = tl.where(m <= 0, 0.0, acc)
     dx_off = n * sdxn + h * sdxh + w * sdxw
-    tl.store(dx_ptr + dx_off[:, None] + (g * CG + offs_c)[None, :] * sdxc,
+    tl.store(dx_ptr + dx_off[:, None] + c_glob[None, :] * sdxc,
              acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_c[None, :])
 
 
@@ -355,7 +363,22 @@ def conv_geometry(x, weight, stride=1, padding=0, dilation=1, groups=1) -> ConvG
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """`t` as is when channels are innermost (channels_last, or a channel slice of such a
+    tensor: the kernels take strides), else a channels_last copy."""
+    if t.stride(1) == 1 or t.shape[1] == 1:
+        return t
     return t.contiguous(memory_format=torch.channels_last)
+
+
+def _output(shape, like: torch.Tensor, out: torch.Tensor | None, name: str = "out") -> torch.Tensor:
+    """A fresh channels_last output, or the caller's `out` (e.g. a channel slice of a
+    concatenated buffer) after checking its shape and dtype."""
+    if out is None:
+        return torch.empty(shape, device=like.device, dtype=like.dtype, memory_format=torch.channels_last)
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {describe(out)}")
+    check_same(like, "x", out, name)
+    return out
 
 
 def _sm_count(device: torch.device) -> int:
@@ -363,8 +386,9 @@ def _sm_count(device: torch.device) -> int:
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                   residual=None, activation=None) -> torch.Tensor:
-    """act(conv2d(x, weight) + bias + residual) in one kernel; returns channels_last output."""
+                   residual=None, activation=None, out=None) -> torch.Tensor:
+    """act(conv2d(x, weight) + bias + residual) in one kernel; returns channels_last output,
+    or writes into `out` (any strides, e.g. a channel slice of a concatenated buffer)."""
     geo = conv_geometry(x, weight, stride, padding, dilation, groups)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -380,7 +404,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
             raise ValueError(f"residual must have the output's shape {geo.out_shape}, got {describe(residual)}")
     x = _channels_last(x)
     weight = _channels_last(weight)
-    y = torch.empty(geo.out_shape, device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    y = _output(geo.out_shape, x, out)
     res = residual if residual is not None else y  # dummy pointer when absent
     M = geo.N * geo.P * geo.Q
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.KG, meta["BLOCK_N"]), geo.groups)
@@ -394,19 +418,25 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return y
 
 
-def conv2d_input_grad(grad_out, weight, geo: ConvGeometry) -> torch.Tensor:
-    """Gradient w.r.t. the conv input, channels_last, from a channels_last grad_out."""
+def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_input=None) -> torch.Tensor:
+    """Gradient w.r.t. the conv input (channels_last, or written into `out`).
+
+    `relu_input`: the conv's input, when it is a ReLU's output; the gradient is then also
+    taken through that ReLU (zero where relu_input <= 0) in the same store.
+    """
     weight = _channels_last(weight)
-    dx = torch.empty((geo.N, geo.C, geo.H, geo.W), device=grad_out.device, dtype=grad_out.dtype,
-                     memory_format=torch.channels_last)
+    grad_out = _channels_last(grad_out)
+    dx = _output((geo.N, geo.C, geo.H, geo.W), grad_out, out)
+    mask_src = relu_input if relu_input is not None else dx
     sh, sw = geo.stride
     M = geo.N * triton.cdiv(geo.H, sh) * triton.cdiv(geo.W, sw)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.CG, meta["BLOCK_N"]),
                          geo.groups * sh * sw)
     _conv_dgrad_kernel[grid](
-        grad_out, weight, dx, *geo.sizes(),
-        *grad_out.stride(), *weight.stride(), *dx.stride(),
-        FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(dx.dtype), INDEX_64=needs_int64(grad_out, dx),
+        grad_out, weight, mask_src, dx, *geo.sizes(),
+        *grad_out.stride(), *weight.stride(), *mask_src.stride(), *dx.stride(),
+        RELU_MASK=relu_input is not None, FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(dx.dtype),
+        INDEX_64=needs_int64(grad_out, dx, mask_src),
     )
     return dx
 
@@ -430,6 +460,7 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
     `split_k` overrides the heuristic number of reduction splits (tests force both paths).
     """
     x = _channels_last(x)
+    grad_out = _channels_last(grad_out)
     splits = _wgrad_splits(geo, x.device, split_k)
     M = geo.N * geo.P * geo.Q
     # [split, K, R, S, CG] memory viewed as [split, K, CG, R, S]: KRSC per split.
@@ -455,7 +486,7 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
 
 
 def bias_grad(grad_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Sum of a channels_last [N, K, P, Q] gradient over everything but K."""
+    """Sum of a [N, K, P, Q] gradient over everything but K (a channel slice is fine)."""
     K = grad_out.shape[1]
     return column_sum(_channels_last(grad_out).permute(0, 2, 3, 1).reshape(-1, K), dtype)
 

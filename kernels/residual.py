@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, check_same, describe, needs_int64
+from ._utils import check_float_tensor, check_same, dense, dense_like, describe, needs_int64
 from .configs import autotune
 
 
@@ -63,23 +63,6 @@ def _relu_grad_kernel(
     tl.store(dx_ptr + offs, dx, mask=mask)
 
 
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def dense_like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """`t` laid out exactly like the dense tensor `ref` (a copy only when it is not)."""
-    if t.stride() == ref.stride():
-        return t
-    return t.contiguous(memory_format=_memory_format(ref))
-
-
-def _dense(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous(memory_format=_memory_format(t))
-
-
 def _grid(numel):
     return lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)
 
@@ -92,7 +75,7 @@ def add_relu_forward(x: torch.Tensor, residual: torch.Tensor, *, out: torch.Tens
     check_same(x, "x", residual, "residual")
     if residual.shape != x.shape:
         raise ValueError(f"residual must have x's shape: residual {describe(residual)}, x {describe(x)}")
-    x = _dense(x) if out is None else x
+    x = dense(x) if out is None else x
     residual = dense_like(residual, x)
     if out is None:
         out = torch.empty_like(x)

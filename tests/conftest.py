@@ -9,14 +9,16 @@ import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 HAS_CUDA = torch.cuda.is_available()
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
-# The interpreter is orders of magnitude slower than a GPU: few, tiny examples on CPU.
+# The interpreter is orders of magnitude slower than a GPU: few, tiny examples on CPU, and
+# no shrinking (minutes per failure there); a failing example is still printed as found.
 settings.register_profile(
     "interpret", max_examples=12, deadline=None, derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("gpu", max_examples=60, deadline=None,

@@ -1,0 +1,221 @@
+"""Local response normalization across channels in Triton, forward and backward.
+
+Tiers: `_lrn_fwd_kernel`, `_lrn_bwd_kernel` -> launchers `lrn_forward`, `lrn_backward` ->
+`LocalResponseNormFunction` -> `LocalResponseNorm` module.
+
+Semantics are exactly `F.local_response_norm`: with LO = size // 2 channels below and
+HI = (size - 1) // 2 above (torch's placement for even sizes),
+    scale[c] = k + alpha / size * sum_{c' = c-LO}^{c+HI} x[c']**2,     y[c] = x[c] * scale[c]**-beta
+    dx[j]    = dy[j] * scale[j]**-beta
+               - 2 * alpha * beta / size * x[j] * sum_{i = j-HI}^{j+LO} dy[i] * x[i] * scale[i]**(-beta-1)
+
+One pass over memory each way. A program owns a block of spatial positions and *all* C
+channels of them (C <= MAX_CHANNELS); the window is read as `size` shifted loads of the
+same tile, which hit L1, so HBM sees x read once and y written once in forward.
+
+Backward recomputes the scale instead of saving it. Memory/time trade: saving it would cost
+one extra tensor written in forward and read in backward (5 tensor passes in all, plus the
+activation memory held until backward); recomputing costs `size` more L1 reads per element
+and keeps the traffic at x + y forward, x + dy + dx backward (5 passes -> 5, but nothing
+extra held between the passes: only x is saved). The second sum needs dy*x*scale**(-beta-1)
+at neighbouring channels, which live in other threads' registers: each program writes that
+term into its own tile of dx as scratch, synchronizes, reads it back shifted, synchronizes
+again, then overwrites dx with the result. The scratch stays in L2; in half precision it
+is rounded to the storage dtype, an error below the output's own rounding because the
+second term is scaled by 2*alpha*beta/size (3e-5 at AlexNet's settings).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._utils import check_float_tensor, check_same, dense, dense_like, describe, needs_int64
+from .configs import configs
+
+MAX_CHANNELS = 16384
+
+
+def _prune_tiles(configs_, named_args, **kwargs):
+    """Keep tiles of at most 16K elements (and at least 1 position) for this BLOCK_C."""
+    block_c = kwargs.get("BLOCK_C", named_args.get("BLOCK_C"))
+    kept = [c for c in configs_ if c.kwargs["BLOCK_P"] * block_c <= 16384]
+    return kept or [min(configs_, key=lambda c: c.kwargs["BLOCK_P"])]
+
+
+def _lrn_autotune(fn):
+    return triton.autotune(configs=configs("lrn"), key=["C", "L", "SIZE", "BLOCK_C"],
+                           prune_configs_by={"early_config_prune": _prune_tiles})(fn)
+
+
+@triton.jit
+def _pow(v, e):
+    return tl.exp2(e * tl.log2(v))
+
+
+@_lrn_autotune
+@triton.jit
+def _lrn_fwd_kernel(
+    x_ptr, y_ptr,
+    # problem sizes: x and y viewed as [N, C, L] (L = flattened spatial positions)
+    C, L,
+    # strides: x and y (n, c, l), shared (y is allocated like x)
+    sn, sc, sl,
+    # LRN parameters
+    alpha_over_size, beta, k,
+    # meta-parameters
+    SIZE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
+):
+    """y = x * (k + alpha/size * window sum of x**2) ** -beta for a [BLOCK_P, all C] tile."""
+    pid_p = tl.program_id(0)
+    n = tl.program_id(1)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.arange(0, BLOCK_C)
+    if INDEX_64:
+        n = n.to(tl.int64)
+        offs_p = offs_p.to(tl.int64)
+    mask_p = offs_p < L
+    base = x_ptr + n * sn + offs_p[:, None] * sl
+    sumsq = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    center = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for d in tl.static_range(-(SIZE // 2), (SIZE - 1) // 2 + 1):
+        cc = offs_c + d
+        v = tl.load(base + cc[None, :] * sc, mask=mask_p[:, None] & ((cc >= 0) & (cc < C))[None, :],
+                    other=0.0).to(tl.float32)
+        sumsq += v * v
+        if d == 0:
+            center = v
+    scale = k + alpha_over_size * sumsq
+    y = center * _pow(scale, -beta)
+    out = y_ptr + n * sn + offs_p[:, None] * sl + offs_c[None, :] * sc
+    tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & (offs_c < C)[None, :])
+
+
+@_lrn_autotune
+@triton.jit
+def _lrn_bwd_kernel(
+    x_ptr, dy_ptr, dx_ptr,
+    # problem sizes: all three viewed as [N, C, L]
+    C, L,
+    # strides (n, c, l), shared by x, dy and dx (the launcher lays them out alike)
+    sn, sc, sl,
+    # LRN parameters; coef = 2 * alpha * beta / size
+    alpha_over_size, beta, k, coef,
+    # meta-parameters
+    SIZE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
+):
+    """dx for a [BLOCK_P, all C] tile; see the module docstring for the formula and scratch."""
+    pid_p = tl.program_id(0)
+    n = tl.program_id(1)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.arange(0, BLOCK_C)
+    if INDEX_64:
+        n = n.to(tl.int64)
+        offs_p = offs_p.to(tl.int64)
+    mask_p = offs_p < L
+    row = n * sn + offs_p[:, None] * sl
+    tile = row + offs_c[None, :] * sc
+    mask = mask_p[:, None] & (offs_c < C)[None, :]
+
+    sumsq = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    x = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for d in tl.static_range(-(SIZE // 2), (SIZE - 1) // 2 + 1):
+        cc = offs_c + d
+        v = tl.load(x_ptr + row + cc[None, :] * sc, mask=mask_p[:, None] & ((cc >= 0) & (cc < C))[None, :],
+                    other=0.0).to(tl.float32)
+        sumsq += v * v
+        if d == 0:
+            x = v
+    scale = k + alpha_over_size * sumsq
+    scale_pow = _pow(scale, -beta)
+    dy = tl.load(dy_ptr + tile, mask=mask, other=0.0).to(tl.float32)
+    # Phase 1: u = dy * x * scale**(-beta-1) into this tile of dx (scratch).
+    tl.store(dx_ptr + tile, (dy * x * scale_pow / scale).to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.debug_barrier()
+    # Phase 2: sum u over i in [j - HI, j + LO] (the channels whose window holds j).
+    usum = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for d in tl.static_range(-((SIZE - 1) // 2), SIZE // 2 + 1):
+        cc = offs_c + d
+        usum += tl.load(dx_ptr + row + cc[None, :] * sc, mask=mask_p[:, None] & ((cc >= 0) & (cc < C))[None, :],
+                        other=0.0).to(tl.float32)
+    dx = dy * scale_pow - coef * x * usum
+    tl.debug_barrier()  # every thread has read its neighbours' scratch before any overwrite
+    tl.store(dx_ptr + tile, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _check_args(x, size, alpha, beta, k) -> None:
+    check_float_tensor(x, "x")
+    if x.dim() < 3:
+        raise ValueError(f"x must have at least 3 dimensions (N, C, *), got {describe(x)}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be an int >= 1, got {size!r}")
+    for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+    if x.shape[1] > MAX_CHANNELS:
+        raise ValueError(f"x has {x.shape[1]} channels; the LRN kernel holds all channels of a "
+                         f"position in one tile and supports at most {MAX_CHANNELS}")
+
+
+def _as_ncl(t: torch.Tensor) -> torch.Tensor:
+    """A [N, C, L] view of a dense tensor (NCHW or channels_last alike: H and W merge)."""
+    return t.view(t.shape[0], t.shape[1], -1) if t.dim() > 3 else t
+
+
+def _launch(kernel, x, tensors, size, extra):
+    N, C = x.shape[:2]
+    xv = _as_ncl(x)
+    L = xv.shape[2]
+    if x.numel() == 0:
+        return
+    block_c = triton.next_power_of_2(C)
+    grid = lambda meta: (triton.cdiv(L, meta["BLOCK_P"]), N)
+    kernel[grid](*[_as_ncl(t) for t in tensors], C, L, *xv.stride(), *extra,
+                 SIZE=size, BLOCK_C=block_c, INDEX_64=needs_int64(x))
+
+
+def lrn_forward(x, size, alpha=1e-4, beta=0.75, k=1.0) -> torch.Tensor:
+    """F.local_response_norm(x, size, alpha, beta, k); output in x's memory layout."""
+    _check_args(x, size, alpha, beta, k)
+    x = dense(x)
+    y = torch.empty_like(x)  # dense x: identical strides
+    _launch(_lrn_fwd_kernel, x, (x, y), size, (alpha / size, beta, k))
+    return y
+
+
+def lrn_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0) -> torch.Tensor:
+    """Gradient of `lrn_forward` w.r.t. x, recomputing the scale from x."""
+    check_same(x, "x", grad_out, "grad_out")
+    dy = dense_like(grad_out, x)
+    dx = torch.empty_like(x)
+    _launch(_lrn_bwd_kernel, x, (x, dy, dx), size, (alpha / size, beta, k, 2.0 * alpha * beta / size))
+    return dx
+
+
+class LocalResponseNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k):
+        y = lrn_forward(x, size, alpha, beta, k)
+        ctx.params = (size, alpha, beta, k)
+        ctx.save_for_backward(dense(x))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return lrn_backward(grad_out, x, *ctx.params), None, None, None, None
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0) -> torch.Tensor:
+    """== F.local_response_norm(x, size, alpha, beta, k): alpha divided by size, torch's
+    window placement for even sizes. Differentiable in x; NCHW or channels_last."""
+    return LocalResponseNormFunction.apply(x, size, alpha, beta, k)
+
+
+class LocalResponseNorm(torch.nn.LocalResponseNorm):
+    """`nn.LocalResponseNorm` run by the Triton kernels (same constructor and repr)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
