@@ -1,0 +1,105 @@
+"""`describe(model, input_shape)`: one row per layer, saying what runs it.
+
+Shapes and FLOPs come from a torch-backend twin of the model run on the meta device (no
+memory, no compute): Triton kernels are invisible to torch's FLOP counter, and the twin has
+the same layer names by construction. The backend column comes from the real model.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .flops import flop_counter
+from .layers import convert, is_triton_module
+
+
+def _op(m: nn.Module, folded_last: bool) -> str:
+    if isinstance(m, nn.Conv2d):
+        r, s = m.kernel_size
+        op = f"conv{r}x{s}/{m.stride[0]}" + (f" g{m.groups}" if m.groups > 1 else "")
+        epi = ["bias"] if m.bias is not None else []
+        if folded_last:
+            epi.append("residual")
+        if getattr(m, "activation", None):
+            epi.append(m.activation)
+        return op + ("+" + "+".join(epi) if epi else "")
+    if isinstance(m, nn.LocalResponseNorm):
+        return f"lrn(size={m.size})"
+    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+        k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+        st = m.stride if isinstance(m.stride, int) else m.stride[0]
+        return f"{'max' if isinstance(m, nn.MaxPool2d) else 'avg'}pool{k}x{k}/{st}"
+    names = {nn.AdaptiveAvgPool2d: "adaptive_avgpool", nn.Linear: "linear", nn.BatchNorm2d: "batchnorm",
+             nn.ReLU: "relu", nn.Dropout: "dropout"}
+    for cls, name in names.items():
+        if isinstance(m, cls):
+            return name
+    return "add+relu" if type(m).__name__.endswith("AddReLU") else type(m).__name__
+
+
+def _runs_on(model: nn.Module) -> dict[str, tuple[str, str]]:
+    """name -> (backend, kernel) for every leaf of the real model."""
+    out = {}
+    fused_blocks = {name for name, m in model.named_modules()
+                    if hasattr(m, "branch4") and getattr(m, "_run", None) is not None
+                    and m._run.__name__ == "_triton_inception"}
+    for name, m in model.named_modules():
+        if list(m.children()):
+            continue
+        if any(name.startswith(b + ".") for b in fused_blocks):
+            kernel = ("inception_block (max-pool fused into pool_proj's operand load)"
+                      if isinstance(m, nn.MaxPool2d) else "inception_block")
+            out[name] = ("triton", kernel)
+        elif is_triton_module(m):
+            kernel = {"Conv2d": "conv2d", "LocalResponseNorm": "local_response_norm", "AddReLU": "add_relu"}
+            out[name] = ("triton", kernel[type(m).__name__])
+        else:
+            out[name] = ("torch", f"torch.nn.{type(m).__name__}")
+    return out
+
+
+def describe(model: nn.Module, input_shape, *, dtype: torch.dtype = torch.float32) -> pd.DataFrame:
+    """One row per leaf layer: name, op, backend ("triton" or "torch"), kernel, output shape,
+    parameters and forward GFLOP (torch's counter, 2 FLOPs per multiply-add) for an input of
+    `input_shape`. Layers folded away (nn.Identity) are skipped; layers that do not run in
+    the model's current mode (aux heads in eval) are listed with no shape and 0 FLOPs."""
+    if len(tuple(input_shape)) != 4:
+        raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
+    twin = convert(model, "torch").to("meta")
+    twin.train(model.training)
+    shapes: dict[str, tuple] = {}
+    hooks = []
+    for name, m in twin.named_modules():
+        if name and not list(m.children()):
+            hooks.append(m.register_forward_hook(
+                lambda mod, args, out, name=name: shapes.__setitem__(
+                    name, tuple(out.shape) if isinstance(out, torch.Tensor) else None)))
+    counter = flop_counter()
+    try:
+        with counter, torch.no_grad():
+            twin(torch.empty(*input_shape, device="meta", dtype=dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    counts = counter.get_flop_counts()
+    prefix = type(twin).__name__
+    runs_on = _runs_on(model)
+    folded_last = {f"{n}.{'conv3' if hasattr(b, 'conv3') else 'conv2'}"
+                   for n, b in model.named_modules() if getattr(b, "folded", False)}
+    rows = []
+    for name, m in model.named_modules():
+        if not name or list(m.children()) or isinstance(m, nn.Identity):
+            continue
+        backend, kernel = runs_on[name]
+        rows.append({
+            "layer": name,
+            "op": _op(m, name in folded_last),
+            "backend": backend,
+            "kernel": kernel,
+            "output_shape": shapes.get(name),
+            "params": sum(p.numel() for p in m.parameters(recurse=False)),
+            "gflop": sum(counts.get(f"{prefix}.{name}", {}).values()) / 1e9,
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,123 @@
+"""ResNet-18/34/50/101/152 as in He et al. 2015: basic blocks (18, 34) and bottlenecks
+(50, 101, 152), BatchNorm after every conv, projection shortcuts (1x1 conv + BN) where the
+shape changes. Parameter and buffer names equal torchvision's, so its state_dicts load
+(resnet50: 25,557,032 parameters; resnet152: 60,192,808).
+
+Stride: the paper (and its Caffe models) downsample in a bottleneck's first 1x1 conv;
+torchvision ("ResNet v1.5") moves it to the 3x3. Option `stride_in_3x3=True` builds the
+latter. Both have the same parameters.
+
+In training the residual add and ReLU run after BatchNorm as one `AddReLU` module; once
+BatchNorm is folded for inference (`nets.fuse_for_inference`), each block's last conv
+takes the shortcut as its residual and the add+ReLU run in that conv's store.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, layers, in_ch, width, stride=1, downsample=None, stride_in_3x3=True):
+        super().__init__()
+        conv = layers.Conv2d
+        self.conv1 = conv(in_ch, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = conv(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = downsample
+        self.add_relu = layers.AddReLU()
+        self.folded = False  # set by fuse_for_inference
+
+    def _body(self, x):
+        out = self.relu1(self.bn1(self.conv1(x)))
+        return out, self.conv2, self.bn2
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out, last_conv, last_bn = self._body(x)
+        if self.folded:  # BN folded: bias + residual + ReLU in the conv's epilogue
+            return last_conv(out, residual=identity)
+        return self.add_relu(last_bn(last_conv(out)), identity)
+
+
+class Bottleneck(BasicBlock):
+    expansion = 4
+
+    def __init__(self, layers, in_ch, width, stride=1, downsample=None, stride_in_3x3=False):
+        nn.Module.__init__(self)
+        conv = layers.Conv2d
+        s1, s3 = (1, stride) if stride_in_3x3 else (stride, 1)
+        self.conv1 = conv(in_ch, width, 1, stride=s1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = conv(width, width, 3, stride=s3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = conv(width, width * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width * self.expansion)
+        self.downsample = downsample
+        self.add_relu = layers.AddReLU()
+        self.folded = False
+
+    def _body(self, x):
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        return out, self.conv3, self.bn3
+
+
+class ResNet(nn.Module):
+    def __init__(self, layers, block, depths, num_classes=1000, zero_init_residual=False,
+                 stride_in_3x3=False):
+        super().__init__()
+        self.conv1 = layers.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)   # 64 x 112 x 112
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)                      # 64 x 56 x 56
+        in_ch = 64
+        for i, (width, depth) in enumerate(zip((64, 128, 256, 512), depths)):
+            stride = 1 if i == 0 else 2
+            stage = []
+            for j in range(depth):
+                down = None
+                if j == 0 and (stride != 1 or in_ch != width * block.expansion):
+                    down = nn.Sequential(layers.Conv2d(in_ch, width * block.expansion, 1, stride=stride, bias=False),
+                                         nn.BatchNorm2d(width * block.expansion))
+                stage.append(block(layers, in_ch, width, stride if j == 0 else 1, down, stride_in_3x3))
+                in_ch = width * block.expansion
+            # layer1: 64e x 56 x 56, layer2: 128e x 28 x 28, layer3: 256e x 14 x 14, layer4: 512e x 7 x 7
+            self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.reset_parameters(zero_init_residual)
+
+    def reset_parameters(self, zero_init_residual=False) -> None:
+        """He et al.'s init (fan_out, ReLU gain) for convs, BN weight 1 bias 0; optionally
+        zero the last BN of each block (Goyal et al.), torchvision's option of that name."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+DEPTHS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
+}
