@@ -56,7 +56,8 @@ def _runs_on(model: nn.Module) -> dict[str, tuple[str, str]]:
             kernel = {"Conv2d": "conv2d", "LocalResponseNorm": "local_response_norm", "AddReLU": "add_relu"}
             out[name] = ("triton", kernel[type(m).__name__])
         else:
-            out[name] = ("torch", f"torch.nn.{type(m).__name__}")
+            torch_kernels = {"TorchConv2d": "F.conv2d (cuDNN)", "TorchAddReLU": "add_ + relu_"}
+            out[name] = ("torch", torch_kernels.get(type(m).__name__, f"torch.nn.{type(m).__name__}"))
     return out
 
 

@@ -30,3 +30,30 @@ def flop_counter(**kwargs) -> FlopCounterMode:
     kwargs.setdefault("depth", None)
     mapping = {torch.ops.aten.convolution_backward: _conv_backward_flop, **kwargs.pop("custom_mapping", {})}
     return FlopCounterMode(custom_mapping=mapping, **kwargs)
+
+
+def unit_flops(model, input_shape, names, *, train: bool = True) -> dict[str, tuple[float, float]]:
+    """{name: (forward FLOPs, backward FLOPs)} for the named submodules of `model` ("" for
+    the whole net), counted
+    on a torch-backend twin on the meta device (Triton kernels are invisible to the counter).
+    Backward is counted from the loss of a training forward (no input gradient for the net's
+    own input, as in training)."""
+    from .layers import convert
+
+    twin = convert(model, "torch").to("meta")
+    twin.train(train)
+    counter = flop_counter()
+    prefix = type(twin).__name__
+    with counter:
+        out = twin(torch.empty(*input_shape, device="meta"))
+        forward = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+        if train:
+            logits = out[0] if isinstance(out, tuple) else out
+            logits.float().sum().backward()
+    total = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    result = {}
+    for name in names:
+        key = f"{prefix}.{name}" if name else prefix  # "" names the whole net
+        fwd = forward.get(key, 0)
+        result[name] = (float(fwd), float(total.get(key, 0) - fwd))
+    return result

@@ -1,0 +1,53 @@
+"""Timing that measures the device: CUDA events via `triton.testing.do_bench` on a GPU (L2
+flushed between runs), `torch.utils.benchmark.Timer` on CPU. Both give median and the
+20th / 80th percentiles in milliseconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Timing:
+    ms: float
+    p20: float
+    p80: float
+
+    @property
+    def spread(self) -> float:
+        """Relative width of the 20-80 band: the run's own noise."""
+        return (self.p80 - self.p20) / self.ms if self.ms > 0 else float("nan")
+
+
+def measure(fn, device: torch.device | str, *, warmup_ms: float = 25, rep_ms: float = 100,
+            cpu_min_run_s: float = 0.2) -> Timing:
+    """Median / p20 / p80 of `fn()` in ms on `device`."""
+    if torch.device(device).type == "cuda":
+        from triton.testing import do_bench
+
+        ms, p20, p80 = do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+        return Timing(float(ms), float(p20), float(p80))
+    import torch.utils.benchmark as tbench
+
+    fn()  # warm up (first-call allocations, lazy init)
+    # Timer defaults to one thread; time with the threads torch would use anyway.
+    timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=cpu_min_run_s)
+    times = np.asarray(m.times) * 1e3
+    return Timing(float(np.median(times)), float(np.percentile(times, 20)), float(np.percentile(times, 80)))
+
+
+def synchronized(fn, device):
+    """`fn` followed by a device synchronize: what pytest-benchmark's wall clock should time."""
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run

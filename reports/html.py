@@ -1,0 +1,254 @@
+"""`build_report(DIR)`: DIR/report.html and its PNGs from DIR/results.csv + summary.json
+(and optionally a pytest-benchmark JSON). One folder, relative links, no JavaScript."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import charts
+from .schema import NETWORK, REPORT_HTML, load_results, load_summary
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; }
+td.bad { background: #fde2e2; color: #a00; font-weight: 600; } td.win { background: #e3f4e3; }
+tr.sum td { font-weight: 600; background: #f7f7f7; }
+.note { color: #555; font-size: 0.85em; } .banner { background: #fff3cd; padding: 0.6em; border: 1px solid #e0c060; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; }
+"""
+
+
+def _e(v) -> str:
+    return html.escape(str(v))
+
+
+def _fmt(v, digits=3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:,.{digits}g}" if abs(v) < 100 else f"{v:,.0f}"
+    return _e(v)
+
+
+def _table(header: list[str], rows: list[list], *, left=1, classes: list[list[str]] | None = None,
+           row_classes: list[str] | None = None) -> str:
+    out = ["<table><thead><tr>"]
+    out += [f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(header)]
+    out.append("</tr></thead><tbody>")
+    for r, row in enumerate(rows):
+        rc = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
+        out.append(f"<tr{rc}>")
+        for i, cell in enumerate(row):
+            cls = ["l"] if i < left else []
+            if classes and classes[r][i]:
+                cls.append(classes[r][i])
+            out.append(f'<td class="{" ".join(cls)}">{cell}</td>')
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _env_section(summary: dict) -> str:
+    env = summary.get("env", {})
+    keys = ["date", "gpu", "driver", "cuda", "cudnn", "torch", "triton", "python", "cpu", "threads", "platform"]
+    rows = [[_e(k), _e(env[k])] for k in keys if env.get(k) is not None]
+    out = "<h2>Environment</h2>" + _table(["", "value"], rows, left=2)
+    if env.get("command"):
+        out += f'<p class="note">command: <code>{_e(env["command"])}</code></p>'
+    ceil = summary.get("ceilings") or {}
+    if ceil:
+        sheet = ceil.get("datasheet") or {}
+        rows = [[f"matmul {_e(d)} (TFLOP/s)", _fmt(v), _fmt((sheet.get("matmul_tflops") or {}).get(d))]
+                for d, v in (ceil.get("matmul_tflops") or {}).items()]
+        rows.append(["device copy, read + write (GB/s)", _fmt(ceil.get("copy_gbps")),
+                     _fmt(sheet["copy_tbps"] * 1e3) if sheet.get("copy_tbps") else ""])
+        out += "<h3>Ceilings</h3>" + _table(["", "measured at the start of the run", "datasheet"], rows)
+        out += ('<p class="note">Every "% of peak" below is against the measured ceiling: matmul for '
+                "layers with FLOPs, copy bandwidth for the rest (a byte floor per layer).</p>")
+    return out
+
+
+def _headline(frame: pd.DataFrame) -> str:
+    net = frame[(frame.layer == NETWORK) & frame["pass"].isin(["train_step", "fwd"])]
+    net = net[~((net["mode"] == "train") & (net["pass"] == "fwd"))]
+    if net.empty:
+        return "<h2>Throughput</h2><p>No whole-network rows.</p>"
+    rows, classes = [], []
+    for (arch, mode, batch), group in net.groupby(["arch", "mode", "batch_size"], sort=False):
+        base = group[(group.backend == "torch") & (group.status == "ok")].images_per_s
+        base = base.iloc[0] if len(base) else None
+        for r in group.itertuples():
+            ok = r.status == "ok"
+            speed = r.images_per_s / base if ok and base else None
+            rows.append([_e(arch), _e(mode), _fmt(batch), _e(r.backend),
+                         _fmt(r.images_per_s) if ok else _e(r.status.upper()),
+                         _fmt(speed) + ("x" if speed else ""), _fmt(r.ms),
+                         _fmt(r.peak_bytes / 2**30) if r.peak_bytes == r.peak_bytes else ""])
+            classes.append(["", "", "", "", "" if ok else "bad", "win" if speed and speed > 1 else "", "", ""])
+    return ("<h2>Throughput</h2>"
+            + _table(["arch", "mode", "batch", "backend", "images/s", "vs torch", "ms", "peak GiB"], rows,
+                     left=4, classes=classes)
+            + '<p class="note">train: one full training step (paper recipe, SGD momentum + weight decay, '
+              "synthetic data on the device); infer: forward with BatchNorm folded.</p>")
+
+
+def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
+    rows_df = frame[(frame.arch == arch) & (frame["mode"] == mode)]
+    layers = rows_df[rows_df.layer != NETWORK]
+    if layers.empty:
+        return ""
+    backends = list(dict.fromkeys(rows_df.backend))
+    passes = ["fwd", "bwd"] if mode == "train" else ["fwd"]
+    order = list(dict.fromkeys(layers.layer))
+    cell = {(r.layer, r.backend, r["pass"]): r for _, r in layers.iterrows()}
+    header = ["layer", "op"] + [f"{b} {p} ms" for b in backends for p in passes] + \
+        [f"{b} % peak" for b in backends] + ["fastest"]
+    body, classes = [], []
+    best_total = {p: 0.0 for p in passes}
+    wins: dict[str, int] = {}
+    sums = {(b, p): 0.0 for b in backends for p in passes}
+    for layer in order:
+        any_row = next(r for k, r in cell.items() if k[0] == layer)
+        row, cls = [_e(layer), _e(any_row.op)], ["", ""]
+        fastest = {}
+        for b in backends:
+            for p in passes:
+                r = cell.get((layer, b, p))
+                if r is None:
+                    row.append("")
+                    cls.append("")
+                elif r.status != "ok":
+                    row.append(f'{_e(r.status.upper())}')
+                    cls.append("bad")
+                else:
+                    row.append(_fmt(r.ms))
+                    cls.append("")
+                    sums[(b, p)] += r.ms
+                    fastest.setdefault(p, []).append((r.ms, b))
+        for b in backends:
+            r = cell.get((layer, b, "fwd"))
+            row.append(_fmt(r.pct_peak, 2) if r is not None and r.status == "ok" else "")
+            cls.append("")
+        total_by_backend: dict[str, float] = {}
+        for p, lst in fastest.items():
+            best_total[p] += min(lst)[0]
+            for ms, b in lst:
+                total_by_backend[b] = total_by_backend.get(b, 0.0) + ms
+        complete = {b: t for b, t in total_by_backend.items()
+                    if all((layer, b, p) in cell and cell[(layer, b, p)].status == "ok" for p in passes)}
+        winner = min(complete, key=complete.get) if complete else ""
+        if winner:
+            wins[winner] = wins.get(winner, 0) + 1
+            for i, h in enumerate(header):
+                if h.startswith(f"{winner} ") and h.endswith(" ms"):
+                    cls[i] = "win"
+        row.append(_e(winner))
+        cls.append("")
+        body.append(row)
+        classes.append(cls)
+    # Summary rows: sum of layers, the whole network, their difference, the oracle.
+    net = {(r.backend, r["pass"]): r for _, r in rows_df[rows_df.layer == NETWORK].iterrows()}
+    net_pass = "fwd+bwd" if mode == "train" else "fwd"
+    sum_row = ["sum of layers", ""] + [_fmt(sums[(b, p)]) for b in backends for p in passes] + [""] * len(backends)
+    sum_row.append("")
+    net_row = [f"whole network ({net_pass})", ""]
+    gap_row = ["launch + gap cost (network - sum)", ""]
+    for b in backends:
+        r = net.get((b, net_pass))
+        ok = r is not None and r.status == "ok"
+        net_row += [_fmt(r.ms) if ok else (_e(r.status.upper()) if r is not None else "")] + [""] * (len(passes) - 1)
+        gap = r.ms - sum(sums[(b, p)] for p in passes) if ok else None
+        gap_row += [_fmt(gap)] + [""] * (len(passes) - 1)
+    net_row += [""] * (len(backends) + 1)
+    gap_row += [""] * (len(backends) + 1)
+    oracle = ["oracle (fastest backend per layer)", ""] + [""] * (len(backends) * len(passes)) + [""] * len(backends)
+    oracle.append(f"{_fmt(sum(best_total.values()))} ms; wins: " + ", ".join(f"{b} {n}" for b, n in wins.items()))
+    body += [sum_row, net_row, gap_row, oracle]
+    classes += [[""] * len(header)] * 4
+    return (f"<h3>{_e(arch)} {_e(mode)}: per layer</h3>"
+            + _table(header, body, left=2, classes=classes,
+                     row_classes=[""] * (len(body) - 4) + ["sum"] * 4)
+            + '<p class="note">Each layer replayed in isolation on its captured input (forward; backward '
+              "alone, from a retained graph). An Inception block is one unit: the Triton backend runs it "
+              "as one fused set of kernels. Green: the backend with the lowest total for that layer.</p>")
+
+
+def _failures(frame: pd.DataFrame) -> str:
+    bad = frame[frame.status != "ok"]
+    if bad.empty:
+        return ""
+    rows = [[_e(r.arch), _e(r.backend), _e(r["mode"]), _e(r.layer), _e(r["pass"]), _e(r.status), _e(r.error)]
+            for _, r in bad.iterrows()]
+    return "<h2>Failed, OOM and skipped measurements</h2>" + _table(
+        ["arch", "backend", "mode", "layer", "pass", "status", "error"], rows, left=7)
+
+
+def load_benchmark_json(path: str | Path) -> pd.DataFrame:
+    """A pytest-benchmark JSON (from our suite) as one row per benchmark."""
+    doc = json.loads(Path(path).read_text())
+    rows = []
+    for b in doc.get("benchmarks", []):
+        info = b.get("extra_info", {})
+        rows.append({"group": b.get("group"), "name": b.get("name"), "provider": info.get("provider"),
+                     "pass": info.get("pass"), "median_ms": info.get("median_ms"),
+                     "tflops": info.get("tflops"), "gbps": info.get("gbps"), "pct_peak": info.get("pct_peak"),
+                     "speedup_vs_torch": info.get("speedup_vs_torch"), "max_rel_error": info.get("max_rel_error")})
+    return pd.DataFrame(rows, columns=["group", "name", "provider", "pass", "median_ms", "tflops", "gbps",
+                                       "pct_peak", "speedup_vs_torch", "max_rel_error"])
+
+
+def _kernel_section(bench: pd.DataFrame, out_dir: Path) -> str:
+    if bench.empty:
+        return ""
+    png = charts.kernel_speedups(bench, out_dir)
+    rows = [[_e(r.group), _e(r.provider), _fmt(r.median_ms), _fmt(r.tflops), _fmt(r.gbps), _fmt(r.pct_peak),
+             _fmt(r.speedup_vs_torch), _fmt(r.max_rel_error)] for r in bench.itertuples()]
+    out = "<h2>Kernel benchmarks</h2>"
+    if png:
+        out += f'<img src="{_e(png)}" alt="kernel speedups">'
+    return out + _table(["benchmark", "provider", "median ms", "TFLOP/s", "GB/s", "% peak", "vs torch",
+                         "max rel err"], rows, left=2)
+
+
+def build_report(out_dir: str | Path, *, benchmark_json: str | Path | None = None) -> Path:
+    """Write DIR/report.html (+ PNGs beside it) from DIR's result files; returns its path."""
+    out_dir = Path(out_dir)
+    frame = load_results(out_dir)
+    summary = load_summary(out_dir)
+    dtype = frame.dtype.iloc[0] if len(frame) else "float32"
+    parts = [f"<h1>convbench report</h1><p class='note'>run {_e(summary.get('run_id', ''))}</p>"]
+    if summary.get("interrupted"):
+        parts.append('<p class="banner">This run was interrupted: the tables hold the rows measured '
+                     "before it stopped.</p>")
+    parts.append(_env_section(summary))
+    parts.append(_headline(frame))
+    png = charts.throughput(frame, out_dir)
+    if png:
+        parts.append(f'<img src="{_e(png)}" alt="throughput by backend">')
+    for arch in dict.fromkeys(frame.arch):
+        parts.append(f"<h2>{_e(arch)}</h2>")
+        for mode in dict.fromkeys(frame[frame.arch == arch]["mode"]):
+            parts.append(_layer_section(frame, arch, mode))
+            for png in (charts.layer_latency(frame, arch, mode, out_dir),
+                        charts.roofline(frame, summary.get("ceilings") or {}, dtype, arch, mode, out_dir)):
+                if png:
+                    parts.append(f'<img src="{_e(png)}" alt="{_e(png[:-4])}">')
+        png = charts.memory(frame, arch, out_dir)
+        if png:
+            parts.append(f'<img src="{_e(png)}" alt="per-layer memory">')
+    parts.append(_failures(frame))
+    if benchmark_json:
+        parts.append(_kernel_section(load_benchmark_json(benchmark_json), out_dir))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>convbench report</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    path = out_dir / REPORT_HTML
+    path.write_text(page)
+    return path
