@@ -73,8 +73,16 @@ _GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "mem_bound": MEM_BOUND
 
 
 def configs(family: str) -> list[triton.Config]:
-    """The config list of `family` for the machine this process runs on."""
-    return (_INTERPRET if interpreting() else _GPU)[family]
+    """The config list of `family` for the machine this process runs on.
+
+    CONVBENCH_AUTOTUNE=first keeps only the first GPU config of each family: correctness
+    runs then compile once per specialization instead of autotuning every test shape.
+    """
+    if interpreting():
+        return _INTERPRET[family]
+    if os.environ.get("CONVBENCH_AUTOTUNE", "full") == "first":
+        return _GPU[family][:1]
+    return _GPU[family]
 
 
 _CACHE_RESULTS = "cache_results" in inspect.signature(triton.autotune).parameters
