@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import shlex
 import sys
 import time
@@ -87,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("profile-out"), help="output folder (default: profile-out)")
     p.add_argument("--trace", action="store_true", help="also write a Chrome trace of one training step")
     p.add_argument("--skip-layers", action="store_true", help="whole-network rows only")
+    p.add_argument("--compile-layers", action=argparse.BooleanOptionalAction, default=True,
+                   help="with the compile backend, also compile and replay every layer (default on)")
     p.add_argument("--rep-ms", type=float, default=100.0,
                    help="timing budget per measurement: do_bench's rep on GPU, 2x as the CPU timer's "
                         "minimum run time (default 100)")
@@ -165,13 +168,9 @@ def _models(arch: str, mode: str, backends, run: Run) -> dict:
         base = nets.fuse_for_inference(base)
     base = base.to(device=run.device, dtype=run.dtype, memory_format=torch.channels_last)
     base.train(mode == "train")
-    out = {}
-    for backend in backends:
-        if backend == "triton":
-            out[backend] = convert(base, "triton")
-        else:
-            out[backend] = base  # compile wraps the torch model (and its layers) when used
-    return out
+    # Each backend gets its own copy: training steps on one must not move another's weights.
+    return {b: convert(base, "triton") if b == "triton" else (base if b == "torch" else copy.deepcopy(base))
+            for b in backends}
 
 
 def _layer_meta(model, x_shape, names) -> dict:
@@ -303,8 +302,9 @@ def _steps(args) -> int:
         if mode == "infer":
             model = nets.fuse_for_inference(model).eval()
         n_units = 0 if args.skip_layers else len(units(model))
-        per_backend = n_units * (2 if mode == "train" else 1) + (2 if mode == "train" else 1)
-        total += per_backend * len(args.backend)
+        for backend in args.backend:
+            layers = n_units if (backend != "compile" or args.compile_layers) else 0
+            total += layers * (2 if mode == "train" else 1) + (2 if mode == "train" else 1)
     return total
 
 
@@ -356,7 +356,7 @@ def _profile_arch(run: Run, arch: str, mode: str, summary: dict) -> None:
     flops = unit_flops(reference, tuple(x.shape), [*names, ""], train=mode == "train")
     whole = flops.pop("")
     for backend, model in models.items():
-        if not args.skip_layers:
+        if not args.skip_layers and (backend != "compile" or args.compile_layers):
             meta = _layer_meta(model, tuple(x.shape), names)
             profile_layers(run, arch, backend, mode, model, x, flops, meta)
         entry = profile_network(run, arch, backend, mode, model, x, y, whole)

@@ -79,10 +79,8 @@ CONV = [
     ConvShape("resnet50.layer4.1.conv2", 512, 7, 512, 3, padding=1),
 ]
 
-QUICK_CONV = [
-    "alexnet.features.conv1", "alexnet.features.conv2", "googlenet.inception3a.branch3.1",
-    "resnet50.conv1", "resnet50.layer1.1.conv1", "resnet50.layer3.1.conv2",
-]
+QUICK_CONV = ["alexnet.features.conv1", "alexnet.features.conv2", "resnet50.layer1.1.conv1",
+              "resnet50.layer3.1.conv2"]
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,23 @@ def _lrn_autotune(fn):
 
 
 @triton.jit
+def _window_sumsq(x_ptr, row, offs_c, mask_p, C, sc, SIZE: tl.constexpr,
+                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """(sum of x**2 over each channel's window [c - SIZE//2, c + (SIZE-1)//2], x itself), fp32,
+    from SIZE shifted loads of one tile (L1 hits after the first)."""
+    sumsq = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    center = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for d in tl.static_range(-(SIZE // 2), (SIZE - 1) // 2 + 1):
+        cc = offs_c + d
+        v = tl.load(x_ptr + row + cc[None, :] * sc, mask=mask_p[:, None] & ((cc >= 0) & (cc < C))[None, :],
+                    other=0.0).to(tl.float32)
+        sumsq += v * v
+        if d == 0:
+            center = v
+    return sumsq, center
+
+
+@triton.jit
 def _pow(v, e):
     return tl.exp2(e * tl.log2(v))
 
@@ -76,16 +93,8 @@ def _lrn_fwd_kernel(
         n = n.to(tl.int64)
         offs_p = offs_p.to(tl.int64)
     mask_p = offs_p < L
-    base = x_ptr + n * sn + offs_p[:, None] * sl
-    sumsq = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    center = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for d in tl.static_range(-(SIZE // 2), (SIZE - 1) // 2 + 1):
-        cc = offs_c + d
-        v = tl.load(base + cc[None, :] * sc, mask=mask_p[:, None] & ((cc >= 0) & (cc < C))[None, :],
-                    other=0.0).to(tl.float32)
-        sumsq += v * v
-        if d == 0:
-            center = v
+    sumsq, center = _window_sumsq(x_ptr, n * sn + offs_p[:, None] * sl, offs_c, mask_p, C, sc,
+                                  SIZE, BLOCK_P, BLOCK_C)
     scale = k + alpha_over_size * sumsq
     y = center * _pow(scale, -beta)
     out = y_ptr + n * sn + offs_p[:, None] * sl + offs_c[None, :] * sc
@@ -118,15 +127,7 @@ def _lrn_bwd_kernel(
     tile = row + offs_c[None, :] * sc
     mask = mask_p[:, None] & (offs_c < C)[None, :]
 
-    sumsq = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    x = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for d in tl.static_range(-(SIZE // 2), (SIZE - 1) // 2 + 1):
-        cc = offs_c + d
-        v = tl.load(x_ptr + row + cc[None, :] * sc, mask=mask_p[:, None] & ((cc >= 0) & (cc < C))[None, :],
-                    other=0.0).to(tl.float32)
-        sumsq += v * v
-        if d == 0:
-            x = v
+    sumsq, x = _window_sumsq(x_ptr, row, offs_c, mask_p, C, sc, SIZE, BLOCK_P, BLOCK_C)
     scale = k + alpha_over_size * sumsq
     scale_pow = _pow(scale, -beta)
     dy = tl.load(dy_ptr + tile, mask=mask, other=0.0).to(tl.float32)

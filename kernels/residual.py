@@ -23,6 +23,15 @@ from ._utils import check_float_tensor, check_same, dense, dense_like, describe,
 from .configs import autotune
 
 
+@triton.jit
+def flat_block(numel, BLOCK: tl.constexpr, INDEX_64: tl.constexpr):
+    """This program's offsets into a flat tensor of `numel` elements, and their mask."""
+    pid = tl.program_id(0)
+    start = pid.to(tl.int64) * BLOCK if INDEX_64 else pid * BLOCK
+    offs = start + tl.arange(0, BLOCK)
+    return offs, offs < numel
+
+
 @autotune("mem_bound", key=["numel"])
 @triton.jit
 def _add_relu_fwd_kernel(
@@ -32,10 +41,7 @@ def _add_relu_fwd_kernel(
     BLOCK: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """y = relu(x + r) over `numel` elements; all three pointers share one dense layout."""
-    pid = tl.program_id(0)
-    start = pid.to(tl.int64) * BLOCK if INDEX_64 else pid * BLOCK
-    offs = start + tl.arange(0, BLOCK)
-    mask = offs < numel
+    offs, mask = flat_block(numel, BLOCK, INDEX_64)
     x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
     r = tl.load(r_ptr + offs, mask=mask).to(tl.float32)
     v = x + r
@@ -53,10 +59,7 @@ def _relu_grad_kernel(
     BLOCK: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """dx = g where y > 0 (or y is NaN), else 0; g, y and dx share one dense layout."""
-    pid = tl.program_id(0)
-    start = pid.to(tl.int64) * BLOCK if INDEX_64 else pid * BLOCK
-    offs = start + tl.arange(0, BLOCK)
-    mask = offs < numel
+    offs, mask = flat_block(numel, BLOCK, INDEX_64)
     g = tl.load(g_ptr + offs, mask=mask)
     y = tl.load(y_ptr + offs, mask=mask)
     dx = tl.where(y <= 0, tl.zeros_like(g), g)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The one prepared command for a lent GPU (about 5 minutes on an H100):
+# The one prepared command for a lent GPU (5-7 minutes on an H100; give it timeout_s=540):
 #   1. the environment (GPU, driver, torch, triton, cuDNN)
 #   2. the GPU tests (pytest -m gpu; one autotune config per kernel family, correctness only)
-#   3. the key kernel benchmarks (CONVBENCH_SET=quick, bf16 batch 128, torch vs triton, autotuned)
-#   4. a short profile: AlexNet training, per layer on torch and triton, whole net on all three
+#   3. the key kernel benchmarks (CONVBENCH_SET=quick: 4 convs, an LRN, an add+ReLU, an
+#      Inception block; bf16 batch 128; torch vs triton; Triton autotuned)
+#   4. a short profile: AlexNet training at batch 128 bf16, per layer on torch and triton,
+#      whole net on torch, compile and triton (Triton kernels on their first config)
 #   5. a compact table of all of it, last
 # Logs and JSON go to $OUT when set (the device tool's folder), else ./gpu-check-out.
 # Every step runs even if an earlier one fails; the exit code is non-zero if any failed.
@@ -47,10 +49,8 @@ CONVBENCH_SET=quick step benchmarks 150 \
     python3 -m pytest benchmarks -q --benchmark-only -k "not compile" -p no:cacheprovider \
     --benchmark-json="$OUT_DIR/benchmarks.json" --benchmark-columns=median,rounds
 
-step profile 120 python3 -m benchmarks.profile --arch alexnet --mode train --backend torch,triton \
-    --rep-ms 40 --out "$OUT_DIR/profile"
-step profile-compile 120 python3 -m benchmarks.profile --arch alexnet --mode train \
-    --backend torch,compile,triton --skip-layers --rep-ms 40 --out "$OUT_DIR/profile-net"
+CONVBENCH_AUTOTUNE=first step profile 150 python3 -m benchmarks.profile --arch alexnet --mode train \
+    --backend torch,compile,triton --no-compile-layers --rep-ms 40 --out "$OUT_DIR/profile"
 
 python3 scripts/gpu_summary.py "$OUT_DIR" | tee "$OUT_DIR/summary.txt"
 exit $status

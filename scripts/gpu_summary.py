@@ -32,7 +32,7 @@ def main(out: Path) -> None:
             table["triton % peak"] = pct
             print("\nkernel benchmarks (median ms, do_bench):")
             print(table.round(4).to_string())
-    for name in ("profile", "profile-net"):
+    for name in ("profile",):
         csv = out / name / "results.csv"
         if csv.exists():
             frame = pd.read_csv(csv)

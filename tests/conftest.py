@@ -55,3 +55,11 @@ def restore_torch_flags():
     (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
      torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) = saved[:4]
     torch.set_default_dtype(saved[4])
+
+
+@pytest.fixture
+def ieee_fp32():
+    """fp32 convs and matmuls in IEEE precision (no TF32) on both sides of a comparison;
+    the flags are put back by restore_torch_flags."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False

@@ -13,40 +13,34 @@ import math
 
 import torch
 
-# Unit roundoff u = 2**-(mantissa bits + 1) of the output dtype, and of the dot inputs.
-_ROUNDOFF = {
+# Unit roundoff u = 2**-(mantissa bits + 1) of each dtype, and of TF32 dot inputs.
+ROUNDOFF = {
     torch.float64: 2.0**-53,
     torch.float32: 2.0**-24,
     "tf32": 2.0**-11,
     torch.float16: 2.0**-11,
     torch.bfloat16: 2.0**-8,
 }
-
-# (output rtol, per-sqrt(K) atol) in units of the roundoff above. The constants are small
-# safety factors: 8u of relative error per output and 16u*sqrt(K) from the accumulation.
-TOLERANCES = {
-    key: (8 * u, 16 * u) for key, u in _ROUNDOFF.items()
-}
-# fp32 accumulation under half-precision inputs still accumulates in fp32.
-_ACCUM_ROUNDOFF = 2.0**-24
+_FP32 = 2.0**-24
 
 
 def tolerance(dtype: torch.dtype, reduction: int = 1, *, tf32: bool = False) -> tuple[float, float]:
-    """Return (atol, rtol) for comparing a `dtype` result against a float64 reference.
+    """Return (atol, rtol) for a `dtype` result against a float64 reference computed from
+    the same (already rounded) inputs.
 
-    `reduction` is the number of products summed into one output element; `tf32` says the
-    fp32 inputs of a dot product were rounded to TF32 first.
+    Every kernel accumulates in fp32 and rounds its result once to `dtype`:
+      rtol = 2u                                the final rounding (u = dtype's roundoff)
+      atol = u                                 the same rounding near zero, unit-scale terms
+           + 16 * 2**-24 * sqrt(K) * log2(K+1)  fp32 accumulation of K unit-scale products
+           + 4 * 2**-11 * sqrt(K)               (tf32 only) both dot inputs rounded to TF32
+    Products of half inputs are exact in fp32, so half dtypes add no input term.
     """
-    key = "tf32" if (tf32 and dtype == torch.float32) else dtype
-    rtol, atol_unit = TOLERANCES[key]
-    rtol = max(rtol, TOLERANCES[dtype][0])
+    u = ROUNDOFF[dtype]
     k = max(int(reduction), 1)
-    # Inputs to the dot are rounded (tf32) or exact (fp32/half, whose products are exact in
-    # fp32); the accumulator itself rounds at fp32 for every dtype.
-    input_err = atol_unit * math.sqrt(k) if key == "tf32" else 0.0
-    accum_err = 16 * _ACCUM_ROUNDOFF * math.sqrt(k) * math.log2(k + 1)
-    atol = input_err + accum_err + TOLERANCES[dtype][1]
-    return atol, rtol
+    atol = u + 16 * _FP32 * math.sqrt(k) * math.log2(k + 1)
+    if tf32 and dtype == torch.float32:
+        atol += 4 * ROUNDOFF["tf32"] * math.sqrt(k)
+    return atol, 2 * u
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, reduction: int = 1,

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kernels
+from benchmarks.shapes import CONV as CONV_SHAPES
 from kernels import conv as conv_mod
 from kernels._utils import dot_precision, needs_int64
 from tests.helpers import assert_close
@@ -178,8 +179,7 @@ def test_mixed_devices_raise():
 # --------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("shape", [pytest.param(s, id=s.name) for s in __import__(
-    "benchmarks.shapes", fromlist=["CONV"]).CONV])
+@pytest.mark.parametrize("shape", [pytest.param(s, id=s.name) for s in CONV_SHAPES])
 def test_conv2d_real_layers_gpu(shape, dtype):
     tf32 = dtype == torch.float32 and torch.backends.cudnn.allow_tf32
     run_and_compare(4, shape.C, shape.H, shape.width, shape.K, shape.R, shape.kw, shape.stride,

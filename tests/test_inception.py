@@ -52,10 +52,13 @@ def test_inception_1x1_fuzz(C, outs, H, W, bias, relu, channels_last, device):
             assert_close(a.grad, b.grad, reduction=2 * H * W, name=f"grad param {i}")
 
 
-def reference_block(x, p):
+def reference_block(x, p, storage=torch.float64):
+    """The block in float64; the reductions, which the kernel keeps in its storage dtype
+    between the 1x1 and the 3x3 / 5x5 convs, are rounded to `storage` the same way."""
+    stored = lambda t: t.to(storage).double()
     b1 = F.relu(F.conv2d(x, p[0], p[1]))
-    b2 = F.relu(F.conv2d(F.relu(F.conv2d(x, p[2], p[3])), p[4], p[5], padding=1))
-    b3 = F.relu(F.conv2d(F.relu(F.conv2d(x, p[6], p[7])), p[8], p[9], padding=2))
+    b2 = F.relu(F.conv2d(stored(F.relu(F.conv2d(x, p[2], p[3]))), p[4], p[5], padding=1))
+    b3 = F.relu(F.conv2d(stored(F.relu(F.conv2d(x, p[6], p[7]))), p[8], p[9], padding=2))
     b4 = F.relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), p[10], p[11]))
     return torch.cat([b1, b2, b3, b4], 1)
 
@@ -70,7 +73,7 @@ def check_block(N, C, H, W, c1, r3, c3, r5, c5, cp, *, dtype=torch.float32, devi
               else torch.randn(*s, generator=gen) * 0.1 for s in shapes]
     (xl, *pl), (xh, *ph) = _leaves([x, *params], dtype, device)
     y = kernels.inception_block(xl, *zip(pl[0::2], pl[1::2]))
-    ref = reference_block(xh, ph)
+    ref = reference_block(xh, ph, storage=dtype)
     g = torch.randn(ref.shape, generator=gen).to(dtype).double()
     y.backward(g.to(device, dtype))
     ref.backward(g)

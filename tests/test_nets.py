@@ -82,7 +82,7 @@ SMALL = {"alexnet": 67, "googlenet": 64, "resnet18": 32, "resnet50": 32}
 
 
 @pytest.mark.parametrize("arch", sorted(SMALL))
-def test_torch_and_triton_backends_agree(arch, device):
+def test_torch_and_triton_backends_agree(arch, device, ieee_fp32):
     torch.manual_seed(0)
     ref = nets.build(arch, "torch", num_classes=10).to(device).eval()
     tri = convert(ref, "triton")
@@ -115,7 +115,7 @@ def _check_training_gradients(arch, hw, batch, device, names, **options):
                      scale=max(g_ref.abs().max().item(), 1e-3), name=f"{arch} grad {name}")
 
 
-def test_backends_agree_in_training_alexnet(device):
+def test_backends_agree_in_training_alexnet(device, ieee_fp32):
     _check_training_gradients("alexnet", 67, 2, device, [
         "features.conv1.weight", "features.conv2.weight", "features.conv2.bias",
         "features.conv4.weight", "classifier.fc6.weight"])
@@ -128,12 +128,12 @@ def test_backends_agree_in_training_alexnet(device):
     ("googlenet", ["conv1.weight", "inception3a.branch2.0.weight", "inception4a.branch4.1.bias",
                    "inception5b.branch3.1.weight", "aux1.conv.weight"], {}),
 ])
-def test_backends_agree_in_training_gpu(arch, names, options):
+def test_backends_agree_in_training_gpu(arch, names, options, ieee_fp32):
     _check_training_gradients(arch, 224, 4, "cuda", names, **options)
 
 
 @pytest.mark.parametrize("arch, check_triton", [("resnet18", True), ("resnet50", False)])
-def test_fuse_for_inference_matches_unfused(arch, check_triton, device):
+def test_fuse_for_inference_matches_unfused(arch, check_triton, device, ieee_fp32):
     """Folding is backend-independent; the Triton epilogue (bias+residual+ReLU) is checked
     on ResNet-18 here (the interpreter makes ResNet-50 slow) and on both on GPU."""
     torch.manual_seed(0)
