@@ -88,8 +88,38 @@ def configs(family: str) -> list[triton.Config]:
 _CACHE_RESULTS = "cache_results" in inspect.signature(triton.autotune).parameters
 
 
+def gemm_shared_bytes(config: triton.Config, element_size: int) -> int:
+    """Shared memory a pipelined GEMM tile stages: num_stages x (A + B tiles). Checked
+    against the compiler's own numbers for sm_90 (scripts/compile_check.py)."""
+    kw = config.kwargs
+    return config.num_stages * (kw["BLOCK_M"] * kw["BLOCK_K"] + kw["BLOCK_K"] * kw["BLOCK_N"]) * element_size
+
+
+def _shared_limit(device) -> int | None:
+    if device.type != "cuda":
+        return None
+    from triton.runtime import driver
+
+    return driver.active.utils.get_device_properties(device.index or 0)["max_shared_mem"]
+
+
+def prune_by_shared_memory(configs_, named_args, **kwargs):
+    """Drop GEMM configs whose staged tiles exceed the device's shared memory for this
+    dtype (fp32 at 128x256x64 x 3 stages needs 288 KB; Hopper allows 227 KB): they could
+    only fail to launch. Keeps the smallest config if none fits."""
+    tensor = next((v for v in named_args.values() if hasattr(v, "element_size")), None)
+    limit = _shared_limit(tensor.device) if tensor is not None else None
+    if limit is None:
+        return configs_
+    fits = [c for c in configs_ if gemm_shared_bytes(c, tensor.element_size()) <= limit]
+    return fits or [min(configs_, key=lambda c: gemm_shared_bytes(c, tensor.element_size()))]
+
+
 def autotune(family: str, key: list[str], **kwargs):
-    """`triton.autotune` over `configs(family)`, caching results on disk when supported."""
+    """`triton.autotune` over `configs(family)`, caching results on disk when supported;
+    GEMM families are pruned to the configs that fit the device's shared memory."""
     if _CACHE_RESULTS:
         kwargs.setdefault("cache_results", True)
+    if family in ("conv_gemm", "conv_wgrad"):
+        kwargs.setdefault("prune_configs_by", {"early_config_prune": prune_by_shared_memory})
     return triton.autotune(configs=configs(family), key=key, **kwargs)

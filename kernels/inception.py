@@ -97,10 +97,13 @@ def _pointwise_fwd_kernel(
     x_rows = x_ptr + n * sxn + h * sxh + w * sxw
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, C, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < C
-        if POOL3:
+    if POOL3:
+        # num_stages=1: software pipelining would stage all nine shifted loads of every K
+        # step in shared memory (352 KB at 128x128x64, over Hopper's 227 KB); unpipelined,
+        # they go to registers for the max and only the two dot operands use shared memory.
+        for k0 in tl.range(0, C, BLOCK_K, num_stages=1):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < C
             pooled, code = _max3x3(x_rows, h, w, H, W, sxh, sxw, offs_k * sxc, mask_m, mask_k)
             a = tl.where(mask_m[:, None] & mask_k[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
             if WRITE_ARGMAX:
@@ -108,12 +111,18 @@ def _pointwise_fwd_kernel(
                 first_col_tile = (offs_k * 0 + pid_n) == 0  # one writer per (pixel, channel)
                 tl.store(idx_ptr + i_off, code.to(tl.int8),
                          mask=mask_m[:, None] & (mask_k & first_col_tile)[None, :])
-        else:
+            b = tl.load(w_ptr + offs_n[None, :] * swk + offs_k[:, None] * swc,
+                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    else:
+        for k0 in range(0, C, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < C
             a = tl.load(x_rows[:, None] + offs_k[None, :] * sxc,
                         mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        b = tl.load(w_ptr + offs_n[None, :] * swk + offs_k[:, None] * swc,
-                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            b = tl.load(w_ptr + offs_n[None, :] * swk + offs_k[:, None] * swc,
+                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]

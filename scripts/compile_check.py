@@ -1,0 +1,193 @@
+"""Compile every Triton kernel of `kernels` for an NVIDIA GPU target without a GPU.
+
+The interpreter runs the kernels' logic on CPU but never sees the real compiler: type rules,
+layouts, tl.dot shapes and precisions, register and shared-memory budgets. This lowers each
+kernel to cubin (ptxas ships with triton) for sm_90 (H100/H200) by default, over the dtypes,
+constexpr branches and the first and last autotune config of each family.
+
+    python scripts/compile_check.py [--arch 90] [--quick]
+
+Exits non-zero and names every variant that failed to compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+os.environ.pop("TRITON_INTERPRET", None)  # must be unset before `kernels` is imported
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from kernels import _reduce, conv, inception, lrn, residual
+from kernels import configs as cfg
+
+DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+
+def _jit(kernel):
+    while not isinstance(kernel, triton.runtime.jit.JITFunction):
+        kernel = kernel.fn
+    return kernel
+
+
+ELEMENT_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+def _ends(configs, quick, dt="bf16", limit=232448):
+    """The first config (quick), else every config of the family that autotuning keeps for
+    this dtype (kernels.configs.prune_by_shared_memory drops tiles that cannot fit)."""
+    if quick:
+        return configs[:1]
+    return [c for c in configs if "BLOCK_K" not in c.kwargs or cfg.gemm_shared_bytes(c, ELEMENT_SIZE[dt]) <= limit]
+
+
+# Strides that are 1 for channels_last tensors: Triton specializes an int argument equal to 1
+# at launch, so the real kernels see them as constants (contiguous, vectorizable loads).
+UNIT_STRIDES = {
+    "conv_fwd": ["sxc", "swc", "syk", "srk"],
+    "conv_dgrad": ["sdyk", "swc", "smc", "sdxc"],
+    "conv_wgrad": ["sxc", "sdyk", "sdwc"],
+    "pointwise": ["sxc", "swc", "syak", "sybk", "sic"],
+    "route": ["ssc", "sic", "sdc"],
+    "colsum": ["s_in_c", "s_out_c"],
+}
+
+
+def _unit(family):
+    return dict.fromkeys(UNIT_STRIDES[family], 1)
+
+
+def variants(quick: bool):
+    """(label, kernel, pointer dtypes, float args, constexprs, num_warps, num_stages).
+
+    Per dtype, two variants per kernel that between them take every constexpr branch and
+    both index widths, at every config of the kernel's autotune family (the first, --quick).
+    """
+    dts = ["bf16"] if quick else list(DTYPES)
+    for dt in dts:
+        prec = "tf32"
+        for conf in _ends(cfg.CONV_GEMM, quick, dt):
+            meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
+            for on in (True, False):
+                yield (f"conv fwd {dt} flat={not on} epilogue={on} i64={not on} {meta}", conv._conv_fwd_kernel,
+                       dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), {},
+                       dict(HAS_BIAS=on, HAS_RESIDUAL=on, RELU=on, FLAT_K=not on, DOT_PRECISION=prec,
+                            INDEX_64=not on, **_unit("conv_fwd"), **meta), w, s)
+                yield (f"conv dgrad {dt} relu_mask={on} i64={not on} {meta}", conv._conv_dgrad_kernel,
+                       dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
+                       dict(RELU_MASK=on, FLAT_K=False, DOT_PRECISION=prec, INDEX_64=not on,
+                            **_unit("conv_dgrad"), **meta), w, s)
+                yield (f"pointwise fwd {dt} pool3={on} bias/relu={on} i64={not on} {meta}",
+                       inception._pointwise_fwd_kernel,
+                       {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "ya_ptr", "yb_ptr"], dt), "idx_ptr": "i8"}, {},
+                       dict(HAS_BIAS=on, RELU=on, POOL3=on, WRITE_ARGMAX=on, DOT_PRECISION=prec, INDEX_64=not on,
+                            **_unit("pointwise"), **meta), w, s)
+        for conf in _ends(cfg.CONV_WGRAD, quick, dt):
+            meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
+            for on in (True, False):
+                yield (f"conv wgrad {dt} flat={on} fp32 partials={on} i64={not on} {meta}", conv._conv_wgrad_kernel,
+                       {"x_ptr": dt, "dy_ptr": dt, "dw_ptr": "fp32" if on else dt}, {},
+                       dict(FLAT_K=on, DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_wgrad"), **meta), w, s)
+        for on in (True, False):
+            yield (f"colsum {dt} i64={on}", _reduce._colsum_kernel,
+                   {"in_ptr": dt if on else "fp32", "out_ptr": "fp32" if on else dt}, {},
+                   dict(BLOCK_R=32, BLOCK_C=128, INDEX_64=on, **_unit("colsum")), 4, 1)
+            yield (f"pool3 route {dt} gather={on} i64={not on}", inception._pool3_route_kernel,
+                   {"src_ptr": dt, "idx_ptr": "i8", "dst_ptr": dt}, {},
+                   dict(GATHER=on, INDEX_64=not on, BLOCK_P=64, BLOCK_C=64, **_unit("route")), 4, 2)
+        for conf in _ends(cfg.MEM_BOUND, quick):
+            yield (f"add_relu fwd {dt} {conf.kwargs}", residual._add_relu_fwd_kernel,
+                   dict.fromkeys(["x_ptr", "r_ptr", "y_ptr"], dt), {}, dict(INDEX_64=False, **conf.kwargs),
+                   conf.num_warps, 2)
+            yield (f"relu grad {dt} i64 {conf.kwargs}", residual._relu_grad_kernel,
+                   dict.fromkeys(["g_ptr", "y_ptr", "dx_ptr"], dt), {}, dict(INDEX_64=True, **conf.kwargs),
+                   conf.num_warps, 2)
+        # LRN on channels_last (sc == 1, AlexNet's norm2) and NCHW (sl == 1, an even window).
+        scalars = dict.fromkeys(["alpha_over_size", "beta", "k"], "fp32")
+        for layout, unit, size, block_c, i64 in (("channels_last", "sc", 5, 256, False), ("NCHW", "sl", 4, 128, True)):
+            conf = cfg.LRN[0]
+            meta = dict(SIZE=size, BLOCK_C=block_c, INDEX_64=i64, **{unit: 1}, **conf.kwargs)
+            yield (f"lrn fwd {dt} {layout} {meta}", lrn._lrn_fwd_kernel, dict.fromkeys(["x_ptr", "y_ptr"], dt),
+                   scalars, meta, conf.num_warps, 2)
+            yield (f"lrn bwd {dt} {layout} {meta}", lrn._lrn_bwd_kernel,
+                   dict.fromkeys(["x_ptr", "dy_ptr", "dx_ptr"], dt), {**scalars, "coef": "fp32"}, meta,
+                   conf.num_warps, 2)
+    if not quick:  # fp32 with TF32 off: the IEEE path of tl.dot
+        conf = cfg.CONV_GEMM[0]
+        yield (f"conv fwd fp32 ieee {conf.kwargs}", conv._conv_fwd_kernel,
+               dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], "fp32"), {},
+               dict(HAS_BIAS=True, HAS_RESIDUAL=True, RELU=True, FLAT_K=False, DOT_PRECISION="ieee",
+                    INDEX_64=False, **_unit("conv_fwd"), **conf.kwargs), conf.num_warps, conf.num_stages)
+
+
+# Shared memory one block may use (bytes), by compute capability: a variant over it
+# compiles but cannot launch.
+SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448}
+
+# Channel counts: their masks decide whether a K step loads as whole 16-byte vectors.
+CHANNEL_COUNTS = {"CG", "KG", "C", "NTOT", "NA", "COLS"}
+
+
+def compile_one(kernel, pointers, floats, constexprs, warps, stages, target, *, aligned=True):
+    """Lower one variant to cubin. `aligned`: pointers, strides and channel counts carry the
+    16-divisibility Triton attaches at launch when they have it (layers whose channels are
+    multiples of 16: all but the C=3 stems, which are compiled without)."""
+    fn = _jit(kernel)
+    signature, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in constexprs:
+            signature[name] = "constexpr"
+            continue
+        if name in pointers:
+            signature[name] = "*" + pointers[name]
+        else:
+            signature[name] = floats.get(name, "i32")
+        is_int = signature[name] == "i32"
+        if aligned and (name in pointers or (is_int and (name.startswith("s") or name in CHANNEL_COUNTS))):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
+    return triton.compile(src, target=target, options={"num_warps": warps, "num_stages": stages})
+
+
+def describe_code(compiled) -> str:
+    """What the GEMM kernels lowered to: the MMA instruction and whether loads are pipelined."""
+    ptx = compiled.asm.get("ptx", "")
+    mma = "wgmma" if "wgmma" in ptx else ("mma.sync" if "mma.sync" in ptx else "no-mma")
+    piped = "cp.async" if ("cp.async" in ptx or "cp.async.bulk" in ptx) else "sync-loads"
+    return f"{mma} {piped}" if mma != "no-mma" else piped
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90: Hopper)")
+    p.add_argument("--quick", action="store_true", help="one dtype (bf16), first config, fewer branches")
+    args = p.parse_args(argv)
+    target = GPUTarget("cuda", args.arch, 32)
+    failures, count, start = [], 0, time.time()
+    for label, kernel, pointers, floats, constexprs, warps, stages in variants(args.quick):
+        count += 1
+        try:
+            aligned = not constexprs.get("FLAT_K", False)  # FLAT_K stands for the C=3 stems
+            compiled = compile_one(kernel, pointers, floats, constexprs, warps, stages, target, aligned=aligned)
+            # Registers and spills are known only once loaded on a device; shared memory is not.
+            shared, limit = compiled.metadata.shared, SHARED_LIMIT.get(args.arch)
+            if limit and shared > limit:
+                raise RuntimeError(f"needs {shared} B of shared memory, sm_{args.arch} allows {limit}")
+            print(f"ok   {label}  shared={shared} B  {describe_code(compiled)}", flush=True)
+        except Exception as exc:  # collected and reported, the exit code says it failed
+            failures.append(label)
+            print(f"FAIL {label}\n{''.join(traceback.format_exception_only(exc))[-1500:]}", flush=True)
+    print(f"{count - len(failures)}/{count} variants compiled for sm_{args.arch} in {time.time() - start:.0f}s")
+    for label in failures:
+        print(f"failed: {label}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
