@@ -91,6 +91,7 @@ def capture(model: nn.Module, x: torch.Tensor, named_units, *, train: bool) -> d
 
 
 def _is_add_relu(module) -> bool:
+    module = getattr(module, "_orig_mod", module)  # look through torch.compile's wrapper
     return type(module).__name__.endswith("AddReLU")
 
 

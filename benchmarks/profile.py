@@ -161,7 +161,8 @@ def _recorded(run: Run, arch, backend, mode, layer, pass_, **fields):
 
 
 def _models(arch: str, mode: str, backends, run: Run) -> dict:
-    """name -> (model for layers, callable for the network) per backend, same weights."""
+    """backend -> its model, all from the same seeded weights (BatchNorm folded for infer),
+    on the device in the run's dtype, channels_last."""
     torch.manual_seed(0)
     base = nets.build(arch, "torch")
     if mode == "infer":

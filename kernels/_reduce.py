@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._utils import sm_count
 from .configs import interpreting
 
 
@@ -57,7 +58,7 @@ def column_sum(t: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.T
     block_r = 16 if interpreting() else 32
     grid_c = triton.cdiv(cols, block_c)
     # Enough splits that the column programs x splits cover the device a few times over.
-    target = 4 if interpreting() else 4 * _sm_count(t.device)
+    target = 4 if interpreting() else 4 * sm_count(t.device)
     splits = max(1, min(triton.cdiv(rows, 8 * block_r), triton.cdiv(target, grid_c)))
     index_64 = t.numel() > 2**31 - 1 or rows * t.stride(0) > 2**31 - 1
     if splits == 1:
@@ -72,8 +73,3 @@ def column_sum(t: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.T
                                      BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=index_64)
     return column_sum(partial, out_dtype)
 
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count

@@ -56,6 +56,13 @@ def needs_int64(*tensors: torch.Tensor | None) -> bool:
     return False
 
 
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of `device` (1 off the GPU): how many programs fill it."""
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """The `tl.dot` input precision for a conv on `dtype`.
 

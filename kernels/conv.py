@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from ._reduce import column_sum
-from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, pair
+from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, pair, sm_count
 from .configs import autotune
 from .residual import relu_grad
 
@@ -381,10 +381,6 @@ def _output(shape, like: torch.Tensor, out: torch.Tensor | None, name: str = "ou
     return out
 
 
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-
-
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
                    residual=None, activation=None, out=None) -> torch.Tensor:
     """act(conv2d(x, weight) + bias + residual) in one kernel; returns channels_last output,
@@ -449,7 +445,7 @@ def _wgrad_splits(geo: ConvGeometry, device: torch.device, split_k: int | None) 
         return max(1, min(int(split_k), M))
     cols = geo.R * geo.S * geo.CG
     tiles = triton.cdiv(geo.KG, 64) * triton.cdiv(cols, 64) * geo.groups
-    want = triton.cdiv(2 * _sm_count(device), tiles)
+    want = triton.cdiv(2 * sm_count(device), tiles)
     return max(1, min(want, M // 512, 128))
 
 
