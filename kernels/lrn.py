@@ -50,6 +50,17 @@ def _lrn_autotune(fn):
 
 
 @triton.jit
+def _tile(L, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr):
+    """This program's image n, its BLOCK_P positions (and their mask) and channel offsets."""
+    n = tl.program_id(1)
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    if INDEX_64:
+        n = n.to(tl.int64)
+        offs_p = offs_p.to(tl.int64)
+    return n, offs_p, tl.arange(0, BLOCK_C), offs_p < L
+
+
+@triton.jit
 def _window_sumsq(x_ptr, row, offs_c, mask_p, C, sc, SIZE: tl.constexpr,
                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """(sum of x**2 over each channel's window [c - SIZE//2, c + (SIZE-1)//2], x itself), fp32,
@@ -85,14 +96,7 @@ def _lrn_fwd_kernel(
     SIZE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """y = x * (k + alpha/size * window sum of x**2) ** -beta for a [BLOCK_P, all C] tile."""
-    pid_p = tl.program_id(0)
-    n = tl.program_id(1)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = tl.arange(0, BLOCK_C)
-    if INDEX_64:
-        n = n.to(tl.int64)
-        offs_p = offs_p.to(tl.int64)
-    mask_p = offs_p < L
+    n, offs_p, offs_c, mask_p = _tile(L, BLOCK_P, BLOCK_C, INDEX_64)
     sumsq, center = _window_sumsq(x_ptr, n * sn + offs_p[:, None] * sl, offs_c, mask_p, C, sc,
                                   SIZE, BLOCK_P, BLOCK_C)
     scale = k + alpha_over_size * sumsq
@@ -115,14 +119,7 @@ def _lrn_bwd_kernel(
     SIZE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """dx for a [BLOCK_P, all C] tile; see the module docstring for the formula and scratch."""
-    pid_p = tl.program_id(0)
-    n = tl.program_id(1)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = tl.arange(0, BLOCK_C)
-    if INDEX_64:
-        n = n.to(tl.int64)
-        offs_p = offs_p.to(tl.int64)
-    mask_p = offs_p < L
+    n, offs_p, offs_c, mask_p = _tile(L, BLOCK_P, BLOCK_C, INDEX_64)
     row = n * sn + offs_p[:, None] * sl
     tile = row + offs_c[None, :] * sc
     mask = mask_p[:, None] & (offs_c < C)[None, :]
