@@ -30,7 +30,7 @@ import nets
 from nets import data, recipe
 from nets.describe import describe
 from nets.flops import unit_flops
-from nets.layers import convert
+from nets.layers import convert, is_triton_inception
 from reports.schema import NETWORK, ResultWriter, write_summary
 
 from .ceilings import DTYPES, measure_ceilings
@@ -182,7 +182,7 @@ def _layer_meta(model, x_shape, names) -> dict:
         if name in frame.index:
             meta[name] = (frame.loc[name, "op"], frame.loc[name, "kernel"])
         else:
-            triton = model.get_submodule(name)._run.__name__ == "_triton_inception"
+            triton = is_triton_inception(model.get_submodule(name))
             meta[name] = ("inception", "inception_block" if triton else "4 branches + torch.cat")
     return meta
 

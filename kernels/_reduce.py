@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import sm_count
+from ._utils import needs_int64, sm_count
 from .configs import interpreting
 
 
@@ -60,7 +60,7 @@ def column_sum(t: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.T
     # Enough splits that the column programs x splits cover the device a few times over.
     target = 4 if interpreting() else 4 * sm_count(t.device)
     splits = max(1, min(triton.cdiv(rows, 8 * block_r), triton.cdiv(target, grid_c)))
-    index_64 = t.numel() > 2**31 - 1 or rows * t.stride(0) > 2**31 - 1
+    index_64 = needs_int64(t)
     if splits == 1:
         _colsum_kernel[(grid_c, 1)](t, out, rows, cols, rows, t.stride(0), t.stride(1),
                                     out.stride(0), out.stride(1),

@@ -194,9 +194,11 @@ def lrn_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0) -> torch.Tenso
 class LocalResponseNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size, alpha, beta, k):
+        _check_args(x, size, alpha, beta, k)
+        x = dense(x)  # one layout copy at most, shared by the launch and the saved input
         y = lrn_forward(x, size, alpha, beta, k)
         ctx.params = (size, alpha, beta, k)
-        ctx.save_for_backward(dense(x))
+        ctx.save_for_backward(x)
         return y
 
     @staticmethod

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .flops import flop_counter
-from .layers import convert, is_triton_module
+from .layers import convert, is_triton_inception, is_triton_module
 
 
 def _op(m: nn.Module, folded_last: bool) -> str:
@@ -42,9 +42,7 @@ def _op(m: nn.Module, folded_last: bool) -> str:
 def _runs_on(model: nn.Module) -> dict[str, tuple[str, str]]:
     """name -> (backend, kernel) for every leaf of the real model."""
     out = {}
-    fused_blocks = {name for name, m in model.named_modules()
-                    if hasattr(m, "branch4") and getattr(m, "_run", None) is not None
-                    and m._run.__name__ == "_triton_inception"}
+    fused_blocks = {name for name, m in model.named_modules() if is_triton_inception(m)}
     for name, m in model.named_modules():
         if list(m.children()):
             continue

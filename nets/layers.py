@@ -84,6 +84,11 @@ def layers_for(backend: str):
         raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}") from None
 
 
+def is_triton_inception(block: nn.Module) -> bool:
+    """True for an Inception block run as one fused Triton block set (the triton layers)."""
+    return getattr(block, "_run", None) is _triton_inception
+
+
 def is_triton_module(m: nn.Module) -> bool:
     return isinstance(m, (kernels.Conv2d, kernels.LocalResponseNorm, kernels.AddReLU))
 
