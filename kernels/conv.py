@@ -390,7 +390,7 @@ def conv_geometry(x, weight, stride=1, padding=0, dilation=1, groups=1) -> ConvG
     stride, dilation = _positive_pair(stride, "stride"), _positive_pair(dilation, "dilation")
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
-    N, C, H, W = x.shape
+    _, C, H, W = x.shape
     K, CG, R, S = weight.shape
     pads = _pads(padding, R, S, stride, dilation)
     if min(K, R, S) < 1:
