@@ -346,7 +346,9 @@ class ConvGeometry:
 
     @property
     def out_shape(self) -> tuple[int, int, int, int]:
-        return (self.N, self.K, self.P, self.Q)
+        """[N, K, P, Q]; [N, 0, P, Q] for an input without channels, which is what torch
+        returns there (its empty-input path keeps the input's channel count)."""
+        return (self.N, self.K if self.C else 0, self.P, self.Q)
 
     def sizes(self) -> tuple[int, ...]:
         """BATCH, H, W, CG, P, Q, KG, R, S, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
@@ -577,7 +579,9 @@ class Conv2dFunction(torch.autograd.Function):
         need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
         dx = conv2d_input_grad(g, weight, geo) if need_x else None
         dw = conv2d_weight_grad(x, g, geo, weight.dtype) if need_w else None
-        db = bias_grad(g, weight.dtype) if (need_b and ctx.has_bias) else None
+        db = None
+        if need_b and ctx.has_bias:  # no input channels: an empty output, a zero bias grad
+            db = bias_grad(g, weight.dtype) if geo.C else weight.new_zeros(geo.K)
         return dx, dw, db, g if need_r else None, None, None, None, None, None
 
 

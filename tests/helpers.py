@@ -4,7 +4,11 @@ Tolerances are derived from each dtype's unit roundoff, not tuned to make tests 
 the output is rounded once (rtol), and the fp32 accumulator plus any rounding of the
 dot-product inputs (TF32) adds an absolute error that grows like sqrt(K) for a sum of K
 independent products of unit-scale values. K is the reduction length of the op under test
-(C*R*S for a conv forward, N*P*Q for its weight gradient).
+(C*R*S for a conv forward, N*P*Q for its weight gradient). float64 results accumulate
+in float64, so the accumulation term uses float64's roundoff for them.
+
+`view_recipe` builds the strided views (sliced, offset, transposed, expanded) that the
+drop-in tests pass for every tensor argument.
 """
 
 from __future__ import annotations
@@ -22,22 +26,25 @@ ROUNDOFF = {
     torch.bfloat16: 2.0**-8,
 }
 _FP32 = 2.0**-24
+VIEW_KINDS = ("dense", "sliced", "offset", "transposed", "expanded")
 
 
 def tolerance(dtype: torch.dtype, reduction: int = 1, *, tf32: bool = False) -> tuple[float, float]:
     """Return (atol, rtol) for a `dtype` result against a float64 reference computed from
     the same (already rounded) inputs.
 
-    Every kernel accumulates in fp32 and rounds its result once to `dtype`:
+    Every kernel accumulates in fp32 (float64 in float64) and rounds its result once to `dtype`:
       rtol = 2u                                the final rounding (u = dtype's roundoff)
       atol = u                                 the same rounding near zero, unit-scale terms
-           + 16 * 2**-24 * sqrt(K) * log2(K+1)  fp32 accumulation of K unit-scale products
+           + 16 * ua * sqrt(K) * log2(K+1)      accumulation of K unit-scale products, ua the
+                                               accumulator's roundoff (2**-24, or 2**-53)
            + 4 * 2**-11 * sqrt(K)               (tf32 only) both dot inputs rounded to TF32
     Products of half inputs are exact in fp32, so half dtypes add no input term.
     """
     u = ROUNDOFF[dtype]
     k = max(int(reduction), 1)
-    atol = u + 16 * _FP32 * math.sqrt(k) * math.log2(k + 1)
+    acc = ROUNDOFF[torch.float64] if dtype == torch.float64 else _FP32
+    atol = u + 16 * acc * math.sqrt(k) * math.log2(k + 1)
     if tf32 and dtype == torch.float32:
         atol += 4 * ROUNDOFF["tf32"] * math.sqrt(k)
     return atol, 2 * u
@@ -74,3 +81,38 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, reduction: int
             f"max abs err {err.max().item():.3g}, max rel err {rel:.3g}; worst at {idx}: "
             f"got {a[idx].item():.6g}, expected {e[idx].item():.6g}; shape {tuple(a.shape)}"
         )
+
+
+def view_recipe(shape, kind: str, dim: int = 0):
+    """(leaf shape, fn): fn(leaf) is a view of `shape` laid out as `kind` says, so a test can
+    make a leaf (in any dtype), pass fn(leaf) to the op and compare the leaf's gradients.
+
+      dense       the leaf itself
+      sliced      every other element along `dim` (stride doubled)
+      offset      the leaf padded by one in every dim, the view starting at [1, 1, ...]
+      transposed  the leaf has the dims reversed; the view reverses them back (strides permuted)
+      expanded    the leaf has size 1 along `dim`, expanded (stride 0): a gradient summed
+                  over shape[dim] values, see `view_fanout`
+    """
+    shape = tuple(shape)
+    dim = dim % max(len(shape), 1)
+    if kind == "dense" or not shape:
+        return shape, lambda t: t
+    if kind == "sliced":
+        leaf = tuple(2 * s if i == dim else s for i, s in enumerate(shape))
+        index = tuple(slice(None, None, 2) if i == dim else slice(None) for i in range(len(shape)))
+        return leaf, lambda t: t[index]
+    if kind == "offset":
+        return tuple(s + 1 for s in shape), lambda t: t[tuple(slice(1, None) for _ in shape)]
+    if kind == "transposed":
+        rev = tuple(reversed(range(len(shape))))
+        return tuple(reversed(shape)), lambda t: t.permute(rev)
+    if kind == "expanded":
+        leaf = tuple(1 if i == dim else s for i, s in enumerate(shape))
+        return leaf, lambda t: t.expand(shape)
+    raise ValueError(f"unknown view kind {kind!r}")
+
+
+def view_fanout(shape, kind: str, dim: int = 0) -> int:
+    """How many of the op's gradient values each leaf gradient value sums (expanded views)."""
+    return shape[dim % len(shape)] if kind == "expanded" and len(shape) else 1
