@@ -294,10 +294,13 @@ def _pointwise_backward(x, g, w_cat, need_x, need_w, need_b, dtype):
 
 
 def _check_input(x) -> None:
-    """x must be a 4-D float tensor with non-empty spatial dims (N or C may be 0, as in F.conv2d)."""
+    """x must be a 4-D float tensor with channels and non-empty spatial dims (N may be 0).
+    No channels is refused: F.conv2d's answer there is an empty [N, 0, H, W] per branch, which
+    the fused [N, sum C_i, H, W] buffer cannot be."""
     check_float_tensor(x, "x", ndim=4)
-    if min(x.shape[2:]) < 1:
-        raise ValueError(f"x must have non-empty spatial dimensions (only N or C may be 0), got {describe(x)}")
+    if min(x.shape[1:]) < 1:
+        raise ValueError(f"x must have channels and non-empty spatial dimensions (only N may be 0), "
+                         f"got {describe(x)}")
 
 
 # --------------------------------------------------------------------------- autograd
