@@ -111,10 +111,11 @@ def dense(t: torch.Tensor) -> torch.Tensor:
 
 
 def dense_like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """`t` laid out exactly like the dense tensor `ref` (a copy only when it is not)."""
+    """`t` laid out exactly like the dense tensor `ref`, whatever its dim order (a copy only
+    when it is not): flat kernels pair the two element by element in memory order."""
     if t.stride() == ref.stride():
         return t
-    return t.contiguous(memory_format=memory_format(ref))
+    return torch.empty_like(ref).copy_(t)
 
 
 def non_overlapping_and_dense(t: torch.Tensor) -> bool:

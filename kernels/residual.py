@@ -113,7 +113,9 @@ def add_relu_forward(x: torch.Tensor, residual: torch.Tensor, *, out: torch.Tens
 
 
 def relu_grad(grad_out: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """grad_out masked by the sign of the saved ReLU output `out`, in `out`'s layout."""
+    """grad_out masked by the sign of the saved ReLU output `out`, in `out`'s layout (a
+    dense copy of it when `out` is a strided view, e.g. an in-place result)."""
+    out = dense(out)
     dx = torch.empty_like(out)
     if no_launch(dx):
         return dx
