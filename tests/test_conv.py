@@ -266,6 +266,9 @@ def test_tf32_follows_cudnn_flag():
     torch.backends.cudnn.allow_tf32 = False
     assert dot_precision(torch.float32) == "ieee"
     assert dot_precision(torch.float16) == "tf32"  # half inputs use the tensor cores either way
+    for flag in (True, False):  # float64 is never rounded to TF32
+        torch.backends.cudnn.allow_tf32 = flag
+        assert dot_precision(torch.float64) == "ieee"
 
 
 def test_module_state_dict_interchanges_with_nn_conv2d(device):
