@@ -85,11 +85,11 @@ def _window_sumsq(x_ptr, row, offs_c, mask_p, C, sc, SIZE: tl.constexpr,
 
 
 @triton.jit
-def _pow(v, e, E_INT, E_ODD):
-    """torch.pow(v, e) for a scalar exponent e (E_INT: e is an integer, E_ODD: an odd one):
-    |v|**e with the sign of v for odd e, NaN for a finite negative v and fractional e, 1 for
-    e == 0 (even at v = 0 or NaN)."""
-    p = tl.exp2(e * tl.log2(tl.abs(v)))
+def _pow(v, log2_abs_v, e, E_INT, E_ODD):
+    """torch.pow(v, e) for a scalar exponent e (E_INT: e is an integer, E_ODD: an odd one),
+    given log2(|v|) (shared by the two powers of backward): |v|**e with the sign of v for odd
+    e, NaN for a finite negative v and fractional e, 1 for e == 0 (even at v = 0 or NaN)."""
+    p = tl.exp2(e * log2_abs_v)
     neg = v < 0
     p = tl.where(neg & (E_INT == 0) & (v > float("-inf")), float("nan"), p)
     p = tl.where(neg & (E_ODD != 0), -p, p)
@@ -115,7 +115,7 @@ def _lrn_fwd_kernel(
     sumsq, center = _window_sumsq(x_ptr, n * sn + offs_p[:, None] * sl, offs_c, mask_p, C, sc,
                                   SIZE, BLOCK_P, BLOCK_C, ACC)
     scale = tl.full((), k, ACC) + tl.full((), alpha_over_size, ACC) * sumsq
-    y = center / _pow(scale, tl.full((), beta, ACC), E_INT, E_ODD)
+    y = center / _pow(scale, tl.log2(tl.abs(scale)), tl.full((), beta, ACC), E_INT, E_ODD)
     out = y_ptr + n * sn + offs_p[:, None] * sl + offs_c[None, :] * sc
     tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & (offs_c < C)[None, :])
 
@@ -144,11 +144,12 @@ def _lrn_bwd_kernel(
     sumsq, x = _window_sumsq(x_ptr, row, offs_c, mask_p, C, sc, SIZE, BLOCK_P, BLOCK_C, ACC)
     scale = tl.full((), k, ACC) + tl.full((), alpha_over_size, ACC) * sumsq
     e = tl.full((), beta, ACC)
-    d = _pow(scale, e, E_INT, E_ODD)
+    log2_abs_scale = tl.log2(tl.abs(scale))
+    d = _pow(scale, log2_abs_scale, e, E_INT, E_ODD)
     dy = tl.load(dy_ptr + tile, mask=mask, other=0.0).to(ACC)
     # Phase 1: u = dy * (x / d) / d * beta * scale**(beta-1) into this tile of dx (scratch);
     # beta - 1 is an integer with beta, odd when beta is even.
-    u = dy * ((x / d) / d) * (e * _pow(scale, e - 1, E_INT, E_EVEN))
+    u = dy * ((x / d) / d) * (e * _pow(scale, log2_abs_scale, e - 1, E_INT, E_EVEN))
     u = tl.where(e == 0, 0.0, u)  # torch's pow backward is exactly 0 for a 0 exponent
     tl.store(dx_ptr + tile, u.to(dx_ptr.dtype.element_ty), mask=mask)
     tl.debug_barrier()
