@@ -20,6 +20,7 @@ import triton
 
 import kernels
 import kernels._reduce
+import kernels._utils
 import kernels.configs
 import kernels.inception
 import kernels.lrn
@@ -279,3 +280,19 @@ def test_dot_precision_each_launcher_passes(dtype, cudnn_tf32, matmul_tf32, expe
     got = _precisions(dtype, device)
     assert set(got) == GEMMS, f"GEMM launches with a DOT_PRECISION: {sorted(got)}"
     assert all(v == {expected} for v in got.values()), f"expected {expected!r} everywhere, got {got}"
+
+
+# --------------------------------------------------------------------------- test flags
+def test_device_tests_compare_in_ieee_fp32(device):
+    """tests/conftest.py: a test on `device` that is not gpu-marked runs without TF32."""
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert kernels._utils.dot_precision(torch.float32) == "ieee"
+
+
+def test_tests_without_device_keep_torchs_default():
+    assert torch.backends.cudnn.allow_tf32  # torch's default, left alone
+
+
+@pytest.mark.gpu
+def test_gpu_marked_tests_keep_torchs_default(device):
+    assert torch.backends.cudnn.allow_tf32
