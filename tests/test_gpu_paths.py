@@ -186,6 +186,10 @@ def _force(monkeypatch, kernel: str, config: triton.Config) -> list[dict]:
 @pytest.mark.parametrize("family, index", [(f, i) for f, cfgs in FAMILIES.items() for i in range(len(cfgs))])
 def test_every_gpu_config_gives_the_right_answer(family, index, monkeypatch, device):
     config = FAMILIES[family][index]
+    if family.startswith("conv") and device == "cuda":
+        need, limit = gemm_shared_bytes(config, 4), kernels.configs._shared_limit(torch.device(device))
+        if need > limit:
+            pytest.skip(f"the GPU prunes {config} for fp32 ({need} bytes of shared memory > {limit})")
     users = [name for name, (fam, _) in AUTOTUNED.items() if fam == family]
     launches = {name: _force(monkeypatch, name, config) for name in users}
     for run in dict.fromkeys(AUTOTUNED[name][1] for name in users):  # each run once

@@ -71,12 +71,13 @@ def _forward_kernel(module: nn.Module) -> str | None:
     return None
 
 
-def dispatch_problems(model: nn.Module, image_size: int, batch: int, *, execute: bool) -> list[str]:
-    """Run one training forward + backward of `model` and list every way it strays from
-    our kernels (empty when the whole net ran on them)."""
+def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, execute: bool) -> list[str]:
+    """Run one training forward + backward of `model` on `device` and list every way it
+    strays from our kernels (empty when the whole net ran on them)."""
     torch.manual_seed(0)
-    x = torch.randn(batch, 3, image_size, image_size, requires_grad=True)
-    target = torch.randint(0, 10, (batch,))
+    model = model.to(device)
+    x = torch.randn(batch, 3, image_size, image_size, device=device, requires_grad=True)
+    target = torch.randint(0, 10, (batch,), device=device)
     inception_parts = {id(m) for block in model.modules() if isinstance(block, Inception)
                        for m in block.modules() if m is not block}
     expected = {name: (m, k) for name, m in model.named_modules()
@@ -146,11 +147,11 @@ def _triton_model(arch: str, how: str) -> nn.Module:
 
 @pytest.mark.parametrize("how", ["convert", "build"])
 @pytest.mark.parametrize("arch", sorted(NETS))
-def test_triton_backend_runs_only_our_kernels(arch, how):
+def test_triton_backend_runs_only_our_kernels(arch, how, device):
     size, batch, execute = NETS[arch]
     if execute and how == "build":
         execute = False  # one real interpreter run per net is enough (the convert path)
-    problems = dispatch_problems(_triton_model(arch, how), size, batch, execute=execute)
+    problems = dispatch_problems(_triton_model(arch, how), size, batch, device, execute=execute)
     assert not problems, f"{arch} ({how}) strays from our kernels:\n" + "\n".join(problems)
 
 
@@ -163,9 +164,10 @@ def test_triton_backend_runs_only_our_kernels(arch, how):
     ("resnet18", ["aten.convolution_backward ran",
                   "layer1.0.add_relu (TorchAddReLU) launched no _add_relu_fwd_kernel"]),
 ])
-def test_the_check_sees_the_torch_backend(arch, must_see):
+def test_the_check_sees_the_torch_backend(arch, must_see, device):
     size, batch, _ = NETS[arch]
-    problems = dispatch_problems(nets.build(arch, "torch", num_classes=10).train(), size, batch, execute=False)
+    problems = dispatch_problems(nets.build(arch, "torch", num_classes=10).train(), size, batch, device,
+                                 execute=False)
     text = "\n".join(problems)
     for words in must_see:
         assert words in text, f"the check missed {words!r} on the torch backend; it found:\n{text}"
@@ -191,10 +193,10 @@ def _swap_nothing(model, backend):
                                         staticmethod(nets.layers._torch_inception_unfused)),
      ["stride-1 max-pools ran", "inception5b (Inception) launched no _pointwise_fwd_kernel"]),
 ])
-def test_the_check_fails_when_convert_leaves_torch_layers(arch, patch, must_see, monkeypatch):
+def test_the_check_fails_when_convert_leaves_torch_layers(arch, patch, must_see, monkeypatch, device):
     patch(monkeypatch)
     size, batch, _ = NETS[arch]
-    problems = dispatch_problems(_triton_model(arch, "convert"), size, batch, execute=False)
+    problems = dispatch_problems(_triton_model(arch, "convert"), size, batch, device, execute=False)
     text = "\n".join(problems)
     for words in must_see:
         assert words in text, f"the check missed {words!r}; it found:\n{text}"
