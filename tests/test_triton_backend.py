@@ -80,38 +80,40 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
     target = torch.randint(0, 10, (batch,), device=device)
     inception_parts = {id(m) for block in model.modules() if isinstance(block, Inception)
                        for m in block.modules() if m is not block}
-    expected = {name: (m, k) for name, m in model.named_modules()
-                if (k := _forward_kernel(m)) is not None and id(m) not in inception_parts}
-    problems, called = [], set()
-    with LaunchRecorder(execute=execute) as rec, OpRecorder() as rec_ops:
-        def pre(module, args, name):
-            module._launches_before = len(rec.launches)
+    # Every module that must launch a kernel, except an Inception block's branch modules
+    # (the fused block uses their parameters without calling them).
+    expected = {name for name, m in model.named_modules()
+                if _forward_kernel(m) is not None and id(m) not in inception_parts}
+    problems, starts, called = [], {}, set()
 
-        def post(module, args, out, name):
-            called.add(name)
-            want = _forward_kernel(module)
-            if rec.names(module._launches_before)[want] == 0:
-                problems.append(f"{name} ({type(module).__name__}) launched no {want}")
+    def before(name):
+        starts[name] = len(rec.launches)
 
-        handles = []
-        for name, m in model.named_modules():
-            if _forward_kernel(m) is not None:
-                handles.append(m.register_forward_pre_hook(lambda mod, a, name=name: pre(mod, a, name)))
-                handles.append(m.register_forward_hook(lambda mod, a, o, name=name: post(mod, a, o, name)))
-        try:
+    def after(module, name):
+        called.add(name)
+        want = _forward_kernel(module)
+        if rec.names(starts[name])[want] == 0:
+            problems.append(f"{name} ({type(module).__name__}) launched no {want}")
+
+    handles = []
+    for name, m in model.named_modules():
+        if _forward_kernel(m) is not None:
+            handles.append(m.register_forward_pre_hook(lambda mod, args, name=name: before(name)))
+            handles.append(m.register_forward_hook(lambda mod, args, out, name=name: after(mod, name)))
+    try:
+        with LaunchRecorder(execute=execute) as rec, OpRecorder() as rec_ops:
             out = model(x)
             n_forward = len(rec.launches)
             recipe.loss(out, target).backward()
-        finally:
-            for h in handles:
-                h.remove()
+    finally:
+        for h in handles:
+            h.remove()
     fwd, bwd = rec.names(0) - rec.names(n_forward), rec.names(n_forward)
 
     problems += [f"{op} ran {n}x" for op, n in sorted(rec_ops.ops.items()) if FORBIDDEN_OPS.search(op)]
     if rec_ops.stride1_pools:
         problems.append(f"{rec_ops.stride1_pools} stride-1 max-pools ran in torch (the torch Inception path)")
-    problems += [f"{name} ({type(m).__name__}) was never called" for name, (m, _) in expected.items()
-                 if name not in called]
+    problems += [f"{name} was never called" for name in sorted(expected - called)]
     gemms = fwd["_conv_fwd_kernel"] + fwd["_pointwise_fwd_kernel"]
     for kernel in ("_conv_dgrad_kernel", "_conv_wgrad_kernel"):
         if bwd[kernel] != gemms:
