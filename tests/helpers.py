@@ -91,9 +91,10 @@ class Launch:
 
 
 def triton_kernels() -> dict:
-    """Every launchable Triton kernel object defined in the `kernels` package, by function
-    name: the outermost object a launcher indexes with `[grid]` (an Autotuner for autotuned
-    kernels). Jit helpers called only from inside kernels are listed too; they never launch."""
+    """Every launchable Triton kernel object in the `kernels` package, by function name
+    (prefixed by its module where two modules use one name): the outermost object a
+    launcher indexes with `[grid]` (an Autotuner for autotuned kernels). Jit helpers
+    called only from inside kernels are listed too; they never launch."""
     import importlib
     import pkgutil
 
@@ -109,7 +110,8 @@ def triton_kernels() -> dict:
                 fn = obj
                 while hasattr(fn, "fn"):  # Autotuner / Heuristics -> JITFunction -> python function
                     fn = fn.fn
-                found[fn.__name__] = obj
+                key = fn.__name__ if fn.__name__ not in found else f"{info.name}.{fn.__name__}"
+                found[key] = obj
     return found
 
 
