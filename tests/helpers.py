@@ -116,3 +116,94 @@ def view_recipe(shape, kind: str, dim: int = 0):
 def view_fanout(shape, kind: str, dim: int = 0) -> int:
     """How many of the op's gradient values each leaf gradient value sums (expanded views)."""
     return shape[dim % len(shape)] if kind == "expanded" and len(shape) else 1
+
+
+# --------------------------------------------------------------------------- kernel launches
+class Launch:
+    """One `kernel[grid](*args, **kwargs)` call as the launcher made it (before autotuning
+    adds its config's meta-parameters)."""
+
+    __slots__ = ("args", "grid", "kwargs", "name")
+
+    def __init__(self, name: str, grid, args: tuple, kwargs: dict):
+        self.name, self.grid, self.args, self.kwargs = name, grid, args, kwargs
+
+    def __repr__(self) -> str:
+        return f"Launch({self.name}, {sorted(self.kwargs)})"
+
+
+def triton_kernels() -> dict:
+    """Every launchable Triton kernel object in the `kernels` package, by function name
+    (prefixed by its module where two modules use one name): the outermost object a
+    launcher indexes with `[grid]` (an Autotuner for autotuned kernels). Jit helpers
+    called only from inside kernels are listed too; they never launch."""
+    import importlib
+    import pkgutil
+
+    from triton.runtime.jit import KernelInterface
+
+    import kernels
+
+    found = {}
+    for info in pkgutil.iter_modules(kernels.__path__):
+        module = importlib.import_module(f"kernels.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, KernelInterface) and not any(obj is o for o in found.values()):
+                fn = obj
+                while hasattr(fn, "fn"):  # Autotuner / Heuristics -> JITFunction -> python function
+                    fn = fn.fn
+                key = fn.__name__ if fn.__name__ not in found else f"{info.name}.{fn.__name__}"
+                found[key] = obj
+    return found
+
+
+class LaunchRecorder:
+    """Records every Triton kernel launch from the `kernels` package while active.
+
+    `execute=False` records without running the kernel (outputs stay uninitialized): for
+    checks of what a model dispatches to, where the interpreter's cost of the arithmetic
+    buys nothing. Usage: `with LaunchRecorder() as rec: ...; rec.names()`.
+    """
+
+    def __init__(self, execute: bool = True):
+        self.execute = execute
+        self.launches: list[Launch] = []
+        self._saved: list = []
+
+    def __enter__(self) -> LaunchRecorder:
+        for name, obj in triton_kernels().items():
+            original = obj.run
+            had_own = "run" in vars(obj)
+
+            def run(*args, _name=name, _original=original, **kwargs):
+                launch_kwargs = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+                self.launches.append(Launch(_name, kwargs.get("grid"), args, launch_kwargs))
+                return _original(*args, **kwargs) if self.execute else None
+
+            self._saved.append((obj, had_own, original))
+            obj.run = run
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for obj, had_own, original in reversed(self._saved):
+            if had_own:
+                obj.run = original
+            else:
+                del obj.run
+        self._saved.clear()
+
+    def names(self, start: int = 0):
+        """Launch counts by kernel name (a Counter), from launch number `start` on."""
+        from collections import Counter
+
+        return Counter(launch.name for launch in self.launches[start:])
+
+
+def tolerance_excess(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, *, reduction: int = 1,
+                     tf32: bool = False, scale: float = 1.0) -> float:
+    """The largest |actual - expected| / (atol + rtol * |expected|) under the bound
+    `assert_close` applies to a `dtype` result: at most 1 passes, above 1 fails. Lets a
+    test show that a wrong formula's answer (computed in float64) would fail the check."""
+    atol, rtol = tolerance(dtype, reduction, tf32=tf32)
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    return ((a - e).abs() / (atol * scale + rtol * e.abs())).max().item()
