@@ -133,6 +133,7 @@ class TunedAutotuner(Autotuner):
         self.family = family
         self.name = self.base_fn.__name__
         self.last_kernel = None
+        self.last_key: dict | None = None
         self._init_kwargs = kwargs
 
     def shape_key(self, args, kwargs) -> dict:
@@ -150,9 +151,10 @@ class TunedAutotuner(Autotuner):
         table = tuned.table_for(tensor.device)
         if table is None:
             return None
-        return table.config(self.name, self.shape_key(args, kwargs), str(tensor.dtype).removeprefix("torch."))
+        return table.config(self.name, self.last_key, str(tensor.dtype).removeprefix("torch."))
 
     def run(self, *args, **kwargs):
+        self.last_key = self.shape_key(args, kwargs)
         config = self._choice(args, kwargs)
         if config is None:
             ret = super().run(*args, **kwargs)
