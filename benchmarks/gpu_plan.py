@@ -50,6 +50,8 @@ FUZZ_TESTS = {"test_conv2d_fuzz": 5, "test_lrn_fuzz": 2, "test_add_relu_fuzz": 2
 # tests/test_tuned_configs.py: specializations per config of each kernel (flat / tap-by-tap
 # K, plain / pooled input, bf16 / fp32 split-K output); one for the rest.
 CONFIG_TEST_VARIANTS = {"_conv_fwd_kernel": 2, "_pointwise_fwd_kernel": 2, "_conv_wgrad_kernel": 2}
+SPLIT_K_TEST_COMPILES = 6  # tests/test_conv.py's split-K test: wgrad x 2 outputs, column sums, forward
+TUNED_TEST_COMPILES = 10  # tests/test_tuned.py: add+ReLU under 2 to 4 block sizes, one small conv
 # Nets step: torch.compile's inductor build of a training step is not in gpu-facts.md;
 # assumed 45 s per net on 16 cores. Eager first steps: 3 s (cuDNN heuristics, allocator).
 INDUCTOR_S = 45.0
@@ -136,11 +138,11 @@ def plan() -> list[Step]:
     fuzz_compiles = FUZZ_EXAMPLES * sum(FUZZ_TESTS.values())
     config_compiles = sum(CONFIG_TEST_VARIANTS.get(name, 1) * config_counts[t.family]
                           for name, t in kconfigs.TUNABLE.items())
-    correct_compiles = fuzz_compiles + config_compiles
+    correct_compiles = fuzz_compiles + config_compiles + SPLIT_K_TEST_COMPILES + TUNED_TEST_COMPILES
     correct_s = PYTEST_START_S + correct_compiles * (COMPILE_S + LAUNCHER_S) / PYTEST_WORKERS
     steps.append(Step("correct", correct_compiles, 0, correct_s,
-                      f"pytest: fuzz tests ({FUZZ_EXAMPLES} examples each) + every config of every kernel "
-                      f"({sum(config_counts.values())} configs)"))
+                      f"pytest: fuzz tests ({FUZZ_EXAMPLES} examples each), split-K, tuned-table tests, every "
+                      f"config of every kernel ({sum(config_counts.values())} configs)"))
     timed = [(item, config) for item in items for config in sweep.configs_for(item)[:1 if item.follows else None]]
     sweep_s = distinct * CACHE_LOAD_S
     for item in items:

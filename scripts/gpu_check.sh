@@ -5,8 +5,8 @@
 #   env      GPU, driver, torch, triton, cuDNN
 #   compile  every (kernel, config, specialization) the sweep launches, in parallel workers
 #            sharing one TRITON_CACHE_DIR (python -m benchmarks.sweep compile)
-#   correct  the fuzz tests (hypothesis profile gpu-check), the split-K test and every config of
-#            every kernel against float64 references, pytest -n 14
+#   correct  the fuzz tests (hypothesis profile gpu-check), the split-K test, the tuned-table
+#            tests and every config of every kernel against float64 references, pytest -n 14
 #   sweep    every distinct conv / Inception / LRN / add+ReLU layer of AlexNet, GoogLeNet and
 #            ResNet-50, batch 128 bf16 channels_last, forward / data-grad / weight-grad apart,
 #            every config checked against cuDNN and timed beside it; writes the tuned table
@@ -24,7 +24,7 @@ fi
 
 # Seconds per step: `python -m benchmarks.gpu_plan --limits` (tests/test_gpu_plan.py keeps
 # these equal to it; written here so the GPU spends no time re-counting).
-LIMIT_env=10 LIMIT_compile=64 LIMIT_correct=55 LIMIT_sweep=140 LIMIT_nets=239 LIMIT_pack=10
+LIMIT_env=10 LIMIT_compile=64 LIMIT_correct=58 LIMIT_sweep=140 LIMIT_nets=239 LIMIT_pack=10
 
 OUT_DIR="${OUT:-gpu-check-out}"
 mkdir -p "$OUT_DIR"
@@ -64,7 +64,7 @@ step compile python3 -m benchmarks.sweep compile --out "$WORK/compile"
 
 HYPOTHESIS_PROFILE=gpu-check CONVBENCH_AUTOTUNE=first CONVBENCH_TUNED=off step correct \
     python3 -m pytest tests/test_conv.py tests/test_inception.py tests/test_lrn_residual.py \
-    tests/test_tuned_configs.py -k "fuzz or split_k or every_config" -n 14 -q \
+    tests/test_tuned.py tests/test_tuned_configs.py -k "fuzz or split_k or tuned" -n 14 -q \
     -p benchmarks.gpu_hypothesis -p no:cacheprovider --junitxml="$WORK/correct.xml"
 
 CONVBENCH_TUNED=off step sweep python3 -m benchmarks.sweep sweep --out "$WORK/sweep" --table-out "$WORK/tuned"

@@ -120,3 +120,24 @@ def test_summary_reads_a_work_folder(tmp_path, capsys):
     text = (tmp_path / "summary.txt").read_text()
     assert "WRONG l:forward" in text and "geomean speedup vs cuDNN over 1 items: 2.000" in text
     assert "sweep rc=0" in text
+
+
+def _tiny_items():
+    conv = sweep.conv_items(shapes.ConvShape("conv", 20, 9, 6, 3, stride=2, padding=1))
+    block = sweep.inception_items(gpu_shapes.InceptionShape("block", 19, 5, 4, 3, 5, 2, 3, 4))
+    return conv + block + sweep.lrn_items(shapes.LRNShape("lrn", 7, 5)) + sweep.add_relu_items(
+        shapes.EltwiseShape("add", 5, 3))
+
+
+@pytest.mark.parametrize("n", range(len(_tiny_items())))
+def test_every_item_kind_agrees_with_its_reference(n, monkeypatch, tmp_path):
+    """Each pass of each kind (conv forward / data-grad / weight-grad, the Inception GEMMs and
+    their 1x1 backward, LRN and add+ReLU forward and backward) under two configs."""
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    item = _tiny_items()[n]
+    rows = sweep.Rows(tmp_path / "rows.csv", sweep.SWEEP_FIELDS)
+    entry = sweep.sweep_item(item, "cpu", rows, configs=sweep.configs_for(item)[:2], time_it=False)
+    rows.close()
+    statuses = [r["status"] for r in csv.DictReader((tmp_path / "rows.csv").open())]
+    assert statuses == ["ok"] * len(statuses) and statuses, (item.id, statuses)
+    assert entry["kernel"] == item.kernel and set(entry["key"]) == set(configs.TUNABLE[item.kernel].keys)

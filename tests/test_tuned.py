@@ -48,11 +48,11 @@ def _use_table(monkeypatch, tmp_path, entries) -> tuned.Table:
     return tuned.load_table(path)
 
 
-def test_table_hit_launches_its_config_without_benchmarking(monkeypatch, tmp_path):
+def test_table_hit_launches_its_config_without_benchmarking(monkeypatch, tmp_path, device):
     calls = []
     tuner = residual._add_relu_fwd_kernel.with_configs(TWO_BLOCKS, do_bench=_cpu_bench(calls))
     monkeypatch.setattr(residual, "_add_relu_fwd_kernel", tuner)
-    x, r = torch.randn(3, 5, 7), torch.randn(3, 5, 7)
+    x, r = torch.randn(3, 5, 7, device=device), torch.randn(3, 5, 7, device=device)
     _use_table(monkeypatch, tmp_path, [_add_relu_entry(x.numel(), 32)])
     y = kernels.add_relu(x, r)
     assert calls == []
@@ -60,11 +60,11 @@ def test_table_hit_launches_its_config_without_benchmarking(monkeypatch, tmp_pat
     assert_close(y, F.relu(x.double() + r.double()))
 
 
-def test_table_miss_autotunes(monkeypatch, tmp_path):
+def test_table_miss_autotunes(monkeypatch, tmp_path, device):
     calls = []
     tuner = residual._add_relu_fwd_kernel.with_configs(TWO_BLOCKS, do_bench=_cpu_bench(calls))
     monkeypatch.setattr(residual, "_add_relu_fwd_kernel", tuner)
-    x, r = torch.randn(3, 5, 7), torch.randn(3, 5, 7)
+    x, r = torch.randn(3, 5, 7, device=device), torch.randn(3, 5, 7, device=device)
     _use_table(monkeypatch, tmp_path, [_add_relu_entry(x.numel() + 1, 32), _add_relu_entry(x.numel(), 32, "float16")])
     y = kernels.add_relu(x, r)
     assert len(calls) == 2  # one benchmark per config: other numel and other dtype both miss
@@ -73,7 +73,7 @@ def test_table_miss_autotunes(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("restore", [True, False])
-def test_inplace_add_relu_first_call_correct_under_autotuning(monkeypatch, restore):
+def test_inplace_add_relu_first_call_correct_under_autotuning(monkeypatch, restore, device):
     """Tuning re-runs the kernel on the same buffers; in place, each re-run would add the
     residual again unless x is restored. Without restore_value the answer is wrong (the check
     can fail), with the decorator's restore_value it is right."""
@@ -82,8 +82,8 @@ def test_inplace_add_relu_first_call_correct_under_autotuning(monkeypatch, resto
     tuner = residual._add_relu_fwd_kernel.with_configs(TWO_BLOCKS, do_bench=_cpu_bench(calls), **extra)
     monkeypatch.setattr(residual, "_add_relu_fwd_kernel", tuner)
     monkeypatch.setenv("CONVBENCH_TUNED", "off")
-    x = torch.rand(2, 3, 5, 5) + 0.5  # positive: every re-run's extra residual would show
-    r = torch.rand(2, 3, 5, 5) + 0.5
+    x = torch.rand(2, 3, 5, 5, device=device) + 0.5  # positive: every re-run's extra residual shows
+    r = torch.rand(2, 3, 5, 5, device=device) + 0.5
     expected = F.relu(x.double() + r.double())
     y = kernels.add_relu(x, r, inplace=True)
     assert len(calls) == 2 and y.data_ptr() == x.data_ptr()
@@ -102,8 +102,8 @@ def test_every_other_tunable_is_rerun_safe():
     assert configs.TUNABLE["_add_relu_fwd_kernel"].restore_value == ["x_ptr"]
 
 
-def test_forced_config_overrides_table_and_restores(monkeypatch, tmp_path):
-    x, r = torch.randn(40), torch.randn(40)
+def test_forced_config_overrides_table_and_restores(monkeypatch, tmp_path, device):
+    x, r = torch.randn(40, device=device), torch.randn(40, device=device)
     _use_table(monkeypatch, tmp_path, [_add_relu_entry(x.numel(), 32)])
     tuner = configs.TUNABLE["_add_relu_fwd_kernel"]
     with configs.forced_config("_add_relu_fwd_kernel", triton.Config({"BLOCK": 16}, num_warps=2)):
@@ -117,9 +117,9 @@ def test_forced_config_overrides_table_and_restores(monkeypatch, tmp_path):
         pass
 
 
-def test_wgrad_split_count_comes_from_the_table(monkeypatch, tmp_path):
-    x = torch.randn(2, 4, 6, 6)
-    w = torch.randn(5, 4, 3, 3)
+def test_wgrad_split_count_comes_from_the_table(monkeypatch, tmp_path, device):
+    x = torch.randn(2, 4, 6, 6, device=device)
+    w = torch.randn(5, 4, 3, 3, device=device)
     geo = conv.conv_geometry(x, w, 1, 1)
     rows = geo.N * geo.P * geo.Q
     key = {"BATCH": 2, "H": 6, "W": 6, "CG": 4, "P": 6, "Q": 6, "KG": 5, "R": 3, "S": 3, "stride_h": 1,
