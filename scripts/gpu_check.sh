@@ -70,7 +70,8 @@ HYPOTHESIS_PROFILE=gpu-check CONVBENCH_AUTOTUNE=first CONVBENCH_TUNED=off step c
 CONVBENCH_TUNED=off step sweep python3 -m benchmarks.sweep sweep --out "$WORK/sweep" --table-out "$WORK/tuned"
 
 TABLE="$(ls "$WORK"/tuned/*.json 2>/dev/null | head -n 1)"
-CONVBENCH_TUNED="${TABLE:-off}" step nets python3 -m benchmarks.sweep nets --out "$WORK/nets"
+# A table miss (a sweep cut short) launches the first config instead of autotuning serially.
+CONVBENCH_TUNED="${TABLE:-off}" CONVBENCH_AUTOTUNE=first step nets python3 -m benchmarks.sweep nets --out "$WORK/nets"
 
 step pack python3 scripts/gpu_summary.py "$WORK" --out "$WORK/summary.txt"
 cp "$WORK/summary.txt" "$WORK/steps.txt" "$OUT_DIR/" 2>/dev/null

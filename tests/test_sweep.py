@@ -100,10 +100,11 @@ def test_best_entries_keep_the_fastest_split_and_make_a_usable_table(tmp_path):
             "config": {"kwargs": {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, "num_warps": 4, "num_stages": 3},
             "runner_up_ms": None, "cudnn_ms": 1.0}
     key.update(BATCH=4, P=16, Q=16)
-    one = {**base, "key": {**key, "SPLIT_ROWS": 1024}, "split_k": 1, "ms": 2.0}
+    one = {**base, "key": {**key, "SPLIT_ROWS": 1024}, "split_k": 1, "ms": 2.0, "runner_up_ms": 2.2}
     two = {**base, "key": {**key, "SPLIT_ROWS": 512}, "split_k": 2, "ms": 1.5}
     best = sweep.best_entries([one, two])
-    assert best == [two]
+    assert best == [{**two, "runner_up_ms": 2.0}]  # the runner-up is split 1's best config
+    assert sweep.best_entries([one, {**two, "ms": 2.5}])[0]["runner_up_ms"] == 2.2  # split 1's second config
     path = tuned.write_table(tmp_path / "t.json", "test card", "3.6.0", best)
     assert all(configs.entry_problems(e) == [] for e in tuned.load_table(path).entries)
 
