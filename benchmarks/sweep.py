@@ -7,7 +7,8 @@ Steps (`python -m benchmarks.sweep STEP --out DIR`), run in this order by script
   compile  every (kernel, specialization, config) the sweep launches, compiled first by
            worker processes that share one TRITON_CACHE_DIR (each launches its share once)
   sweep    time and check every item x config; rows go to sweep.csv as they are measured;
-           the table (winner, runner-up, cuDNN ms) is written at the end or on SIGINT
+           the table (winner, runner-up, cuDNN ms) is written at the end or on SIGINT. cuDNN
+           runs with torch's defaults (its heuristics pick the algorithm: cudnn.benchmark off)
   nets     training images/s of the three nets on the torch, compile and triton backends
            (triton with CONVBENCH_TUNED pointing at the fresh table: no autotuning)
 Every step stops cleanly on SIGINT (`timeout -s INT`) and keeps what it measured.
@@ -372,13 +373,14 @@ def sweep_item(item: Item, device, rows: Rows, *, configs=None, time_it: bool = 
     tuner = kconfigs.TUNABLE[item.kernel]
     inputs = item.make(device, True)
     ref = item.reference(inputs)()
+    dtype = str(ref.dtype).removeprefix("torch.")
     cudnn_ms = do_bench(item.reference(inputs)) if time_it else None
     timed = []
     for config in configs if configs is not None else configs_for(item):
         base = {"item": item.id, "layer": item.layer, "kind": item.kind, "pass": item.pass_, "kernel": item.kernel,
                 "family": item.family, "split_k": item.split_k, "config": json.dumps(config.kwargs),
                 "num_warps": config.num_warps, "num_stages": config.num_stages, "cudnn_ms": cudnn_ms,
-                "dtype": str(DTYPE).removeprefix("torch.")}
+                "dtype": dtype}
         try:
             with kconfigs.forced_config(item.kernel, config):
                 fn = item.triton(inputs)
@@ -407,7 +409,7 @@ def sweep_item(item: Item, device, rows: Rows, *, configs=None, time_it: bool = 
     timed.sort(key=lambda t: t[0])
     ms, config, key = timed[0]
     return {"kernel": item.kernel, "family": item.family, "layer": item.layer, "pass": item.pass_,
-            "dtype": str(DTYPE).removeprefix("torch."), "key": key, "config": tuned.config_to_json(config),
+            "dtype": dtype, "key": key, "config": tuned.config_to_json(config),
             "split_k": item.split_k, "ms": ms if time_it else None,
             "runner_up_ms": timed[1][0] if time_it and len(timed) > 1 else None, "cudnn_ms": cudnn_ms}
 
