@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, Phase, settings
 
-MAX_EXAMPLES = 5  # per fuzz test; each example can be a new specialization (a compile)
+MAX_EXAMPLES = 4  # per fuzz test; each example can be a new specialization (a compile)
 
 # derandomized: the same examples each run, so one run's compiles are the plan's; no
 # shrinking (each shrink step is another compile), a failing example is printed as found.

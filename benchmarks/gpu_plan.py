@@ -25,7 +25,8 @@ BUDGET_S = 480  # the whole check, by our own count, inside one 10-minute device
 COMMAND_LIMIT_S = 600
 
 # Per-compile cost: gpu-facts.md measured 0.3-1.3 s per sm_90 compile with triton 3.6; the
-# worst is used, plus triton 3.6's gcc-built C launcher at a signature's first launch.
+# worst is used. Triton 3.6 also builds a C launcher with gcc at a signature's first launch
+# (one per kernel and argument types, integers equal to 1 folded in; cached with the kernels).
 COMPILE_S = 1.3
 LAUNCHER_S = 1.0
 COMPILE_WORKERS = 14  # of the machine's 16 cores
@@ -52,6 +53,9 @@ FUZZ_TESTS = {"test_conv2d_fuzz": 5, "test_lrn_fuzz": 2, "test_add_relu_fuzz": 2
 CONFIG_TEST_VARIANTS = {"_conv_fwd_kernel": 2, "_pointwise_fwd_kernel": 2, "_conv_wgrad_kernel": 2}
 SPLIT_K_TEST_COMPILES = 6  # tests/test_conv.py's split-K test: wgrad x 2 outputs, column sums, forward
 TUNED_TEST_COMPILES = 10  # tests/test_tuned.py: add+ReLU under 2 to 4 block sizes, one small conv
+# C launchers of the correctness step: each kernel a test launches, with and without an
+# integer equal to 1 among its arguments (a guess: the fuzz tests draw sizes of 1 too).
+CORRECT_LAUNCHERS = 2 * (sum(FUZZ_TESTS.values()) + 8)
 # Nets step: torch.compile's inductor build of a training step is not in gpu-facts.md;
 # assumed 45 s per net on 16 cores. Eager first steps: 3 s (cuDNN heuristics, allocator).
 INDUCTOR_S = 45.0
@@ -67,7 +71,8 @@ ASSUMPTIONS = [
     f"{FLUSH_MS} ms L2 flush and a {LAUNCH_MS} ms launch; kernel time guessed at half the H100 ceilings "
     f"(400 TFLOP/s bf16, 1.5 TB/s); {MEASURE_OVERHEAD_S * 1e3:.0f} ms host work per measurement",
     f"correct: pytest -n {PYTEST_WORKERS}; fuzz compiles bounded by {FUZZ_EXAMPLES} examples x kernels per test "
-    f"(specializations repeat, so fewer in fact); {PYTEST_START_S:.0f} s xdist start",
+    f"(specializations repeat, so fewer in fact), each test's examples serial in one worker (the longest test "
+    f"plus the rest shared by the workers); {PYTEST_START_S:.0f} s xdist start",
     f"nets: torch.compile of a training step assumed {INDUCTOR_S:.0f} s per net (not measured here); "
     f"{TRAIN_STEPS} steps per (net, backend); the triton backend launches the sweep's table (no autotuning); "
     f"its compiles beyond the sweep's were recorded from the nets at batch 16 (same specializations as 128)",
@@ -107,6 +112,13 @@ def _strip_dtype(sig: tuple) -> tuple:
     return name, args, kwargs
 
 
+def launcher_key(sig: tuple) -> tuple:
+    """What triton 3.6's C launcher depends on: the kernel and its argument types (pointer
+    dtypes; integers, with those equal to 1 specialized away), not the config or sizes."""
+    name, args, _ = sig
+    return name, tuple(a[:2] if a and a[0] in ("ptr", "int") else a[:1] for a in args)
+
+
 def net_extra_compiles(sweep_sigs: set[tuple], archs=sweep.NET_ARCHS) -> int:
     """Specializations the nets' triton training step launches that the sweep did not
     compile (config and dtype aside): recorded from one forward and backward at batch 16."""
@@ -131,15 +143,21 @@ def plan() -> list[Step]:
     items = sweep.all_items()
     todo, distinct, sigs = sweep.compile_plan(items, device, with_signatures=True)
     steps = [Step("env", 0, 0, ENV_S, "GPU, driver, torch, triton, cuDNN versions")]
-    compile_s = WORKER_START_S + distinct * (COMPILE_S + LAUNCHER_S) / COMPILE_WORKERS
+    launchers = len({launcher_key(s) for s in sigs})
+    compile_s = WORKER_START_S + (distinct * COMPILE_S + launchers * LAUNCHER_S) / COMPILE_WORKERS
     steps.append(Step("compile", distinct, 0, compile_s,
-                      f"{len(todo)} launches in {COMPILE_WORKERS} workers: every (kernel, config, specialization)"))
+                      f"{len(todo)} launches in {COMPILE_WORKERS} workers: every (kernel, config, specialization); "
+                      f"{launchers} C launchers"))
     config_counts = {f: len(kconfigs._GPU[f]) for f in kconfigs._GPU}
     fuzz_compiles = FUZZ_EXAMPLES * sum(FUZZ_TESTS.values())
     config_compiles = sum(CONFIG_TEST_VARIANTS.get(name, 1) * config_counts[t.family]
                           for name, t in kconfigs.TUNABLE.items())
     correct_compiles = fuzz_compiles + config_compiles + SPLIT_K_TEST_COMPILES + TUNED_TEST_COMPILES
-    correct_s = PYTEST_START_S + correct_compiles * (COMPILE_S + LAUNCHER_S) / PYTEST_WORKERS
+    # A hypothesis test runs its examples in one worker, one after another: the longest is a
+    # serial path. Graham's bound for the xdist schedule: start + longest + the rest shared.
+    longest = max(FUZZ_EXAMPLES * k * COMPILE_S + k * LAUNCHER_S for k in FUZZ_TESTS.values())
+    shared = (correct_compiles * COMPILE_S + CORRECT_LAUNCHERS * LAUNCHER_S) / PYTEST_WORKERS
+    correct_s = PYTEST_START_S + longest + shared
     steps.append(Step("correct", correct_compiles, 0, correct_s,
                       f"pytest: fuzz tests ({FUZZ_EXAMPLES} examples each), split-K, tuned-table tests, every "
                       f"config of every kernel ({sum(config_counts.values())} configs)"))

@@ -54,7 +54,7 @@ BATCH = 128
 DTYPE = torch.bfloat16
 ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-24}
 # do_bench budget per timed measurement (ms); gpu_plan.py estimates the step from these.
-WARMUP_MS, REP_MS = 2, 8
+WARMUP_MS, REP_MS = 2, 6
 NET_ARCHS = ("alexnet", "googlenet", "resnet50")
 NET_BACKENDS = ("torch", "triton", "compile")  # torch.compile last: its build time is the least known
 # Weight-grad split counts tried: the host heuristic's and its double (1..128).

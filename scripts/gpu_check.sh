@@ -24,7 +24,7 @@ fi
 
 # Seconds per step: `python -m benchmarks.gpu_plan --limits` (tests/test_gpu_plan.py keeps
 # these equal to it; written here so the GPU spends no time re-counting).
-LIMIT_env=10 LIMIT_compile=64 LIMIT_correct=58 LIMIT_sweep=140 LIMIT_nets=239 LIMIT_pack=10
+LIMIT_env=10 LIMIT_compile=44 LIMIT_correct=107 LIMIT_sweep=122 LIMIT_nets=239 LIMIT_pack=10
 
 OUT_DIR="${OUT:-gpu-check-out}"
 mkdir -p "$OUT_DIR"
