@@ -5,7 +5,11 @@ and checked against cuDNN's output; the winners become the card's tuned table.
 
 Steps (`python -m benchmarks.sweep STEP --out DIR`), run in this order by scripts/gpu_check.sh:
   compile  every (kernel, specialization, config) the sweep launches, compiled first by
-           worker processes that share one TRITON_CACHE_DIR (each launches its share once)
+           worker processes that share one TRITON_CACHE_DIR, each launching its share once
+           through the public launchers. A launch rather than `JITFunction.warmup(*args,
+           grid=..., **constexprs)` (the compile-only path of triton 3.6 and 3.8+ alike):
+           triton 3.6 builds each signature's C launcher only at a first real launch, and
+           that gcc step belongs in the parallel workers and the shared cache too
   sweep    time and check every item x config; rows go to sweep.csv as they are measured;
            the table (winner, runner-up, cuDNN ms) is written at the end or on SIGINT. cuDNN
            runs with torch's defaults (its heuristics pick the algorithm: cudnn.benchmark off)

@@ -1,8 +1,11 @@
-"""Every autotune config list of the kernels, each with a line saying where it came from.
+"""Every autotune config list of the kernels, each with a line saying where it came from,
+and the autotuner the kernels use (`autotune` -> `TunedAutotuner`).
 
 On a GPU the lists below are autotuned (results cached on disk where the installed triton
-supports `cache_results`). Under the interpreter (no GPU) each family gets one small config:
-the interpreter's cost is per program and per op, and autotuning there would time nothing
+supports `cache_results`), except where the card's tuned table (`kernels/tuned/`, loaded by
+`tuned.py`) holds the launch's shape key: then its measured winner launches with no
+autotuning. Under the interpreter (no GPU) each family gets one small config: the
+interpreter's cost is per program and per op, and autotuning there would time nothing
 real. The key of each autotuned kernel names every argument that changes the best tile.
 """
 
@@ -173,6 +176,8 @@ class TunedAutotuner(Autotuner):
         configs and a CPU timer to check that autotuning leaves the answer intact."""
         kwargs = {**self._init_kwargs, "reset_to_zero": self.reset_to_zero,
                   "restore_value": self.restore_value, **overrides}
+        if "do_bench" in overrides and "cache_results" in kwargs:
+            kwargs["cache_results"] = False  # another timer's results stay out of the disk cache
         return TunedAutotuner(self.fn, self.arg_names, configs_, self.keys, self.family, **kwargs)
 
 
