@@ -17,6 +17,9 @@ Steps (`python -m benchmarks.sweep STEP --out DIR`), run in this order by script
            (triton with CONVBENCH_TUNED pointing at the fresh table: no autotuning)
 Every step stops cleanly on SIGINT (`timeout -s INT`) and keeps what it measured.
 
+Times are of a pass as its launcher runs it (every kernel it launches: a weight-grad's
+split partials and their column sum too), CUDA events around each call, L2 flushed between.
+
 Correctness bound for one output against cuDNN's: both are bf16 results of fp32
 accumulation, each within (atol, rtol) of the exact answer (tests/helpers.py's derivation:
 rtol = 2u, atol = u + 16 * 2**-24 * sqrt(K) * log2(K+1) for unit-scale products, rescaled
@@ -443,9 +446,11 @@ def _device():
     return torch.device("cuda")
 
 
-def step_compile(out: Path, workers: int, shard: str | None) -> int:
-    device = _device()
-    items = all_items()
+def step_compile(out: Path, workers: int, shard: str | None, *, items=None, device=None) -> int:
+    """Parent: plan the compiles, start `workers` worker processes, wait (SIGINT passes to
+    them). Worker (`shard` "i/n"): launch its share of the plan once, one CSV row each."""
+    device = device or _device()
+    items = items if items is not None else all_items()
     todo, distinct = compile_plan(items, device)
     if shard is not None:  # a worker: launch its share once (each launch compiles, or hits the cache)
         index, count = (int(v) for v in shard.split("/"))
@@ -457,7 +462,8 @@ def step_compile(out: Path, workers: int, shard: str | None) -> int:
             try:
                 with kconfigs.forced_config(item.kernel, config):
                     item.triton(item.make(device, False))()
-                torch.cuda.synchronize()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 rows.add(item=item.id, config=str(config), status="ok", s=time.perf_counter() - start)
             except KeyboardInterrupt:
                 break
@@ -480,9 +486,11 @@ def step_compile(out: Path, workers: int, shard: str | None) -> int:
     return 0
 
 
-def step_sweep(out: Path, table_out: Path) -> int:
-    device = _device()
-    items = all_items()
+def step_sweep(out: Path, table_out: Path, *, items=None, device=None) -> int:
+    """Every item in turn (a split-count follow-up times only its predecessor's winner); the
+    table of the winners is written however the loop ends."""
+    device = device or _device()
+    items = items if items is not None else all_items()
     rows = Rows(out / "sweep.csv", SWEEP_FIELDS)
     entries, winners = [], {}
     done = 0
@@ -501,7 +509,7 @@ def step_sweep(out: Path, table_out: Path) -> int:
         print(f"sweep: interrupted after {done}/{len(items)} items; keeping what was measured", flush=True)
     finally:
         rows.close()
-        card = torch.cuda.get_device_name(device)
+        card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         path = tuned.table_path(card, triton.__version__, table_out)
         tuned.write_table(path, card, triton.__version__, best_entries(entries), torch=torch.__version__,
                           measured=time.strftime("%Y-%m-%d"), items_done=done, items_total=len(items))

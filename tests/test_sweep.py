@@ -142,3 +142,32 @@ def test_every_item_kind_agrees_with_its_reference(n, monkeypatch, tmp_path):
     statuses = [r["status"] for r in csv.DictReader((tmp_path / "rows.csv").open())]
     assert statuses == ["ok"] * len(statuses) and statuses, (item.id, statuses)
     assert entry["kernel"] == item.kernel and set(entry["key"]) == set(configs.TUNABLE[item.kernel].keys)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # compile launches read empty inputs
+def test_compile_worker_and_sweep_steps_run_their_items(monkeypatch, tmp_path):
+    """The steps' own loops on the CPU: a compile worker launches its share of the plan; the
+    sweep checks every item, times it (a CPU wall-clock timer stands in for do_bench: not a
+    GPU number, and only in tmp_path), lets the split follow-up time the winner alone, and
+    writes a table every kernel can use."""
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    monkeypatch.setattr(sweep, "do_bench", lambda fn: (fn(), 1.0)[1])
+    every = sweep.configs_for
+    monkeypatch.setattr(sweep, "configs_for", lambda item: every(item)[:2])  # two per kernel: quick
+    conv = shapes.ConvShape("conv", 20, 9, 6, 3, stride=2, padding=1)
+    items = sweep.conv_items(conv, passes=("forward", "wgrad"), splits=[1, 2]) + sweep.add_relu_items(
+        shapes.EltwiseShape("add", 5, 3))
+    cpu = torch.device("cpu")
+    assert sweep.step_compile(tmp_path, 2, "1/2", items=items, device=cpu) == 0
+    launched = list(csv.DictReader((tmp_path / "compile-1.csv").open()))
+    assert launched and all(r["status"] == "ok" for r in launched)
+
+    assert sweep.step_sweep(tmp_path, tmp_path / "tuned", items=items, device=cpu) == 0
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    follow = [r for r in rows if r["item"] == "conv:wgrad/split2"]
+    assert len(follow) == 1 and all(r["status"] == "ok" for r in rows)
+    table = tuned.load_table(tmp_path / "tuned" / tuned.table_path("cpu", None).name)
+    kernels_in_table = sorted(e["kernel"] for e in table.entries)
+    assert kernels_in_table == ["_add_relu_fwd_kernel", "_conv_fwd_kernel", "_conv_wgrad_kernel",
+                                "_relu_grad_kernel"]
+    assert all(configs.entry_problems(e) == [] for e in table.entries)
