@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -125,9 +124,7 @@ def write_table(path: str | Path, card: str, triton_version: str, entries: list[
     return path
 
 
-@cache
-def _cached(path: str, mtime: float) -> Table | None:
-    return load_table(path)
+_TABLES: dict[tuple, Table | None] = {}
 
 
 def _device_card(device: torch.device) -> str | None:
@@ -138,22 +135,22 @@ def _device_card(device: torch.device) -> str | None:
 
 def table_for(device: torch.device) -> Table | None:
     """The table that serves launches on `device`: CONVBENCH_TUNED's file when set, else the
-    committed file of this card and triton version; None where there is none."""
+    committed file of this card and triton version; None where there is none. Looked up once
+    per (setting, device) and process: this runs at every autotuned launch."""
     choice = os.environ.get("CONVBENCH_TUNED", "")
     if choice.lower() == "off":
         return None
-    if choice:
-        path = Path(choice)
-    else:
-        card = _device_card(device)
-        if card is None:
-            return None
-        path = table_path(card)
-    if not path.exists():
+    slot = (choice, device.type, device.index)
+    if slot not in _TABLES:
         if choice:
-            raise FileNotFoundError(f"CONVBENCH_TUNED names {path}, which does not exist")
-        return None
-    return _cached(str(path), path.stat().st_mtime)
+            path = Path(choice)
+            if not path.exists():
+                raise FileNotFoundError(f"CONVBENCH_TUNED names {path}, which does not exist")
+        else:
+            card = _device_card(device)
+            path = table_path(card) if card is not None else None
+        _TABLES[slot] = load_table(path) if path is not None and path.exists() else None
+    return _TABLES[slot]
 
 
 def tuned_split(kernel: str, device: torch.device, fields: dict, dtype: torch.dtype | None = None) -> int | None:
