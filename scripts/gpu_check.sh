@@ -46,6 +46,7 @@ step() {  # step NAME COMMAND...: run under its limit (SIGINT, then KILL 10 s la
     timeout -s INT -k 10 "${!limit_var}" "$@" > "$WORK/$name.log" 2>&1
     local rc=$?
     echo "$name rc=$rc $((SECONDS - start))s limit=${!limit_var}s" | tee -a "$WORK/steps.txt"
+    cp "$WORK/steps.txt" "$OUT_DIR/"  # back even if the command is cut off later
     tail -n 3 "$WORK/$name.log"
     [ "$rc" -eq 0 ] || status=1
 }
