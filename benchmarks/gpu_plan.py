@@ -65,8 +65,9 @@ STEP_MS = {"alexnet": 20, "googlenet": 45, "resnet50": 45}  # per training step,
 ENV_S, PACK_S = 5.0, 5.0
 
 ASSUMPTIONS = [
-    f"compile: {COMPILE_S} s per sm_90 compile (gpu-facts.md's worst) + {LAUNCHER_S} s triton 3.6 C launcher, "
-    f"{COMPILE_WORKERS} parallel workers sharing one TRITON_CACHE_DIR, {WORKER_START_S:.0f} s worker start",
+    f"compile: {COMPILE_S} s per sm_90 compile (gpu-facts.md's worst) + {LAUNCHER_S} s per triton 3.6 C launcher "
+    f"(one per kernel signature), {COMPILE_WORKERS} parallel workers sharing one TRITON_CACHE_DIR, "
+    f"{WORKER_START_S:.0f} s worker start",
     f"measure: do_bench warmup {sweep.WARMUP_MS} ms + rep {sweep.REP_MS} ms of kernel time, each run behind a "
     f"{FLUSH_MS} ms L2 flush and a {LAUNCH_MS} ms launch; kernel time guessed at half the H100 ceilings "
     f"(400 TFLOP/s bf16, 1.5 TB/s); {MEASURE_OVERHEAD_S * 1e3:.0f} ms host work per measurement",
