@@ -1,8 +1,11 @@
-"""Every autotune config list of the kernels, each with a line saying where it came from.
+"""Every autotune config list of the kernels, each with a line saying where it came from,
+and the autotuner the kernels use (`autotune` -> `TunedAutotuner`).
 
 On a GPU the lists below are autotuned (results cached on disk where the installed triton
-supports `cache_results`). Under the interpreter (no GPU) each family gets one small config:
-the interpreter's cost is per program and per op, and autotuning there would time nothing
+supports `cache_results`), except where the card's tuned table (`kernels/tuned/`, loaded by
+`tuned.py`) holds the launch's shape key: then its measured winner launches with no
+autotuning. Under the interpreter (no GPU) each family gets one small config: the
+interpreter's cost is per program and per op, and autotuning there would time nothing
 real. The key of each autotuned kernel names every argument that changes the best tile.
 """
 
@@ -10,8 +13,13 @@ from __future__ import annotations
 
 import inspect
 import os
+from contextlib import contextmanager
 
+import torch
 import triton
+from triton.runtime.autotuner import Autotuner
+
+from . import tuned
 
 
 def interpreting() -> bool:
@@ -115,11 +123,157 @@ def prune_by_shared_memory(configs_, named_args, **kwargs):
     return fits or [min(configs_, key=lambda c: gemm_shared_bytes(c, tensor.element_size()))]
 
 
+class TunedAutotuner(Autotuner):
+    """triton's Autotuner, asked first for a forced config (sweeps, tests), then for the
+    tuned table of the card it runs on (`kernels/tuned.py`); a hit launches that config with
+    no benchmarking, a miss autotunes as triton does. Built on the constructor and `run`
+    that triton 3.6 and 3.8+ share; `last_kernel` keeps the compiled kernel of the last
+    launch (its n_regs, n_spills and metadata.shared tell a sweep what the config cost)."""
+
+    def __init__(self, fn, arg_names, configs_, key, family: str, **kwargs):
+        super().__init__(fn, arg_names, configs_, key, kwargs.pop("reset_to_zero", None),
+                         kwargs.pop("restore_value", None), **kwargs)
+        self.family = family
+        self.name = self.base_fn.__name__
+        self.last_kernel = None
+        self.last_key: dict | None = None
+        self._init_kwargs = kwargs
+
+    def shape_key(self, args, kwargs) -> dict:
+        """The autotune key values of one launch, by name."""
+        named = {**dict(zip(self.arg_names, args)), **kwargs}
+        return {k: named[k] for k in self.keys}
+
+    def _choice(self, args, kwargs) -> triton.Config | None:
+        forced = _FORCED.get(self.name)
+        if forced is not None:
+            return forced
+        tensor = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        if tensor is None:
+            return None
+        table = tuned.table_for(tensor.device)
+        if table is None:
+            return None
+        return table.config(self.name, self.last_key, str(tensor.dtype).removeprefix("torch."))
+
+    def run(self, *args, **kwargs):
+        self.last_key = self.shape_key(args, kwargs)
+        config = self._choice(args, kwargs)
+        if config is None:
+            ret = super().run(*args, **kwargs)
+        else:
+            self.nargs = dict(zip(self.arg_names, args))
+            self.best_config = config
+            try:
+                ret = self.fn.run(*args, **kwargs, **config.all_kwargs())
+            finally:
+                self.nargs = None
+        self.last_kernel = ret
+        return ret
+
+    def with_configs(self, configs_: list[triton.Config], **overrides) -> TunedAutotuner:
+        """A copy over other configs (same key, hooks and restore/reset lists), e.g. two
+        configs and a CPU timer to check that autotuning leaves the answer intact."""
+        kwargs = {**self._init_kwargs, "reset_to_zero": self.reset_to_zero,
+                  "restore_value": self.restore_value, **overrides}
+        if "do_bench" in overrides and "cache_results" in kwargs:
+            kwargs["cache_results"] = False  # another timer's results stay out of the disk cache
+        return TunedAutotuner(self.fn, self.arg_names, configs_, self.keys, self.family, **kwargs)
+
+
+# Every kernel built by `autotune`, by its jit function's name (the tuned tables' "kernel").
+TUNABLE: dict[str, TunedAutotuner] = {}
+_FORCED: dict[str, triton.Config] = {}
+
+
+@contextmanager
+def forced_config(kernel: str, config: triton.Config):
+    """Within the block, every launch of `kernel` (a TUNABLE name) uses `config`: no table,
+    no autotuning. Sweeps time and check each config through the public launchers so."""
+    if kernel not in TUNABLE:
+        raise ValueError(f"kernel must be one of {sorted(TUNABLE)}, got {kernel!r}")
+    if not isinstance(config, triton.Config):
+        raise TypeError(f"config must be a triton.Config, got {type(config).__name__}")
+    previous = _FORCED.get(kernel)
+    _FORCED[kernel] = config
+    try:
+        yield
+    finally:
+        if previous is None:
+            _FORCED.pop(kernel, None)
+        else:
+            _FORCED[kernel] = previous
+
+
 def autotune(family: str, key: list[str], **kwargs):
-    """`triton.autotune` over `configs(family)`, caching results on disk when supported;
-    GEMM families are pruned to the configs that fit the device's shared memory."""
+    """Autotuning over `configs(family)` that first consults the tuned table of the card
+    (`TunedAutotuner`), caching results on disk when supported; GEMM families are pruned to
+    the configs that fit the device's shared memory. `restore_value` / `reset_to_zero` must
+    name every argument a launch updates in place or accumulates into: tuning re-runs it."""
+    if family not in _GPU:
+        raise ValueError(f"family must be one of {sorted(_GPU)}, got {family!r}")
     if _CACHE_RESULTS:
         kwargs.setdefault("cache_results", True)
     if family in ("conv_gemm", "conv_wgrad"):
         kwargs.setdefault("prune_configs_by", {"early_config_prune": prune_by_shared_memory})
-    return triton.autotune(configs=configs(family), key=key, **kwargs)
+
+    def decorator(fn):
+        tuner = TunedAutotuner(fn, fn.arg_names, configs(family), key, family, **kwargs)
+        if tuner.name in TUNABLE:
+            raise ValueError(f"two autotuned kernels are named {tuner.name}")
+        TUNABLE[tuner.name] = tuner
+        return tuner
+
+    return decorator
+
+
+def constexpr_names(tuner: TunedAutotuner) -> set[str]:
+    """The tl.constexpr parameters of an autotuned kernel (read from its signature, so the
+    same under the interpreter and the compiler)."""
+    params = inspect.signature(tuner.base_fn).parameters.values()
+    return {p.name for p in params if "constexpr" in str(p.annotation)}
+
+
+def entry_problems(entry: dict) -> list[str]:
+    """Why no kernel could use a tuned-table entry (empty when one can): an unknown kernel or
+    family, key fields that are not the kernel's autotune key, config parameters that are not
+    the family's tuned constexprs, or a split count that does not give the key's SPLIT_ROWS."""
+    tuner = TUNABLE.get(entry.get("kernel"))
+    if tuner is None:
+        return [f"unknown kernel {entry.get('kernel')!r} (autotuned kernels: {sorted(TUNABLE)})"]
+    problems = []
+    if entry.get("family") != tuner.family:
+        problems.append(f"family {entry.get('family')!r} is not {tuner.name}'s {tuner.family!r}")
+    key = entry.get("key", {})
+    if set(key) != set(tuner.keys):
+        problems.append(f"key fields {sorted(key)} are not {tuner.name}'s autotune key {sorted(tuner.keys)}")
+    spec = entry.get("config", {})
+    params = set(spec.get("kwargs", {}))
+    tuned_params = {name for config in _GPU[tuner.family] for name in config.kwargs}
+    if params != tuned_params or not params <= constexpr_names(tuner):
+        problems.append(f"config parameters {sorted(params)} are not the tuned constexprs {sorted(tuned_params)} "
+                        f"of {tuner.name}")
+    warps, stages = spec.get("num_warps"), spec.get("num_stages")
+    if not (isinstance(warps, int) and warps in (1, 2, 4, 8, 16, 32)):
+        problems.append(f"num_warps must be a power of two up to 32, got {warps!r}")
+    if not (isinstance(stages, int) and stages >= 1):
+        problems.append(f"num_stages must be a positive int, got {stages!r}")
+    if entry.get("dtype") not in ("float16", "bfloat16", "float32", "float64"):
+        problems.append(f"dtype must be a float dtype name, got {entry.get('dtype')!r}")
+    split = entry.get("split_k")
+    if "SPLIT_ROWS" in tuner.keys:
+        if not (isinstance(split, int) and split >= 1):
+            problems.append(f"{tuner.name} needs split_k, a positive int, got {split!r}")
+        elif {"BATCH", "P", "Q", "SPLIT_ROWS"} <= set(key):
+            rows = key["BATCH"] * key["P"] * key["Q"]
+            if key["SPLIT_ROWS"] != triton.cdiv(rows, split):
+                problems.append(f"SPLIT_ROWS {key['SPLIT_ROWS']} != cdiv({rows}, split_k={split})")
+    elif split is not None:
+        problems.append(f"split_k must be null for {tuner.name}, got {split!r}")
+    for field in ("ms", "runner_up_ms", "cudnn_ms"):
+        value = entry.get(field)
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            problems.append(f"{field} must be a positive number of ms or null, got {value!r}")
+    if not (isinstance(entry.get("ms"), (int, float))):
+        problems.append("ms (the winner's time) must be measured")
+    return problems

@@ -30,6 +30,7 @@ from ._reduce import column_sum
 from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
 from .configs import autotune
 from .residual import relu_grad
+from .tuned import tuned_split
 
 # Below this many channels per group the tap-by-tap K loop wastes most of each K step.
 FLAT_K_MAX_CHANNELS = 16
@@ -500,12 +501,19 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
     return dx
 
 
-def _wgrad_splits(geo: ConvGeometry, device: torch.device, split_k: int | None) -> int:
-    """How many programs share the N*P*Q reduction: enough to fill the device twice over,
-    each keeping at least 512 rows so the fp32 partials stay small next to the work."""
+def _wgrad_splits(geo: ConvGeometry, device: torch.device, split_k: int | None,
+                  dtype: torch.dtype | None = None) -> int:
+    """How many programs share the N*P*Q reduction: `split_k` when given, else the count the
+    card's tuned table holds for this geometry (and dtype, when given), else enough to fill
+    the device twice over, each keeping at least 512 rows so the fp32 partials stay small."""
     M = geo.N * geo.P * geo.Q
     if split_k is not None:
         return max(1, min(int(split_k), M))
+    fields = {"BATCH": geo.N, "H": geo.H, "W": geo.W, "CG": geo.CG, "P": geo.P, "Q": geo.Q, "KG": geo.KG,
+              "R": geo.R, "S": geo.S, "stride_h": geo.stride[0], "stride_w": geo.stride[1], "FLAT_K": geo.flat_k}
+    tuned = tuned_split("_conv_wgrad_kernel", device, fields, dtype)
+    if tuned is not None:
+        return max(1, min(tuned, M))
     cols = geo.R * geo.S * geo.CG
     tiles = triton.cdiv(geo.KG, 64) * triton.cdiv(cols, 64) * geo.groups
     want = triton.cdiv(2 * sm_count(device), tiles)
@@ -525,7 +533,7 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
         return (dw if x.is_meta else dw.zero_()).permute(0, 3, 1, 2)
     x = _channels_last(x)
     grad_out = _channels_last(grad_out)
-    splits = _wgrad_splits(geo, x.device, split_k)
+    splits = _wgrad_splits(geo, x.device, split_k, x.dtype)
     # [split, K, R, S, CG] memory viewed as [split, K, CG, R, S]: KRSC per split.
     partial_dtype = torch.float64 if weight_dtype == torch.float64 else torch.float32
     buf_dtype = weight_dtype if splits == 1 else partial_dtype

@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from ._utils import check_float_tensor, check_same, dense, dense_like, describe, needs_int64, no_launch
-from .configs import configs
+from .configs import autotune
 
 MAX_CHANNELS = 16384
 
@@ -52,8 +52,9 @@ def _prune_tiles(configs_, named_args, **kwargs):
 
 
 def _lrn_autotune(fn):
-    return triton.autotune(configs=configs("lrn"), key=["C", "L", "SIZE", "BLOCK_C"],
-                           prune_configs_by={"early_config_prune": _prune_tiles})(fn)
+    # Re-runnable as is: the backward's dx scratch is written before it is read in each tile.
+    return autotune("lrn", key=["C", "L", "SIZE", "BLOCK_C"],
+                    prune_configs_by={"early_config_prune": _prune_tiles})(fn)
 
 
 @triton.jit

@@ -47,7 +47,8 @@ def flat_block(numel, BLOCK: tl.constexpr, INDEX_64: tl.constexpr):
     return offs, offs < numel
 
 
-@autotune("mem_bound", key=["numel"])
+# In place (out=x) a tuning re-run would add the residual again: x is restored after each.
+@autotune("mem_bound", key=["numel"], restore_value=["x_ptr"])
 @triton.jit
 def _add_relu_fwd_kernel(
     x_ptr, r_ptr, y_ptr,

@@ -1,0 +1,589 @@
+"""The GPU sweep: every distinct conv / Inception / LRN / add+ReLU layer of AlexNet, GoogLeNet
+and ResNet-50 (benchmarks/gpu_shapes.py) at batch 128, bf16 channels_last, each pass apart,
+under every config of its kernel, timed with do_bench beside cuDNN/ATen in the same process
+and checked against cuDNN's output; the winners become the card's tuned table.
+
+Steps (`python -m benchmarks.sweep STEP --out DIR`), run in this order by scripts/gpu_check.sh:
+  compile  every (kernel, specialization, config) the sweep launches, compiled first by
+           worker processes that share one TRITON_CACHE_DIR, each launching its share once
+           through the public launchers. A launch rather than `JITFunction.warmup(*args,
+           grid=..., **constexprs)` (the compile-only path of triton 3.6 and 3.8+ alike):
+           triton 3.6 builds each signature's C launcher only at a first real launch, and
+           that gcc step belongs in the parallel workers and the shared cache too
+  sweep    time and check every item x config; rows go to sweep.csv as they are measured;
+           the table (winner, runner-up, cuDNN ms) is written at the end or on SIGINT. cuDNN
+           runs with torch's defaults (its heuristics pick the algorithm: cudnn.benchmark off)
+  nets     training images/s of the three nets on the torch, compile and triton backends
+           (triton with CONVBENCH_TUNED pointing at the fresh table: no autotuning)
+Every step stops cleanly on SIGINT (`timeout -s INT`) and keeps what it measured.
+
+Times are of a pass as its launcher runs it (every kernel it launches: a weight-grad's
+split partials and their column sum too), CUDA events around each call, L2 flushed between.
+
+Correctness bound for one output against cuDNN's: both are bf16 results of fp32
+accumulation, each within (atol, rtol) of the exact answer (tests/helpers.py's derivation:
+rtol = 2u, atol = u + 16 * 2**-24 * sqrt(K) * log2(K+1) for unit-scale products, rescaled
+here to the products' and the result's scale), so they differ by at most twice that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+import triton
+
+import kernels.conv as kconv
+from kernels import configs as kconfigs
+from kernels import tuned
+from kernels.conv import ConvGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_geometry
+from kernels.inception import pointwise_forward
+from kernels.lrn import _prune_tiles, lrn_backward, lrn_forward
+from kernels.residual import add_relu_forward, relu_grad
+
+from .gpu_shapes import InceptionShape, all_layers
+from .shapes import ConvShape
+
+BATCH = 128
+DTYPE = torch.bfloat16
+ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-24}
+# do_bench budget per timed measurement (ms); gpu_plan.py estimates the step from these.
+WARMUP_MS, REP_MS = 2, 6
+NET_ARCHS = ("alexnet", "googlenet", "resnet50")
+NET_BACKENDS = ("torch", "triton", "compile")  # torch.compile last: its build time is the least known
+# Weight-grad split counts tried: the host heuristic's and its double (1..128).
+SPLIT_FACTORS = (1, 2)
+
+
+@dataclass
+class Item:
+    """One timed unit: a layer's pass on one kernel (and one split count for weight-grad)."""
+    layer: str
+    kind: str
+    pass_: str
+    kernel: str
+    make: Callable  # (device, init: bool) -> dict of inputs at BATCH, DTYPE
+    triton: Callable  # inputs -> zero-argument closure through the public launcher
+    reference: Callable  # inputs -> zero-argument closure through cuDNN / ATen
+    reduction: int  # K of the tolerance: the length of each output's sum
+    shape_key: tuple = ()  # the layer's sizes; equal keys are one item
+    split_k: int | None = None
+    flops: float = 0.0
+    nbytes: float = 0.0
+    block_c: int | None = None  # LRN: the launcher's channel tile, which bounds BLOCK_P
+    follows: bool = False  # times only the winner of the item before it (another split count)
+
+    @property
+    def id(self) -> str:
+        split = f"/split{self.split_k}" if self.split_k else ""
+        return f"{self.layer}:{self.pass_}{split}"
+
+    @property
+    def family(self) -> str:
+        return kconfigs.TUNABLE[self.kernel].family
+
+
+def _cl(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+def _tensor(shape, device, init: bool, scale: float = 1.0) -> torch.Tensor:
+    """A bf16 input on the GPU. On the CPU (no bf16 in the interpreter): fp16 when `init` is
+    False, for launch recording (2 bytes like bf16, and apart from the fp32 split-K
+    partials, so the same specializations are seen), else fp32 (every reference op exists)."""
+    if torch.device(device).type == "cuda":
+        dtype = DTYPE
+    else:
+        dtype = torch.float32 if init else torch.float16
+    if not init:
+        return torch.empty(shape, device=device, dtype=dtype, memory_format=torch.channels_last) \
+            if len(shape) == 4 else torch.empty(shape, device=device, dtype=dtype)
+    return _cl(torch.randn(shape, device=device, dtype=dtype) * scale)
+
+
+def _conv_backward(dy, x, w, s: ConvShape, mask):
+    return torch.ops.aten.convolution_backward(dy, x, w, None, [s.stride] * 2, [s.padding] * 2, [1, 1], False,
+                                               [0, 0], s.groups, mask)
+
+
+def conv_items(s: ConvShape, passes=("forward", "dgrad", "wgrad"), splits=None) -> list[Item]:
+    p, q = s.out_hw()
+    out_shape = (BATCH, s.K, p, q)
+
+    def make(device, init):
+        return {"x": _tensor(s.x_shape(BATCH), device, init), "dy": _tensor(out_shape, device, init),
+                "w": _tensor(s.w_shape(), device, init, s.reduction() ** -0.5)}
+
+    geo = lambda i: conv_geometry(i["x"], i["w"], s.stride, s.padding, 1, s.groups)
+    key = ("conv", s.C, s.H, s.width, s.K, s.R, s.kw, s.stride, s.padding, s.groups)
+    flops = s.flops(BATCH)
+    io = 2 * (BATCH * s.C * s.H * s.width + BATCH * s.K * p * q + math.prod(s.w_shape()))
+    items = []
+    if "forward" in passes:
+        items.append(Item(s.name, "conv", "forward", "_conv_fwd_kernel", make,
+                          lambda i: lambda: conv2d_forward(i["x"], i["w"], None, s.stride, s.padding, 1, s.groups),
+                          lambda i: lambda: F.conv2d(i["x"], i["w"], None, s.stride, s.padding, 1, s.groups),
+                          s.reduction(), key, flops=flops, nbytes=io))
+    if "dgrad" in passes and s.C > 3:  # a net's image input needs no gradient
+        items.append(Item(s.name, "conv", "dgrad", "_conv_dgrad_kernel", make,
+                          lambda i: lambda: conv2d_input_grad(i["dy"], i["w"], geo(i)),
+                          lambda i: lambda: _conv_backward(i["dy"], i["x"], i["w"], s, [True, False, False])[0],
+                          (s.K // s.groups) * s.R * s.kw, key, flops=flops, nbytes=io))
+    if "wgrad" in passes:
+        for n, split in enumerate(splits or wgrad_splits(s)):
+            items.append(Item(s.name, "conv", "wgrad", "_conv_wgrad_kernel", make,
+                              lambda i, split=split: lambda: conv2d_weight_grad(i["x"], i["dy"], geo(i), i["x"].dtype,
+                                                                                split_k=split),
+                              lambda i: lambda: _conv_backward(i["dy"], i["x"], i["w"], s, [False, True, False])[1],
+                              BATCH * p * q, key, split_k=split, flops=flops, nbytes=io, follows=n > 0))
+    return items
+
+
+def wgrad_splits(s: ConvShape, sm_count: int = 132) -> list[int]:
+    """The split counts tried for a weight-grad, the host heuristic's first (on a device of
+    `sm_count` SMs, an H100's 132 unless told), then its double, within 1..128 and at least
+    512 rows per split. Every config is timed at the first; the others time its winner."""
+    geo = ConvGeometry(s.x_shape(BATCH), s.w_shape(), (s.stride,) * 2, (s.padding,) * 2, s.groups)
+    with mock.patch.dict(os.environ, {"CONVBENCH_TUNED": "off"}), \
+            mock.patch.object(kconv, "sm_count", lambda device: sm_count):
+        h = kconv._wgrad_splits(geo, torch.device("cuda"), None)
+    most = max(1, min(128, geo.N * geo.P * geo.Q // 512))
+    return list(dict.fromkeys(max(1, min(most, round(h * f))) for f in SPLIT_FACTORS))
+
+
+def inception_items(b: InceptionShape) -> list[Item]:
+    n_fused = b.c1 + b.r3 + b.r5
+
+    def make(device, init):
+        return {"x": _tensor((BATCH, b.C, b.H, b.H), device, init),
+                "w": _tensor((n_fused, b.C), device, init, b.C ** -0.5), "b": _tensor((n_fused,), device, init, 0.1),
+                "wp": _tensor((b.pool_proj, b.C), device, init, b.C ** -0.5),
+                "bp": _tensor((b.pool_proj,), device, init, 0.1)}
+
+    io = lambda n: 2 * (BATCH * b.C * b.H * b.H + BATCH * n * b.H * b.H + n * b.C)
+    fl = lambda n: 2 * BATCH * b.H * b.H * b.C * n
+    items = [
+        Item(f"{b.name}.fused1x1", "inception", "forward", "_pointwise_fwd_kernel", make,
+             lambda i: lambda: pointwise_forward(i["x"], i["w"], i["b"]),
+             lambda i: lambda: F.relu(F.conv2d(i["x"], i["w"][:, :, None, None], i["b"])), b.C,
+             ("pointwise", b.C, b.H, n_fused, False), flops=fl(n_fused), nbytes=io(n_fused)),
+        Item(f"{b.name}.pool_proj", "inception", "forward", "_pointwise_fwd_kernel", make,
+             lambda i: lambda: pointwise_forward(i["x"], i["wp"], i["bp"], pool3=True),
+             lambda i: lambda: F.relu(F.conv2d(F.max_pool2d(i["x"], 3, 1, 1), i["wp"][:, :, None, None], i["bp"])),
+             b.C, ("pointwise", b.C, b.H, b.pool_proj, True), flops=fl(b.pool_proj), nbytes=io(b.pool_proj)),
+    ]
+    # Their backward runs as 1x1 conv data-grad and weight-grad GEMMs.
+    for suffix, n in (("fused1x1", n_fused), ("pool_proj", b.pool_proj)):
+        items += conv_items(ConvShape(f"{b.name}.{suffix}", b.C, b.H, n, 1), passes=("dgrad", "wgrad"))
+    return items
+
+
+def lrn_items(s) -> list[Item]:
+    shape = (BATCH, s.C, s.H, s.H)
+
+    def make(device, init):
+        return {"x": _tensor(shape, device, init), "dy": _tensor(shape, device, init)}
+
+    def ref_backward(i):
+        x = i["x"].detach().requires_grad_()
+        y = F.local_response_norm(x, s.size, s.alpha, s.beta, s.k)
+        return lambda: torch.autograd.grad(y, x, i["dy"], retain_graph=True)[0]
+
+    nbytes = 2 * math.prod(shape)
+    key = ("lrn", s.C, s.H, s.size, s.alpha, s.beta, s.k)
+    block_c = triton.next_power_of_2(s.C)
+    return [
+        Item(s.name, "lrn", "forward", "_lrn_fwd_kernel", make,
+             lambda i: lambda: lrn_forward(i["x"], s.size, s.alpha, s.beta, s.k),
+             lambda i: lambda: F.local_response_norm(i["x"], s.size, s.alpha, s.beta, s.k), s.size, key,
+             nbytes=2 * nbytes, block_c=block_c),
+        Item(s.name, "lrn", "backward", "_lrn_bwd_kernel", make,
+             lambda i: lambda: lrn_backward(i["dy"], i["x"], s.size, s.alpha, s.beta, s.k), ref_backward,
+             2 * s.size, key, nbytes=3 * nbytes, block_c=block_c),
+    ]
+
+
+def add_relu_items(s) -> list[Item]:
+    shape = (BATCH, s.C, s.H, s.H)
+
+    def make(device, init):
+        return {"x": _tensor(shape, device, init), "r": _tensor(shape, device, init),
+                "dy": _tensor(shape, device, init)}
+
+    nbytes = 2 * math.prod(shape)
+    key = ("eltwise", s.C, s.H)
+    return [
+        Item(s.name, "add_relu", "forward", "_add_relu_fwd_kernel", make,
+             lambda i: lambda: add_relu_forward(i["x"], i["r"]), lambda i: lambda: F.relu(i["x"] + i["r"]), 2, key,
+             nbytes=3 * nbytes),
+        Item(s.name, "add_relu", "backward", "_relu_grad_kernel", make,
+             lambda i: lambda: relu_grad(i["dy"], i["x"]),
+             lambda i: lambda: torch.ops.aten.threshold_backward(i["dy"], i["x"], 0), 1, key, nbytes=3 * nbytes),
+    ]
+
+
+def all_items(layers=None) -> list[Item]:
+    """Every sweep item of the three nets, distinct by (kernel, pass, split, sizes)."""
+    builders = {"conv": conv_items, "inception": inception_items, "lrn": lrn_items, "add_relu": add_relu_items}
+    items, seen = [], set()
+    for layer in layers if layers is not None else all_layers():
+        for item in builders[layer.kind](layer.shape):
+            key = (item.kernel, item.pass_, item.split_k, item.shape_key)
+            if key not in seen:
+                seen.add(key)
+                items.append(item)
+    return items
+
+
+def configs_for(item: Item, shared_limit: int = 232448) -> list:
+    """The GPU configs of the item's kernel that can launch: GEMM tiles whose bf16 stages
+    fit shared memory (an H100's 227 KB unless told), LRN tiles of at most 16K elements
+    (its launcher's rule for this BLOCK_C). Spilling configs are dropped at compile time."""
+    family = item.family
+    configs = kconfigs._GPU[family]
+    if family in ("conv_gemm", "conv_wgrad"):
+        return [c for c in configs if kconfigs.gemm_shared_bytes(c, 2) <= shared_limit]
+    if family == "lrn":
+        return _prune_tiles(configs, {}, BLOCK_C=item.block_c)
+    return configs
+
+
+# --------------------------------------------------------------------------- launch recording
+def _arg_spec(value):
+    """How triton specializes one runtime argument: pointers by dtype and 16-byte alignment,
+    integers by == 1 and divisibility by 16 (both triton 3.6 and 3.8+)."""
+    if isinstance(value, torch.Tensor):
+        return ("ptr", str(value.dtype), value.data_ptr() % 16 == 0)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("int", value == 1, value % 16 == 0)
+    if isinstance(value, float):
+        return ("fp",)
+    return (type(value).__name__, value)
+
+
+def record_launches(fn) -> list[tuple]:
+    """Run `fn` with every jit kernel launch recorded instead of run: returns one compile
+    signature per launch, (kernel name, runtime-argument specializations, constexprs and
+    config as sorted items). Works with no GPU: nothing is compiled or launched."""
+    # The class every kernel here is (JITFunction, or the interpreter's InterpretedFunction):
+    # both launch through run(*args, grid, warmup, **kwargs).
+    kind = type(kconfigs.TUNABLE["_conv_fwd_kernel"].fn)
+    seen = []
+
+    def record(self, *args, grid, warmup, **kwargs):
+        seen.append((self.__name__, tuple(_arg_spec(a) for a in args), tuple(sorted(kwargs.items()))))
+
+    with mock.patch.object(kind, "run", record):
+        fn()
+    return seen
+
+
+def compile_plan(items: list[Item], device, *, with_signatures: bool = False):
+    """(item index, config index) pairs whose launches cover every distinct compile, and the
+    number of distinct compiles (and, if asked, their signatures). Launches are recorded,
+    not run."""
+    todo, seen = [], set()
+    for n, item in enumerate(items):
+        inputs = item.make(device, False)
+        for c, config in enumerate(configs_for(item)):
+            with kconfigs.forced_config(item.kernel, config):
+                sigs = record_launches(item.triton(inputs))
+            new = [s for s in sigs if s not in seen]
+            if new:
+                seen.update(new)
+                todo.append((n, c))
+    return (todo, len(seen), seen) if with_signatures else (todo, len(seen))
+
+
+# --------------------------------------------------------------------------- measuring
+def agreement_bound(ref: torch.Tensor, reduction: int) -> tuple[float, float]:
+    """(atol, rtol) of |ours - cuDNN|: twice one result's bound (see the module docstring).
+    The inputs are unit-scale up to a constant, so the result's RMS over sqrt(K) is the
+    scale of one product: the fp32 accumulation term is sqrt(K) of those, the final rounding
+    term one unit of the result's own scale."""
+    u = ROUNDOFF[ref.dtype]
+    k = max(int(reduction), 1)
+    rms = ref.float().pow(2).mean().sqrt().item() or 1.0
+    atol = u * rms + 16 * 2.0**-24 * math.sqrt(k) * math.log2(k + 1) * rms / math.sqrt(k)
+    return 2 * atol, 2 * (2 * u)
+
+
+def check(out: torch.Tensor, ref: torch.Tensor, reduction: int) -> tuple[bool, float, float]:
+    """(within bound, max |err|, max |err| / bound) of `out` against cuDNN's `ref`."""
+    atol, rtol = agreement_bound(ref, reduction)
+    a, e = out.float(), ref.float()
+    if a.shape != e.shape or not torch.equal(torch.isnan(a), torch.isnan(e)):
+        return False, float("nan"), float("inf")
+    a, e = torch.nan_to_num(a), torch.nan_to_num(e)
+    err = (a - e).abs()
+    ratio = (err / (atol + rtol * e.abs())).max().item()
+    return ratio <= 1.0, err.max().item(), ratio
+
+
+def do_bench(fn) -> float:
+    from triton.testing import do_bench as bench
+
+    return float(bench(fn, warmup=WARMUP_MS, rep=REP_MS, return_mode="median"))
+
+
+class Rows:
+    """CSV rows appended and flushed one by one, so an interrupted step keeps them all."""
+
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        new = not path.exists()
+        self.file = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=fields, extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+
+    def add(self, **row):
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+SWEEP_FIELDS = ["item", "layer", "kind", "pass", "kernel", "family", "split_k", "config", "num_warps", "num_stages",
+                "status", "ms", "cudnn_ms", "max_abs_err", "err_over_bound", "n_regs", "n_spills", "shared_bytes",
+                "key", "dtype", "error"]
+
+
+def _compiled_meta(tuner) -> dict:
+    k = tuner.last_kernel
+    if k is None:
+        return {}
+    meta = getattr(k, "metadata", None)
+    return {"n_regs": getattr(k, "n_regs", None), "n_spills": getattr(k, "n_spills", None),
+            "shared_bytes": getattr(meta, "shared", None)}
+
+
+def sweep_item(item: Item, device, rows: Rows, *, configs=None, time_it: bool = True) -> dict | None:
+    """Check and time every config of `item` (or `configs`) beside cuDNN; returns its table
+    entry (None when no config passed). `time_it=False` checks only (CPU smoke runs)."""
+    tuner = kconfigs.TUNABLE[item.kernel]
+    inputs = item.make(device, True)
+    ref = item.reference(inputs)()
+    dtype = str(ref.dtype).removeprefix("torch.")
+    cudnn_ms = do_bench(item.reference(inputs)) if time_it else None
+    timed = []
+    for config in configs if configs is not None else configs_for(item):
+        base = {"item": item.id, "layer": item.layer, "kind": item.kind, "pass": item.pass_, "kernel": item.kernel,
+                "family": item.family, "split_k": item.split_k, "config": json.dumps(config.kwargs),
+                "num_warps": config.num_warps, "num_stages": config.num_stages, "cudnn_ms": cudnn_ms,
+                "dtype": dtype}
+        try:
+            with kconfigs.forced_config(item.kernel, config):
+                fn = item.triton(inputs)
+                out = fn()
+                meta = _compiled_meta(tuner)
+                base.update(meta, key=json.dumps(tuner.last_key))
+                key = dict(tuner.last_key)
+                if meta.get("n_spills"):
+                    rows.add(**base, status="spills")
+                    continue
+                ok, err, ratio = check(out, ref, item.reduction)
+                base.update(max_abs_err=err, err_over_bound=ratio)
+                if not ok:
+                    rows.add(**base, status="wrong")
+                    continue
+                ms = do_bench(fn) if time_it else None
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # a config that cannot compile or launch is recorded, not fatal
+            rows.add(**base, status="error", error=f"{type(exc).__name__}: {exc}"[:300])
+            continue
+        rows.add(**base, status="ok", ms=ms)
+        timed.append((ms if ms is not None else math.inf, config, key))
+    if not timed:
+        return None
+    timed.sort(key=lambda t: t[0])
+    ms, config, key = timed[0]
+    return {"kernel": item.kernel, "family": item.family, "layer": item.layer, "pass": item.pass_,
+            "dtype": dtype, "key": key, "config": tuned.config_to_json(config),
+            "split_k": item.split_k, "ms": ms if time_it else None,
+            "runner_up_ms": timed[1][0] if time_it and len(timed) > 1 else None, "cudnn_ms": cudnn_ms}
+
+
+def best_entries(entries: list[dict]) -> list[dict]:
+    """One entry per (kernel, dtype, key); for weight-grad, the fastest split of each geometry
+    (its split count becomes the table's, and only that split's key is looked up), with the
+    runner-up taken over every (config, split) pair timed for that geometry."""
+    groups: dict[tuple, list[dict]] = {}
+    for e in entries:
+        key = dict(e["key"])
+        if e["kernel"] == "_conv_wgrad_kernel":
+            key.pop("SPLIT_ROWS", None)
+        groups.setdefault((e["kernel"], e["dtype"], json.dumps(key, sort_keys=True)), []).append(e)
+    best = []
+    for group in groups.values():
+        group = sorted(group, key=lambda e: e["ms"])
+        others = [e["ms"] for e in group[1:]] + [e["runner_up_ms"] for e in group[:1] if e["runner_up_ms"]]
+        best.append({**group[0], "runner_up_ms": min(others) if others else None})
+    return best
+
+
+# --------------------------------------------------------------------------- steps
+def _device():
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks.sweep: no CUDA device visible to torch; nothing was measured")
+    return torch.device("cuda")
+
+
+def step_compile(out: Path, workers: int, shard: str | None, *, items=None, device=None) -> int:
+    """Parent: plan the compiles, start `workers` worker processes, wait (SIGINT passes to
+    them). Worker (`shard` "i/n"): launch its share of the plan once, one CSV row each."""
+    device = device or _device()
+    items = items if items is not None else all_items()
+    todo, distinct = compile_plan(items, device)
+    if shard is not None:  # a worker: launch its share once (each launch compiles, or hits the cache)
+        index, count = (int(v) for v in shard.split("/"))
+        rows = Rows(out / f"compile-{index}.csv", ["item", "config", "status", "s", "error"])
+        for n, c in todo[index::count]:
+            item = items[n]
+            config = configs_for(item)[c]
+            start = time.perf_counter()
+            try:
+                with kconfigs.forced_config(item.kernel, config):
+                    item.triton(item.make(device, False))()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                rows.add(item=item.id, config=str(config), status="ok", s=time.perf_counter() - start)
+            except KeyboardInterrupt:
+                break
+            except Exception as exc:
+                rows.add(item=item.id, config=str(config), status="error", s=time.perf_counter() - start,
+                         error=f"{type(exc).__name__}: {exc}"[:300])
+        rows.close()
+        return 0
+    print(f"compile: {distinct} distinct compiles in {len(todo)} launches over {workers} workers", flush=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.sweep", "compile", "--out", str(out),
+                               "--shard", f"{i}/{workers}"]) for i in range(workers)]
+    try:
+        for p in procs:
+            p.wait()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+    return 0
+
+
+def step_sweep(out: Path, table_out: Path, *, items=None, device=None) -> int:
+    """Every item in turn (a split-count follow-up times only its predecessor's winner); the
+    table of the winners is written however the loop ends."""
+    device = device or _device()
+    items = items if items is not None else all_items()
+    rows = Rows(out / "sweep.csv", SWEEP_FIELDS)
+    entries, winners = [], {}
+    done = 0
+    try:
+        for item in items:
+            winner = winners.get((item.layer, item.pass_)) if item.follows else None
+            entry = sweep_item(item, device, rows, configs=None if winner is None else [winner])
+            done += 1
+            if entry is not None:
+                entries.append(entry)
+                winners.setdefault((item.layer, item.pass_), tuned.config_from_json(entry["config"]))
+            print(f"[{done}/{len(items)}] {item.id}: "
+                  + (f"{entry['ms']:.4f} ms vs cuDNN {entry['cudnn_ms']:.4f}" if entry else "no config passed"),
+                  flush=True)
+    except KeyboardInterrupt:
+        print(f"sweep: interrupted after {done}/{len(items)} items; keeping what was measured", flush=True)
+    finally:
+        rows.close()
+        card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        path = tuned.table_path(card, triton.__version__, table_out)
+        tuned.write_table(path, card, triton.__version__, best_entries(entries), torch=torch.__version__,
+                          measured=time.strftime("%Y-%m-%d"), items_done=done, items_total=len(items))
+        print(f"sweep: table {path} ({len(entries)} items measured)", flush=True)
+    return 0
+
+
+def train_images_per_s(arch: str, backend: str, device, steps: int = 5) -> tuple[float, float]:
+    """(images/s, first-step seconds) of the paper recipe's training step at BATCH, bf16
+    channels_last, synthetic data on the device; CUDA events over `steps` steps after two."""
+    import nets
+    from nets import recipe
+
+    model = nets.build(arch, "torch" if backend == "compile" else backend)
+    model = model.to(device=device, dtype=DTYPE, memory_format=torch.channels_last).train()
+    net = torch.compile(model, dynamic=False) if backend == "compile" else model
+    x = _cl(torch.randn(BATCH, 3, 224, 224, device=device, dtype=DTYPE))
+    y = torch.randint(0, 1000, (BATCH,), device=device)
+    opt = recipe.optimizer(model, arch, batch_size=BATCH)
+    start = time.perf_counter()
+    recipe.train_step(net, opt, x, y)
+    torch.cuda.synchronize()
+    first = time.perf_counter() - start
+    recipe.train_step(net, opt, x, y)
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    for _ in range(steps):
+        recipe.train_step(net, opt, x, y)
+    end.record()
+    torch.cuda.synchronize()
+    return BATCH * steps / (begin.elapsed_time(end) * 1e-3), first
+
+
+def step_nets(out: Path, archs, backends) -> int:
+    device = _device()
+    rows = Rows(out / "nets.csv", ["arch", "backend", "images_per_s", "first_step_s", "status", "error"])
+    try:
+        for backend in backends:
+            for arch in archs:
+                try:
+                    ips, first = train_images_per_s(arch, backend, device)
+                    rows.add(arch=arch, backend=backend, images_per_s=round(ips, 1), first_step_s=round(first, 2),
+                             status="ok")
+                    print(f"nets: {arch} {backend} {ips:.0f} img/s (first step {first:.1f} s)", flush=True)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    rows.add(arch=arch, backend=backend, status="error", error=f"{type(exc).__name__}: {exc}"[:300])
+                finally:
+                    torch.cuda.empty_cache()
+    except KeyboardInterrupt:
+        print("nets: interrupted; keeping what was measured", flush=True)
+    finally:
+        rows.close()
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("compile", "sweep", "nets"))
+    parser.add_argument("--out", type=Path, required=True, help="folder for this step's rows")
+    parser.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
+    parser.add_argument("--shard", help="i/n: run as compile worker i of n (set by the compile step)")
+    parser.add_argument("--table-out", type=Path, help="folder for the tuned table (default: OUT/tuned)")
+    parser.add_argument("--archs", default=",".join(NET_ARCHS))
+    parser.add_argument("--backends", default=",".join(NET_BACKENDS))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.step == "compile":
+        return step_compile(args.out, args.workers, args.shard)
+    if args.step == "sweep":
+        return step_sweep(args.out, args.table_out or args.out / "tuned")
+    return step_nets(args.out, args.archs.split(","), args.backends.split(","))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

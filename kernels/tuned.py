@@ -1,0 +1,160 @@
+"""Per-GPU tuned tables: the winning config of each kernel and shape, measured on one card.
+
+One JSON file per (card, triton major.minor) under `kernels/tuned/`, written by the GPU
+sweep (`benchmarks/sweep.py`) from real measurements only. At run time the autotuner in
+`configs.py` looks a launch's shape key up in the table of the card it runs on: a hit
+launches that config with no autotuning; a miss autotunes as before.
+
+File layout:
+  {"card": "NVIDIA H100 80GB HBM3", "triton": "3.6", "torch": "2.11.0+cu130",
+   "measured": "2026-11-27", "entries": [
+     {"kernel": "_conv_fwd_kernel", "family": "conv_gemm", "layer": "resnet50.layer1.0.conv2",
+      "pass": "forward", "dtype": "bfloat16", "key": {"BATCH": 128, ...},
+      "config": {"kwargs": {"BLOCK_M": 128, ...}, "num_warps": 8, "num_stages": 3},
+      "split_k": null, "ms": 0.21, "runner_up_ms": 0.23, "cudnn_ms": 0.19}, ...]}
+`key` holds the kernel's autotune key values; `split_k` is the host-chosen weight-grad
+split count (the kernel's SPLIT_ROWS key follows from it), null elsewhere.
+
+Environment: CONVBENCH_TUNED=off ignores every table; CONVBENCH_TUNED=<path> uses that file
+on any device (the GPU check's own fresh table; tests on the CPU).
+Imports torch and triton only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+import triton
+
+TABLE_DIR = Path(__file__).parent / "tuned"
+_ENTRY_FIELDS = ("kernel", "family", "dtype", "key", "config", "ms", "runner_up_ms", "cudnn_ms")
+
+
+def card_slug(card: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
+    if not slug:
+        raise ValueError(f"card must name a device, got {card!r}")
+    return slug
+
+
+def triton_minor(version: str | None = None) -> str:
+    """'3.6.0' -> '3.6' (the installed triton when `version` is None)."""
+    parts = (version or triton.__version__).split(".")
+    return ".".join(parts[:2])
+
+
+def table_path(card: str, triton_version: str | None = None, root: Path = TABLE_DIR) -> Path:
+    return Path(root) / f"{card_slug(card)}-triton{triton_minor(triton_version)}.json"
+
+
+def config_from_json(spec: dict) -> triton.Config:
+    if not isinstance(spec, dict) or not isinstance(spec.get("kwargs"), dict):
+        raise ValueError(f"config must be {{'kwargs': {{...}}, 'num_warps': n, 'num_stages': n}}, got {spec!r}")
+    return triton.Config(dict(spec["kwargs"]), num_warps=int(spec.get("num_warps", 4)),
+                         num_stages=int(spec.get("num_stages", 3)))
+
+
+def config_to_json(config: triton.Config) -> dict:
+    return {"kwargs": dict(config.kwargs), "num_warps": config.num_warps, "num_stages": config.num_stages}
+
+
+def _key_tuple(key: dict) -> tuple:
+    # bools stay distinct from ints (True == 1 in Python), so the repr goes in too
+    return tuple(sorted((k, type(v).__name__, v) for k, v in key.items()))
+
+
+class Table:
+    """A loaded table: entries indexed by (kernel, dtype, key values)."""
+
+    def __init__(self, card: str, triton_version: str, entries: list[dict], source: str = "<memory>"):
+        self.card, self.triton, self.entries, self.source = card, triton_version, list(entries), source
+        self._index: dict[tuple, dict] = {}
+        for i, entry in enumerate(self.entries):
+            missing = [f for f in _ENTRY_FIELDS if f not in entry]
+            if missing:
+                raise ValueError(f"{source}: entry {i} lacks {missing}: {entry!r}")
+            if not isinstance(entry["key"], dict):
+                raise ValueError(f"{source}: entry {i} key must be a dict of autotune key values, got {entry['key']!r}")
+            config_from_json(entry["config"])
+            index = (entry["kernel"], entry["dtype"], _key_tuple(entry["key"]))
+            if index in self._index:
+                raise ValueError(f"{source}: entry {i} repeats kernel {entry['kernel']} key {entry['key']}")
+            self._index[index] = entry
+
+    def entry(self, kernel: str, key: dict, dtype: str) -> dict | None:
+        return self._index.get((kernel, dtype, _key_tuple(key)))
+
+    def config(self, kernel: str, key: dict, dtype: str) -> triton.Config | None:
+        entry = self.entry(kernel, key, dtype)
+        return None if entry is None else config_from_json(entry["config"])
+
+    def split_count(self, kernel: str, fields: dict, dtype: str | None = None) -> int | None:
+        """The tuned split count of the entries of `kernel` whose key agrees with `fields`
+        (a subset of the key) and, when given, `dtype`; None if none, or if they disagree."""
+        found = {e["split_k"] for e in self.entries
+                 if e["kernel"] == kernel and e.get("split_k") and (dtype is None or e["dtype"] == dtype)
+                 and all(e["key"].get(k) == v for k, v in fields.items())}
+        return found.pop() if len(found) == 1 else None
+
+    def to_json(self) -> dict:
+        return {"card": self.card, "triton": self.triton, "entries": self.entries}
+
+
+def load_table(path: str | Path) -> Table:
+    """Read and validate one table file (raises ValueError naming the file and entry)."""
+    path = Path(path)
+    data = json.loads(path.read_text())
+    for field in ("card", "triton", "entries"):
+        if field not in data:
+            raise ValueError(f"{path}: tuned table lacks {field!r}")
+    return Table(data["card"], data["triton"], data["entries"], source=str(path))
+
+
+def write_table(path: str | Path, card: str, triton_version: str, entries: list[dict], **meta) -> Path:
+    """Write a table (validated first); `meta` adds top-level fields (torch, measured, ...)."""
+    table = Table(card, triton_minor(triton_version), entries, source=str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**table.to_json(), **meta}, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+_TABLES: dict[tuple, Table | None] = {}
+
+
+def _device_card(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_name(device)
+
+
+def table_for(device: torch.device) -> Table | None:
+    """The table that serves launches on `device`: CONVBENCH_TUNED's file when set, else the
+    committed file of this card and triton version; None where there is none. Looked up once
+    per (setting, device) and process: this runs at every autotuned launch."""
+    choice = os.environ.get("CONVBENCH_TUNED", "")
+    if choice.lower() == "off":
+        return None
+    slot = (choice, device.type, device.index)
+    if slot not in _TABLES:
+        if choice:
+            path = Path(choice)
+            if not path.exists():
+                raise FileNotFoundError(f"CONVBENCH_TUNED names {path}, which does not exist")
+        else:
+            card = _device_card(device)
+            path = table_path(card) if card is not None else None
+        _TABLES[slot] = load_table(path) if path is not None and path.exists() else None
+    return _TABLES[slot]
+
+
+def tuned_split(kernel: str, device: torch.device, fields: dict, dtype: torch.dtype | None = None) -> int | None:
+    table = table_for(device)
+    if table is None:
+        return None
+    return table.split_count(kernel, fields, None if dtype is None else str(dtype).removeprefix("torch."))

@@ -1,0 +1,57 @@
+"""`scripts/gpu_check.sh --plan`: the whole GPU check, counted on the CPU, fits its budget,
+and the script's step limits are the plan's."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import gpu_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = ("env", "compile", "correct", "sweep", "nets", "pack")
+
+
+@pytest.fixture(scope="module")
+def plan_output() -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # python3 = this venv's
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", "--plan"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    rows = [line.split() for line in text.splitlines()]
+    return {row[0]: row for row in rows if row and row[0] in STEPS}
+
+
+def test_plan_fits_the_budget_with_total_last(plan_output):
+    rows = _rows(plan_output)
+    assert list(rows) == list(STEPS)
+    total_line = plan_output.strip().splitlines()[-1]
+    total = float(re.match(r"total: (\d+) s estimated, fits", total_line).group(1))
+    assert total <= gpu_plan.BUDGET_S
+    assert abs(total - sum(float(r[3]) for r in rows.values())) <= len(rows)  # rounding of each step
+    assert int(rows["compile"][1]) > 100 and int(rows["sweep"][2]) > 1000  # real counts, not placeholders
+    assert "assumptions:" in plan_output and "gpu-facts.md" in plan_output
+
+
+def test_script_limits_are_the_plans(plan_output):
+    script = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    limits = dict(re.findall(r"LIMIT_(\w+)=(\d+)", script))
+    assert {step: int(r[4]) for step, r in _rows(plan_output).items()} == {k: int(v) for k, v in limits.items()}
+    assert sum(int(v) for v in limits.values()) + 10 * len(limits) <= gpu_plan.COMMAND_LIMIT_S
+
+
+def test_bench_seconds_grow_for_tiny_kernels():
+    """do_bench repeats a short kernel many times, each behind an L2 flush: its wall time is
+    longer than its rep budget, the more so the shorter the kernel."""
+    rep_s = (gpu_plan.sweep.WARMUP_MS + gpu_plan.sweep.REP_MS) * 1e-3
+    assert gpu_plan.bench_seconds(0.01) > gpu_plan.bench_seconds(1.0) > rep_s

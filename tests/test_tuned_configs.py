@@ -1,0 +1,106 @@
+"""Every GPU config of every autotuned kernel, each forced in turn, against a float64
+reference at small odd sizes (partial tiles everywhere; the flattened-K and split-K paths
+too). Autotuning or a tuned table may pick any of them, so each must be right (triton has
+miscompiled some tile shapes only: pytorch#173068). On the CPU the interpreter runs them
+in fp32 IEEE; on a GPU, bf16 (the GPU check runs this file)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels import configs
+from kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_geometry
+from kernels.inception import pointwise_forward
+from kernels.lrn import lrn_backward, lrn_forward
+from kernels.residual import add_relu_forward, relu_grad
+
+from .helpers import assert_close
+
+
+def _dtype(device):
+    return torch.bfloat16 if device == "cuda" else torch.float32
+
+
+def _inputs(device, *shapes, scale=1.0):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for shape in shapes:
+        t = torch.randn(shape, generator=g, dtype=torch.float64) * scale
+        out.append(t.to(device=device, dtype=_dtype(device)).contiguous(
+            memory_format=torch.channels_last if len(shape) == 4 else torch.contiguous_format))
+    return out
+
+
+def _conv_case(device, C):
+    x, w, dy = _inputs(device, (2, C, 9, 7), (6, C, 3, 3), (2, 6, 5, 4))
+    return x, w, dy, conv_geometry(x, w, 2, 1)
+
+
+def _d(t):
+    return t.detach().double().cpu()
+
+
+def _run_conv_gemm(device, kernel):
+    if kernel == "_conv_fwd_kernel":
+        for C in (3, 20):  # flattened K (C < 16) and tap by tap
+            x, w, _, _ = _conv_case(device, C)
+            assert_close(conv2d_forward(x, w, None, 2, 1), F.conv2d(_d(x), _d(w), None, 2, 1), reduction=C * 9)
+    elif kernel == "_conv_dgrad_kernel":
+        x, w, dy, geo = _conv_case(device, 20)
+        ref = torch.nn.grad.conv2d_input(x.shape, _d(w), _d(dy), 2, 1)
+        assert_close(conv2d_input_grad(dy, w, geo), ref, reduction=6 * 9)
+    else:  # the Inception pointwise GEMM, on x and on its 3x3/1/1 max-pool
+        x, w, b = _inputs(device, (2, 19, 5, 6), (10, 19), (10,))
+        for pool3 in (False, True):
+            src = F.max_pool2d(_d(x), 3, 1, 1) if pool3 else _d(x)
+            ref = F.relu(F.conv2d(src, _d(w)[:, :, None, None], _d(b)))
+            assert_close(pointwise_forward(x, w, b, pool3=pool3), ref, reduction=19)
+
+
+def _run_wgrad(device):
+    x, w, dy, geo = _conv_case(device, 20)
+    ref = torch.nn.grad.conv2d_weight(_d(x), w.shape, _d(dy), 2, 1)
+    for split in (1, 3):  # the gradient stored directly, and fp32 partials summed
+        assert_close(conv2d_weight_grad(x, dy, geo, x.dtype, split_k=split), ref, reduction=2 * 5 * 4)
+
+
+def _run_mem_bound(device, kernel):
+    x, r, g = _inputs(device, (3, 5, 7, 11), (3, 5, 7, 11), (3, 5, 7, 11))
+    if kernel == "_add_relu_fwd_kernel":
+        assert_close(add_relu_forward(x, r), F.relu(_d(x) + _d(r)))
+    else:
+        assert_close(relu_grad(g, x), torch.where(_d(x) > 0, _d(g), 0.0))
+
+
+def _run_lrn(device, kernel):
+    x, dy = _inputs(device, (2, 7, 5, 3), (2, 7, 5, 3))
+    xd = _d(x).requires_grad_()
+    ref = F.local_response_norm(xd, 5, 1e-2, 0.75, 2.0)
+    if kernel == "_lrn_fwd_kernel":
+        assert_close(lrn_forward(x, 5, 1e-2, 0.75, 2.0), ref, reduction=5)
+    else:
+        (ref_dx,) = torch.autograd.grad(ref, xd, _d(dy))
+        assert_close(lrn_backward(dy, x, 5, 1e-2, 0.75, 2.0), ref_dx, reduction=10)
+
+
+def _cases():
+    for kernel, tuner in sorted(configs.TUNABLE.items()):
+        for n, config in enumerate(configs._GPU[tuner.family]):
+            yield pytest.param(kernel, config, id=f"{kernel}-{n}")
+
+
+@pytest.mark.parametrize("kernel, config", list(_cases()))
+def test_every_config_of_every_kernel(kernel, config, device):
+    family = configs.TUNABLE[kernel].family
+    with configs.forced_config(kernel, config):
+        if family == "conv_gemm":
+            _run_conv_gemm(device, kernel)
+        elif family == "conv_wgrad":
+            _run_wgrad(device)
+        elif family == "mem_bound":
+            _run_mem_bound(device, kernel)
+        else:
+            _run_lrn(device, kernel)
+    assert configs.TUNABLE[kernel].best_config is config  # the forced config is what ran
