@@ -510,7 +510,8 @@ def _wgrad_splits(geo: ConvGeometry, device: torch.device, split_k: int | None,
     if split_k is not None:
         return max(1, min(int(split_k), M))
     fields = {"BATCH": geo.N, "H": geo.H, "W": geo.W, "CG": geo.CG, "P": geo.P, "Q": geo.Q, "KG": geo.KG,
-              "R": geo.R, "S": geo.S, "stride_h": geo.stride[0], "stride_w": geo.stride[1], "FLAT_K": geo.flat_k}
+              "R": geo.R, "S": geo.S, "stride_h": geo.stride[0], "stride_w": geo.stride[1],
+              "dil_h": geo.dilation[0], "dil_w": geo.dilation[1], "FLAT_K": geo.flat_k}
     tuned = tuned_split("_conv_wgrad_kernel", device, fields, dtype)
     if tuned is not None:
         return max(1, min(tuned, M))

@@ -123,7 +123,8 @@ def test_wgrad_split_count_comes_from_the_table(monkeypatch, tmp_path, device):
     geo = conv.conv_geometry(x, w, 1, 1)
     rows = geo.N * geo.P * geo.Q
     key = {"BATCH": 2, "H": 6, "W": 6, "CG": 4, "P": 6, "Q": 6, "KG": 5, "R": 3, "S": 3, "stride_h": 1,
-           "stride_w": 1, "FLAT_K": True, "DOT_PRECISION": "ieee", "SPLIT_ROWS": triton.cdiv(rows, 3)}
+           "stride_w": 1, "dil_h": 1, "dil_w": 1,
+           "FLAT_K": True, "DOT_PRECISION": "ieee", "SPLIT_ROWS": triton.cdiv(rows, 3)}
     entry = {"kernel": "_conv_wgrad_kernel", "family": "conv_wgrad", "dtype": "float32", "key": key,
              "config": {"kwargs": {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}, "num_warps": 4, "num_stages": 1},
              "split_k": 3, "ms": 1.0, "runner_up_ms": None, "cudnn_ms": 1.2}
