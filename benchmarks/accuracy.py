@@ -72,14 +72,21 @@ def _tensors(out) -> list[torch.Tensor]:
 
 
 def _inputs(args, kwargs, dtype, *, grad: bool):
-    """Fresh copies of the captured inputs (in-place units must not touch the capture), cast
-    to `dtype`; with `grad`, those that required grad become leaves."""
+    """Fresh copies of the captured inputs cast to `dtype` (in-place units must not touch the
+    capture), and with `grad` the leaves of those that required grad: the unit gets a clone of
+    each leaf, as in training, where an in-place layer never writes a leaf."""
+    leaves = []
+
     def one(a):
         if not isinstance(a, torch.Tensor):
             return a
         c = a.detach().to(dtype=dtype if a.is_floating_point() else a.dtype, copy=True)
-        return c.requires_grad_(grad and a.requires_grad and c.is_floating_point())
-    return [one(a) for a in args], {k: one(v) for k, v in kwargs.items()}
+        if grad and a.requires_grad and c.is_floating_point():
+            leaves.append(c.requires_grad_(True))
+            return c.clone()
+        return c
+
+    return [one(a) for a in args], {k: one(v) for k, v in kwargs.items()}, leaves
 
 
 def _worst(pairs, dtype, reductions) -> tuple[float, float]:
@@ -105,8 +112,8 @@ def check(unit, module: nn.Module, ref: nn.Module, args, kwargs, *, train: bool,
         return Errors()
     tf32 = uses_tf32(device, dtype)
     rdtype = reference_dtype(device)
-    a_args, a_kwargs = _inputs(args, kwargs, dtype, grad=grads)
-    r_args, r_kwargs = _inputs(args, kwargs, rdtype, grad=grads)
+    a_args, a_kwargs, leaves = _inputs(args, kwargs, dtype, grad=grads)
+    r_args, r_kwargs, ref_leaves = _inputs(args, kwargs, rdtype, grad=grads)
     with torch.set_grad_enabled(grads):
         out = _tensors(unit(*a_args, **a_kwargs))
         with _ieee():
@@ -118,8 +125,6 @@ def check(unit, module: nn.Module, ref: nn.Module, args, kwargs, *, train: bool,
     errors.rel_tol = relative_bound(dtype, per_out, tf32=tf32)
     if not grads:
         return errors
-    leaves = [t for t in [*a_args, *a_kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad]
-    ref_leaves = [t for t in [*r_args, *r_kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad]
     params = [p for p in module.parameters() if p.requires_grad]
     ref_params = [p for p in ref.parameters() if p.requires_grad]
     wrt, ref_wrt = leaves + params, ref_leaves + ref_params
