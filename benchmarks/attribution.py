@@ -3,7 +3,8 @@ torch.profiler.
 
 On a GPU: every device kernel launched while the closure ran (cuDNN's kernel names carry
 their tile shapes; Triton kernels appear under their @triton.jit function name), each with
-its share of the summed kernel time. On a CPU there are no device kernels: the shares are of
+its share of the summed kernel time. This path is written to torch.profiler's documented
+events and not yet run on a GPU. On a CPU there are no device kernels: the shares are of
 the CPU time of a range wrapped around the closure, split among the ops under it by self time
 (e.g. aten::mkldnn_convolution or aten::_slow_conv2d_forward: which ATen CPU path ran) and,
 under the Triton interpreter, the kernel launches, named here by wrapping the interpreter's
