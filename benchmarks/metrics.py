@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 
 def derive(ms: float, *, flops: float | None = None, nbytes: float | None = None, ceilings: dict | None = None,
            dtype: str = "float32", baseline_ms: float | None = None) -> dict:
@@ -35,12 +37,14 @@ def derive(ms: float, *, flops: float | None = None, nbytes: float | None = None
 def max_rel_error(actual, expected) -> float:
     """max |a - e| / max |e| against a higher-precision reference (one number a reader can
     compare). NaN or inf anywhere in `actual` where the reference is finite gives inf."""
-    a = actual.detach().double()
-    e = expected.detach().double().to(a.device)
-    diff = (a - e).abs()
-    if bool((~diff.isfinite() & e.isfinite()).any()):
-        return math.inf
-    diff = diff.nan_to_num(0.0)
-    denom = e.abs().nan_to_num(0.0).max().item() if e.numel() else 0.0
-    worst = diff.max().item() if diff.numel() else 0.0
+    if actual.numel() == 0:
+        return 0.0
+    e = expected.detach().to(torch.float64)
+    diff = actual.detach().to(device=e.device, dtype=torch.float64, copy=True).sub_(e).abs_()
+    worst = diff.max().item()
+    if not math.isfinite(worst):  # a NaN or inf somewhere: count it only where e is finite
+        if bool((~diff.isfinite() & e.isfinite()).any()):
+            return math.inf
+        worst = diff.nan_to_num_(0.0, posinf=0.0).max().item()
+    denom = torch.linalg.vector_norm(e.nan_to_num(0.0, posinf=0.0, neginf=0.0), math.inf).item()
     return worst / denom if denom > 0 else worst
