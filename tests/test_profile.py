@@ -345,3 +345,63 @@ def test_summary_is_json(tmp_path, tiny):
     assert _run(tmp_path, "--mode", "infer", "--skip-layers") == 0
     summary = json.loads((run_dir(tmp_path) / "summary.json").read_text())
     assert summary["config"]["out"] == str(tmp_path) and summary["run_id"] == run_dir(tmp_path).name
+
+
+# --------------------------------------------------------------------------- pure helpers
+def test_run_ids_sort_as_the_runs_started():
+    import datetime
+
+    from benchmarks.store import new_run_id
+
+    t0 = datetime.datetime(2026, 11, 27, 9, 59, 59, 999000, tzinfo=datetime.timezone.utc)
+    ids = [new_run_id(t0 + datetime.timedelta(milliseconds=ms)) for ms in (0, 1, 1000, 3600_000)]
+    assert ids == sorted(ids) and ids[0].startswith("20261127-095959.999-") and len(set(ids)) == 4
+
+
+def test_derive_names_its_ceiling_with_value_and_unit():
+    from benchmarks.metrics import derive
+
+    ceilings = {"matmul_tflops": {"float32": 2.0}, "copy_gbps": 50.0}
+    m = derive(1.0, flops=1e9, ceilings=ceilings, dtype="float32")
+    assert (m["tflops"], m["pct_peak"], m["ceiling"], m["ceiling_value"], m["ceiling_unit"]) == (
+        1.0, 50.0, "measured float32 matmul", 2.0, "TFLOP/s")
+    m = derive(2.0, nbytes=2e8, ceilings=ceilings)
+    assert (m["gbps"], m["pct_peak"], m["ceiling_value"], m["ceiling_unit"]) == (100.0, 200.0, 50.0, "GB/s")
+
+
+def test_max_rel_error_sees_nan_and_inf():
+    from benchmarks.metrics import max_rel_error
+
+    ref = torch.tensor([1.0, -4.0, 2.0], dtype=torch.float64)
+    assert max_rel_error(torch.tensor([1.0, -4.0, 2.5]), ref) == 0.125
+    assert max_rel_error(torch.tensor([1.0, float("nan"), 2.0]), ref) == math.inf
+    assert max_rel_error(torch.tensor([float("inf"), -4.0, 2.0]), ref) == math.inf
+    nan_ref = torch.tensor([float("nan"), -4.0, 2.0], dtype=torch.float64)
+    assert max_rel_error(torch.tensor([float("nan"), -4.0, 3.0]), nan_ref) == 0.25
+
+
+def test_summarize_percentiles():
+    from benchmarks.timing import summarize
+
+    t = summarize([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (t.ms, t.p20, t.p80, t.samples) == (3.0, 1.8, 4.2, 5)
+    with pytest.raises(ValueError, match="no samples"):
+        summarize([])
+
+
+def test_attribution_shares():
+    from benchmarks.attribution import shares
+
+    rows = shares({"a": [30.0, 30.0], "b": [20.0, 20.0], "idle": [0.0]}, runs=2)
+    assert rows == [{"kernel": "a", "calls": 1.0, "us": 30.0, "share": 0.6},
+                    {"kernel": "b", "calls": 1.0, "us": 20.0, "share": 0.4}]
+
+
+def test_relative_bound_is_the_tests_tolerance():
+    from benchmarks.tolerance import relative_bound
+    from tests.helpers import tolerance
+
+    for dtype, k in ((torch.float32, 1), (torch.bfloat16, 576), (torch.float16, 4096)):
+        atol, rtol = tolerance(dtype, k)
+        assert relative_bound(dtype, k) == atol + rtol
+    assert relative_bound(torch.float32, 576, tf32=True) > relative_bound(torch.float32, 576)
