@@ -36,15 +36,17 @@ def derive(ms: float, *, flops: float | None = None, nbytes: float | None = None
 
 def max_rel_error(actual, expected) -> float:
     """max |a - e| / max |e| against a higher-precision reference (one number a reader can
-    compare). NaN or inf anywhere in `actual` where the reference is finite gives inf."""
+    compare). A NaN (or inf) in `actual` where the reference is finite gives NaN (or inf):
+    `reports.schema.beyond_tolerance` counts a missing error beside a bound as beyond it."""
     if actual.numel() == 0:
         return 0.0
     e = expected.detach().to(torch.float64)
     diff = actual.detach().to(device=e.device, dtype=torch.float64, copy=True).sub_(e).abs_()
     worst = diff.max().item()
     if not math.isfinite(worst):  # a NaN or inf somewhere: count it only where e is finite
-        if bool((~diff.isfinite() & e.isfinite()).any()):
-            return math.inf
+        bad = diff[~diff.isfinite() & e.isfinite()]
+        if bad.numel():
+            return math.nan if bad.isnan().any() else math.inf
         worst = diff.nan_to_num_(0.0, posinf=0.0).max().item()
     denom = torch.linalg.vector_norm(e.nan_to_num(0.0, posinf=0.0, neginf=0.0), math.inf).item()
     return worst / denom if denom > 0 else worst

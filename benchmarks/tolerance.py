@@ -5,7 +5,8 @@ Tolerances are derived, not tuned to make results pass: the output is rounded on
 and the fp32 accumulator plus any rounding of the dot-product inputs (TF32) adds an
 absolute error that grows like sqrt(K) for a sum of K independent products of unit-scale
 values. K is the reduction length of the op (C*R*S for a conv forward, N*P*Q for its
-weight gradient).
+weight gradient). float64 results accumulate in float64, so the accumulation term uses
+float64's roundoff for them.
 """
 
 from __future__ import annotations
@@ -29,16 +30,18 @@ def tolerance(dtype: torch.dtype, reduction: int = 1, *, tf32: bool = False) -> 
     """Return (atol, rtol) for a `dtype` result against a float64 reference computed from
     the same (already rounded) inputs.
 
-    Every kernel accumulates in fp32 and rounds its result once to `dtype`:
+    Every kernel accumulates in fp32 (float64 in float64) and rounds its result once to `dtype`:
       rtol = 2u                                the final rounding (u = dtype's roundoff)
       atol = u                                 the same rounding near zero, unit-scale terms
-           + 16 * 2**-24 * sqrt(K) * log2(K+1)  fp32 accumulation of K unit-scale products
+           + 16 * ua * sqrt(K) * log2(K+1)      accumulation of K unit-scale products, ua the
+                                               accumulator's roundoff (2**-24, or 2**-53)
            + 4 * 2**-11 * sqrt(K)               (tf32 only) both dot inputs rounded to TF32
     Products of half inputs are exact in fp32, so half dtypes add no input term.
     """
     u = ROUNDOFF[dtype]
     k = max(int(reduction), 1)
-    atol = u + 16 * _FP32 * math.sqrt(k) * math.log2(k + 1)
+    acc = ROUNDOFF[torch.float64] if dtype == torch.float64 else _FP32
+    atol = u + 16 * acc * math.sqrt(k) * math.log2(k + 1)
     if tf32 and dtype == torch.float32:
         atol += 4 * ROUNDOFF["tf32"] * math.sqrt(k)
     return atol, 2 * u

@@ -25,33 +25,38 @@ def _colsum_kernel(
     s_out_s, s_out_c,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
 ):
-    """out[split, c] = sum of in[r, c] for r in this split's row range (fp32 accumulation)."""
+    """out[split, c] = sum of in[r, c] for r in this split's row range (fp32 accumulation,
+    fp64 for fp64 input)."""
+    ACC: tl.constexpr = tl.float64 if in_ptr.dtype.element_ty == tl.float64 else tl.float32
     pid_c = tl.program_id(0)
     split = tl.program_id(1)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < COLS
     r_start = split * ROWS_PER_SPLIT
     r_end = tl.minimum(r_start + ROWS_PER_SPLIT, ROWS)
-    acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=ACC)
     for r0 in range(r_start, r_end, BLOCK_R):
         offs_r = r0 + tl.arange(0, BLOCK_R)
         if INDEX_64:
             offs_r = offs_r.to(tl.int64)
         mask = (offs_r[:, None] < r_end) & mask_c[None, :]
         ptrs = in_ptr + offs_r[:, None] * s_in_r + offs_c[None, :] * s_in_c
-        acc += tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+        acc += tl.load(ptrs, mask=mask, other=0.0).to(ACC)
     total = tl.sum(acc, axis=0)
     tl.store(out_ptr + split * s_out_s + offs_c * s_out_c,
              total.to(out_ptr.dtype.element_ty), mask=mask_c)
 
 
 def column_sum(t: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Sum a 2-D tensor over dim 0 -> [cols], fp32 accumulation, cast once to `out_dtype`."""
+    """Sum a 2-D tensor over dim 0 -> [cols], fp32 accumulation (fp64 for fp64), cast once
+    to `out_dtype`. A meta tensor gives a meta result; no rows give zeros."""
     if t.dim() != 2:
         raise ValueError(f"column_sum expects a 2-D tensor, got shape {tuple(t.shape)}")
     rows, cols = t.shape
     out_dtype = out_dtype or t.dtype
     out = torch.empty((1, cols), device=t.device, dtype=out_dtype)
+    if t.is_meta or cols == 0:
+        return out.view(cols)
     if rows == 0:
         return out.zero_().view(cols)
     block_c = min(triton.next_power_of_2(cols), 16 if interpreting() else 128)
@@ -67,7 +72,8 @@ def column_sum(t: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.T
                                     BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=index_64)
         return out.view(cols)
     per_split = triton.cdiv(rows, splits)
-    partial = torch.empty((splits, cols), device=t.device, dtype=torch.float32)
+    partial = torch.empty((splits, cols), device=t.device,
+                          dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
     _colsum_kernel[(grid_c, splits)](t, partial, rows, cols, per_split, t.stride(0), t.stride(1),
                                      partial.stride(0), partial.stride(1),
                                      BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=index_64)

@@ -10,7 +10,7 @@ import torch
 
 from .configs import interpreting
 
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 INT32_MAX = 2**31 - 1
 
 
@@ -19,16 +19,19 @@ def describe(t: torch.Tensor) -> str:
 
 
 def check_float_tensor(t, name: str, *, ndim: int | tuple[int, ...] | None = None) -> None:
-    """`t` must be a floating tensor of a supported dtype (and rank) on a runnable device."""
+    """`t` must be a floating tensor of a supported dtype (and rank) on a runnable device.
+
+    `meta` tensors pass anywhere: the launchers return meta results of the right shape
+    without launching (shape inference and tracing)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype} ({describe(t)})")
+        raise TypeError(f"{name} must be float32, float16, bfloat16 or float64, got {t.dtype} ({describe(t)})")
     if ndim is not None:
         dims = (ndim,) if isinstance(ndim, int) else ndim
         if t.dim() not in dims:
             raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, got {describe(t)}")
-    if t.device.type != "cuda" and not interpreting():
+    if t.device.type not in ("cuda", "meta") and not interpreting():
         raise ValueError(
             f"{name} is on {t.device}: Triton kernels need a CUDA tensor, or the interpreter "
             "(TRITON_INTERPRET=1 set before importing kernels) for CPU tensors"
@@ -43,6 +46,11 @@ def check_same(ref: torch.Tensor, ref_name: str, other: torch.Tensor, name: str)
         raise ValueError(f"{name} is on {other.device} but {ref_name} is on {ref.device}")
     if other.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {other.dtype} but {ref_name} has {ref.dtype}")
+
+
+def no_launch(*tensors: torch.Tensor | None) -> bool:
+    """True when a launch has nothing to do: a tensor is `meta` (shapes only) or empty."""
+    return any(t is not None and (t.is_meta or t.numel() == 0) for t in tensors)
 
 
 def needs_int64(*tensors: torch.Tensor | None) -> bool:
@@ -68,9 +76,10 @@ def dot_precision(dtype: torch.dtype) -> str:
 
     torch's rule for convolutions: fp32 inputs use TF32 exactly when
     `torch.backends.cudnn.allow_tf32` is True (its default), IEEE fp32 otherwise. Half
-    types always use the tensor cores and ignore the setting.
+    types always use the tensor cores and ignore the setting. float64 is never rounded:
+    its dot runs in IEEE fp64 (DMMA on sm_80+), accumulating in fp64.
     """
-    if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
+    if dtype == torch.float64 or (dtype == torch.float32 and not torch.backends.cudnn.allow_tf32):
         return "ieee"
     return "tf32"
 
@@ -102,7 +111,45 @@ def dense(t: torch.Tensor) -> torch.Tensor:
 
 
 def dense_like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """`t` laid out exactly like the dense tensor `ref` (a copy only when it is not)."""
+    """`t` laid out exactly like the dense tensor `ref`, whatever its dim order (a copy only
+    when it is not): flat kernels pair the two element by element in memory order."""
     if t.stride() == ref.stride():
         return t
-    return t.contiguous(memory_format=memory_format(ref))
+    return torch.empty_like(ref).copy_(t)
+
+
+def non_overlapping_and_dense(t: torch.Tensor) -> bool:
+    """True when `t`'s elements fill a block of memory exactly once, in any dim order."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def check_writable(t: torch.Tensor, name: str) -> None:
+    """An in-place output must not repeat a memory location (torch's internal-overlap rule:
+    a stride-0 dim of size > 1 is refused, other layouts are allowed)."""
+    if any(sz > 1 and st == 0 for sz, st in zip(t.shape, t.stride())):
+        raise ValueError(f"unsupported operation: more than one element of the written-to tensor {name} refers "
+                         f"to a single memory location (strides {t.stride()}, {describe(t)}); clone() it first")
+
+
+def check_no_partial_overlap(out: torch.Tensor, out_name: str, src: torch.Tensor, src_name: str) -> None:
+    """An in-place output and an input may be the same memory (same start, end and strides)
+    or disjoint, not partly the same: torch's partial-overlap rule, which it applies when
+    both are non-overlapping and dense (other layouts it cannot decide and allows)."""
+    if out.numel() == 0 or src.numel() == 0 or out.device != src.device or out.is_meta:
+        return
+    if not (non_overlapping_and_dense(out) and non_overlapping_and_dense(src)):
+        return
+    if out.untyped_storage().data_ptr() != src.untyped_storage().data_ptr():
+        return
+    a0, b0 = out.data_ptr(), src.data_ptr()
+    a1, b1 = a0 + out.numel() * out.element_size(), b0 + src.numel() * src.element_size()
+    full = a0 == b0 and a1 == b1 and out.stride() == src.stride()
+    if not full and a0 < b1 and b0 < a1:
+        raise ValueError(f"unsupported operation: some elements of {src_name} and of the written-to tensor "
+                         f"{out_name} refer to a single memory location ({src_name} {describe(src)}, strides "
+                         f"{src.stride()}; {out_name} strides {out.stride()}); clone() {src_name} first")

@@ -20,12 +20,14 @@ packs 16+ useful values into each K step instead of 3.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from ._reduce import column_sum
-from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, pair, sm_count
+from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
 from .configs import autotune
 from .residual import relu_grad
 
@@ -34,7 +36,7 @@ FLAT_K_MAX_CHANNELS = 16
 ACTIVATIONS = (None, "relu")
 
 _SHAPE_KEY = ["BATCH", "H", "W", "CG", "P", "Q", "KG", "R", "S", "stride_h", "stride_w",
-              "FLAT_K", "DOT_PRECISION"]
+              "dil_h", "dil_w", "FLAT_K", "DOT_PRECISION"]
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
@@ -68,15 +70,15 @@ def decode_pixels(offs, P, Q, INDEX_64: tl.constexpr):
 
 @triton.jit
 def fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
-                   n, p, q, syn, syk, syp, syq, srn, srk, srp, srq,
+                   n, p, q, syn, syk, syp, syq, srn, srk, srp, srq, sb,
                    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr):
-    """y = act(acc + bias + residual) in fp32, cast once at the store."""
+    """y = act(acc + bias + residual) in the accumulator's dtype, cast once at the store."""
     mask = mask_m[:, None] & mask_n[None, :]
     if HAS_BIAS:
-        acc += tl.load(b_ptr + k_out, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(b_ptr + k_out * sb, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
     if HAS_RESIDUAL:
         r_off = n * srn + p * srp + q * srq
-        acc += tl.load(r_ptr + r_off[:, None] + k_out[None, :] * srk, mask=mask, other=0.0).to(tl.float32)
+        acc += tl.load(r_ptr + r_off[:, None] + k_out[None, :] * srk, mask=mask, other=0.0).to(acc.dtype)
     if RELU:
         acc = tl.where(acc < 0, 0.0, acc)  # NaN stays NaN, as in torch.relu
     y_off = n * syn + p * syp + q * syq
@@ -88,26 +90,30 @@ def fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
 @triton.jit
 def _conv_fwd_kernel(
     x_ptr, w_ptr, b_ptr, r_ptr, y_ptr,
-    # problem sizes (CG, KG: input / output channels per group)
+    # problem sizes (CG, KG: input / output channels per group; pad_h, pad_w: the top and
+    # left padding, P and Q set the bottom and right: torch's asymmetric 'same')
     BATCH, H, W, CG, P, Q, KG, R, S,
-    stride_h, stride_w, pad_h, pad_w,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     # strides, each tensor in torch's dim order: x (n, c, h, w), w (k, c, r, s),
-    # y and residual (n, k, p, q)
+    # y and residual (n, k, p, q), bias (k)
     sxn, sxc, sxh, sxw,
     swk, swc, swr, sws,
     syn, syk, syp, syq,
     srn, srk, srp, srq,
+    sb,
     # meta-parameters
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr,
     FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    """y[n, g*KG + k, p, q] = act(sum_{r,s,c} x[n, g*CG + c, p*sh - ph + r, q*sw - pw + s]
+    """y[n, g*KG + k, p, q] = act(sum_{r,s,c} x[n, g*CG + c, p*sh - ph + r*dh, q*sw - pw + s*dw]
     * w[g*KG + k, c, r, s] + b[k] + residual[...]).
 
     x: [BATCH, groups*CG, H, W], best channels_last; w: [groups*KG, CG, R, S], best KRSC
-    (channels_last); y, residual: [BATCH, groups*KG, P, Q]. Grid: (M tiles * N tiles, groups).
+    (channels_last); y, residual: [BATCH, groups*KG, P, Q]; b: [groups*KG]; any strides.
+    Accumulates in fp32, or fp64 for fp64 tensors. Grid: (M tiles * N tiles, groups).
     """
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     g = tl.program_id(1)
     M = BATCH * P * Q
     pid_m, pid_n = tile_ids(tl.program_id(0), M, KG, BLOCK_M, BLOCK_N, GROUP_M)
@@ -122,7 +128,7 @@ def _conv_fwd_kernel(
     k_out = g * KG + offs_n
     w_cols = w_ptr + k_out * swk
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     if FLAT_K:
         for k0 in range(0, R * S * CG, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -130,8 +136,8 @@ def _conv_fwd_kernel(
             c = offs_k % CG
             r = offs_k // (S * CG)
             s = (offs_k // CG) % S
-            ih = ih0[:, None] + r[None, :]
-            iw = iw0[:, None] + s[None, :]
+            ih = ih0[:, None] + (r * dil_h)[None, :]
+            iw = iw0[:, None] + (s * dil_w)[None, :]
             ok = (mask_m[:, None] & mask_k[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
             a = tl.load(x_rows[:, None] + ih * sxh + iw * sxw + c[None, :] * sxc, mask=ok, other=0.0)
             b = tl.load(w_cols[None, :] + (c * swc + r * swr + s * sws)[:, None],
@@ -145,8 +151,8 @@ def _conv_fwd_kernel(
             s = rs % S
             offs_k = (it % num_cb) * BLOCK_K + tl.arange(0, BLOCK_K)
             mask_k = offs_k < CG
-            ih = ih0 + r
-            iw = iw0 + s
+            ih = ih0 + r * dil_h
+            iw = iw0 + s * dil_w
             ok_m = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             a = tl.load(x_rows[:, None] + (ih * sxh + iw * sxw)[:, None] + offs_k[None, :] * sxc,
                         mask=ok_m[:, None] & mask_k[None, :], other=0.0)
@@ -155,7 +161,7 @@ def _conv_fwd_kernel(
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
-                   n, p, q, syn, syk, syp, syq, srn, srk, srp, srq,
+                   n, p, q, syn, syk, syp, syq, srn, srk, srp, srq, sb,
                    HAS_BIAS, HAS_RESIDUAL, RELU)
 
 
@@ -163,9 +169,10 @@ def _conv_fwd_kernel(
 @triton.jit
 def _conv_dgrad_kernel(
     dy_ptr, w_ptr, m_ptr, dx_ptr,
-    # problem sizes
+    # problem sizes; tap_step_h = stride_h / gcd(stride_h, dil_h): the tap distance
+    # between two taps that reach the same stride phase (likewise along w)
     BATCH, H, W, CG, P, Q, KG, R, S,
-    stride_h, stride_w, pad_h, pad_w,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, tap_step_h, tap_step_w,
     # strides: dy (n, k, p, q), w (k, c, r, s), mask source and dx (n, c, h, w)
     sdyn, sdyk, sdyp, sdyq,
     swk, swc, swr, sws,
@@ -176,15 +183,18 @@ def _conv_dgrad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """dx[n, g*CG + c, h, w] = sum over taps (r, s) and k of dy[n, g*KG + k, p, q] *
-    w[g*KG + k, c, r, s], where h = p*sh - ph + r and w = q*sw - pw + s.
+    w[g*KG + k, c, r, s], where h = p*sh - ph + r*dh and w = q*sw - pw + s*dw.
 
     Stride phases: the input pixels with h = a (mod sh), w = b (mod sw) are reached only by
-    taps r = r0 (mod sh), s = s0 (mod sw), through p = p0 - tr, q = q0 - ts. Each phase is
-    a dense GEMM; no zero-inserted grad_out exists. Grid: (tiles, groups * sh * sw).
+    the taps with r*dh = a + ph (mod sh): r = r0 + tr * tap_step_h (none when no r0 exists),
+    through p = p0 - tr * tap_step_h * dh / sh (likewise along w). Without dilation that is
+    r = r0 (mod sh), p = p0 - tr. Each phase is a dense GEMM; no zero-inserted grad_out
+    exists. Grid: (tiles, groups * sh * sw).
     RELU_MASK: the conv's input m came out of a ReLU; zero dx where m <= 0 (torch's
     threshold_backward), fusing that ReLU's backward into this store.
     FLAT_K is unused here (kept in the signature so one autotune key serves all kernels).
     """
+    ACC: tl.constexpr = tl.float64 if dy_ptr.dtype.element_ty == tl.float64 else tl.float32
     z = tl.program_id(1)
     num_phases = stride_h * stride_w
     g = z // num_phases
@@ -201,30 +211,39 @@ def _conv_dgrad_kernel(
     w = b + j * stride_w
     mask_m = (offs_m < M) & (h < H) & (w < W)
     mask_c = offs_c < CG
-    r0 = (a + pad_h) % stride_h
-    s0 = (b + pad_w) % stride_w
-    p0 = (h + pad_h - r0) // stride_h
-    q0 = (w + pad_w - s0) // stride_w
-    taps_r = tl.cdiv(R - r0, stride_h)  # 0 when the stride skips this phase entirely
-    taps_s = tl.cdiv(S - s0, stride_w)
+    # The first tap of this phase: the smallest r with r*dh = a + ph (mod sh); tap_step_h
+    # when there is none (the phase is reached by no tap: dx is zero there).
+    r0 = tap_step_h
+    for r in range(tap_step_h):
+        r0 = tl.where((r0 == tap_step_h) & ((r * dil_h) % stride_h == (a + pad_h) % stride_h), r, r0)
+    s0 = tap_step_w
+    for s in range(tap_step_w):
+        s0 = tl.where((s0 == tap_step_w) & ((s * dil_w) % stride_w == (b + pad_w) % stride_w), s, s0)
+    # Exact divisions (the phase makes the numerators multiples of the stride).
+    p0 = (h + pad_h - r0 * dil_h) // stride_h
+    q0 = (w + pad_w - s0 * dil_w) // stride_w
+    p_step = tap_step_h * dil_h // stride_h
+    q_step = tap_step_w * dil_w // stride_w
+    taps_r = tl.where(r0 < tap_step_h, tl.cdiv(R - r0, tap_step_h), 0)  # 0 also when r0 >= R
+    taps_s = tl.where(s0 < tap_step_w, tl.cdiv(S - s0, tap_step_w), 0)
     dy_rows = dy_ptr + n * sdyn
     w_cols = w_ptr + offs_c * swc
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     num_kb = tl.cdiv(KG, BLOCK_K)
     for it in range(taps_r * taps_s * num_kb):
         t = it // num_kb
         tr = t // taps_s
         ts = t % taps_s
-        p = p0 - tr
-        q = q0 - ts
+        p = p0 - tr * p_step
+        q = q0 - ts * q_step
         offs_k = (it % num_kb) * BLOCK_K + tl.arange(0, BLOCK_K)
         k_glob = g * KG + offs_k
         mask_k = offs_k < KG
         ok_m = mask_m & (p >= 0) & (p < P) & (q >= 0) & (q < Q)
         a_tile = tl.load(dy_rows[:, None] + (p * sdyp + q * sdyq)[:, None] + k_glob[None, :] * sdyk,
                          mask=ok_m[:, None] & mask_k[None, :], other=0.0)
-        w_tap = (r0 + tr * stride_h) * swr + (s0 + ts * stride_w) * sws
+        w_tap = (r0 + tr * tap_step_h) * swr + (s0 + ts * tap_step_w) * sws
         b_tile = tl.load(w_cols[None, :] + k_glob[:, None] * swk + w_tap,
                          mask=mask_k[:, None] & mask_c[None, :], other=0.0)
         acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION)
@@ -245,7 +264,7 @@ def _conv_wgrad_kernel(
     x_ptr, dy_ptr, dw_ptr,
     # problem sizes; SPLIT_ROWS: length of each split's share of the N*P*Q reduction
     BATCH, H, W, CG, P, Q, KG, R, S,
-    stride_h, stride_w, pad_h, pad_w, SPLIT_ROWS,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, SPLIT_ROWS,
     # strides: x (n, c, h, w), dy (n, k, p, q), dw (split, k, c, r, s)
     sxn, sxc, sxh, sxw,
     sdyn, sdyk, sdyp, sdyq,
@@ -255,12 +274,13 @@ def _conv_wgrad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dw[split, g*KG + k, c, r, s] = sum over this split's (n, p, q) of dy[n, g*KG + k, p, q]
-    * x[n, g*CG + c, p*sh - ph + r, q*sw - pw + s].
+    * x[n, g*CG + c, p*sh - ph + r*dh, q*sw - pw + s*dw].
 
     Rows are output channels, columns one tap's channel block (or, with FLAT_K, a block of
     the flattened R*S*CG). Grid: (row tiles * column tiles, splits, groups); with one split
-    dw is the gradient itself, else fp32 partials summed afterwards.
+    dw is the gradient itself, else fp32 (fp64 for fp64) partials summed afterwards.
     """
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     pid = tl.program_id(0)
     split = tl.program_id(1)
     g = tl.program_id(2)
@@ -287,15 +307,15 @@ def _conv_wgrad_kernel(
     M = BATCH * P * Q
     m_start = split * SPLIT_ROWS
     m_end = tl.minimum(m_start + SPLIT_ROWS, M)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     for m0 in range(m_start, m_end, BLOCK_K):
         offs_m = m0 + tl.arange(0, BLOCK_K)
         mask_m = offs_m < m_end
         n, p, q = decode_pixels(offs_m, P, Q, INDEX_64)
         a_tile = tl.load(dy_ptr + (n * sdyn + p * sdyp + q * sdyq)[None, :] + k_glob[:, None] * sdyk,
                          mask=mask_k[:, None] & mask_m[None, :], other=0.0)
-        ih = (p * stride_h - pad_h)[:, None] + r
-        iw = (q * stride_w - pad_w)[:, None] + s
+        ih = (p * stride_h - pad_h)[:, None] + r * dil_h
+        iw = (q * stride_w - pad_w)[:, None] + s * dil_w
         ok = mask_m[:, None] & mask_col[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         b_tile = tl.load(x_cols[None, :] + (n * sxn)[:, None] + ih * sxh + iw * sxw, mask=ok, other=0.0)
         acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION)
@@ -307,30 +327,61 @@ def _conv_wgrad_kernel(
 
 # --------------------------------------------------------------------------- host side
 class ConvGeometry:
-    """Validated sizes of one convolution; every launcher derives its grid from this."""
+    """Validated sizes of one convolution; every launcher derives its grid from this.
 
-    __slots__ = ("C", "CG", "H", "K", "KG", "N", "P", "Q", "R", "S", "W", "groups", "padding", "stride")
+    `padding` is the (top, left) padding the kernels offset by; the bottom and right
+    padding only set P and Q (torch's 'same' pads one more at the end for an odd total)."""
 
-    def __init__(self, x_shape, w_shape, stride, padding, groups):
+    __slots__ = ("C", "CG", "H", "K", "KG", "N", "P", "Q", "R", "S", "W", "dilation", "groups", "padding",
+                 "stride")
+
+    def __init__(self, x_shape, w_shape, stride, pads, dilation, groups):
         self.N, self.C, self.H, self.W = x_shape
         self.K, self.CG, self.R, self.S = w_shape
-        self.stride, self.padding, self.groups = stride, padding, groups
+        top, bottom, left, right = pads
+        self.stride, self.padding, self.dilation, self.groups = stride, (top, left), dilation, groups
         self.KG = self.K // groups
-        self.P = conv_output_size(self.H, self.R, stride[0], padding[0])
-        self.Q = conv_output_size(self.W, self.S, stride[1], padding[1])
+        self.P = (self.H + top + bottom - dilation[0] * (self.R - 1) - 1) // stride[0] + 1
+        self.Q = (self.W + left + right - dilation[1] * (self.S - 1) - 1) // stride[1] + 1
 
     @property
     def out_shape(self) -> tuple[int, int, int, int]:
-        return (self.N, self.K, self.P, self.Q)
+        """[N, K, P, Q]; [N, 0, P, Q] for an input without channels, which is what torch
+        returns there (its empty-input path keeps the input's channel count)."""
+        return (self.N, self.K if self.C else 0, self.P, self.Q)
 
     def sizes(self) -> tuple[int, ...]:
-        """BATCH, H, W, CG, P, Q, KG, R, S, stride_h, stride_w, pad_h, pad_w (kernel order)."""
+        """BATCH, H, W, CG, P, Q, KG, R, S, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w
+        (kernel order)."""
         return (self.N, self.H, self.W, self.CG, self.P, self.Q, self.KG, self.R, self.S,
-                *self.stride, *self.padding)
+                *self.stride, *self.padding, *self.dilation)
 
     @property
     def flat_k(self) -> bool:
         return self.CG < FLAT_K_MAX_CHANNELS
+
+
+def _positive_pair(v, name: str) -> tuple[int, int]:
+    out = pair(v, name)
+    if min(out) < 1:
+        raise ValueError(f"{name} must be >= 1, got {v!r}")
+    return out
+
+
+def _pads(padding, R, S, stride, dilation) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from an int, a pair, 'valid' or 'same' (torch's rules:
+    'same' needs stride 1 and puts the odd one of dilation*(kernel-1) at the end)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"padding must be 'same', 'valid', an int or a pair of ints, got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError(f"padding='same' is not supported for strided convolutions (stride={stride})")
+        th, tw = dilation[0] * (R - 1), dilation[1] * (S - 1)
+        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    ph, pw = pair(padding, "padding")
+    return (ph, ph, pw, pw)
 
 
 def conv_geometry(x, weight, stride=1, padding=0, dilation=1, groups=1) -> ConvGeometry:
@@ -338,27 +389,27 @@ def conv_geometry(x, weight, stride=1, padding=0, dilation=1, groups=1) -> ConvG
     check_float_tensor(x, "x", ndim=4)
     check_float_tensor(weight, "weight", ndim=4)
     check_same(x, "x", weight, "weight")
-    stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
-    if dilation != (1, 1):
-        raise ValueError(f"dilation must be 1: the Triton conv does not support dilation={dilation}")
-    if min(stride) < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+    stride, dilation = _positive_pair(stride, "stride"), _positive_pair(dilation, "dilation")
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
-    N, C, H, W = x.shape
+    _, C, H, W = x.shape
     K, CG, R, S = weight.shape
+    pads = _pads(padding, R, S, stride, dilation)
+    if min(K, R, S) < 1:
+        raise ValueError(f"weight must have at least one output channel and a non-empty kernel, "
+                         f"got {describe(weight)}")
     if C % groups or K % groups:
         raise ValueError(f"groups={groups} must divide x's channels ({C}) and weight's out channels "
                          f"({K}): x {describe(x)}, weight {describe(weight)}")
     if CG * groups != C:
         raise ValueError(f"channel mismatch: weight expects {CG} channels per group x {groups} groups "
                          f"= {CG * groups}, x has {C} (x {describe(x)}, weight {describe(weight)})")
-    if min(N, C, H, W, K, R, S) < 1:
-        raise ValueError(f"empty dimension: x {describe(x)}, weight {describe(weight)}")
-    geo = ConvGeometry(x.shape, weight.shape, stride, padding, groups)
+    if min(H, W) < 1:  # torch: only zero batch or zero channel inputs are supported
+        raise ValueError(f"x must have non-empty spatial dimensions (only N or C may be 0), got {describe(x)}")
+    geo = ConvGeometry(x.shape, weight.shape, stride, pads, dilation, groups)
     if geo.P < 1 or geo.Q < 1:
-        raise ValueError(f"kernel {R}x{S} is larger than the padded input {H + 2 * padding[0]}x"
-                         f"{W + 2 * padding[1]} (x {describe(x)}, padding {padding})")
+        raise ValueError(f"kernel {R}x{S} (dilation {dilation}) is larger than the padded input "
+                         f"{H + pads[0] + pads[1]}x{W + pads[2] + pads[3]} (x {describe(x)}, padding {padding!r})")
     return geo
 
 
@@ -381,33 +432,42 @@ def _output(shape, like: torch.Tensor, out: torch.Tensor | None, name: str = "ou
     return out
 
 
+def check_bias(bias, x, K: int, name: str = "bias") -> None:
+    """`bias` must be a 1-D tensor of K values like x (any strides)."""
+    check_float_tensor(bias, name, ndim=1)
+    check_same(x, "x", bias, name)
+    if bias.shape[0] != K:
+        raise ValueError(f"{name} must have {K} elements (weight's out channels), got {describe(bias)}")
+
+
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
                    residual=None, activation=None, out=None) -> torch.Tensor:
     """act(conv2d(x, weight) + bias + residual) in one kernel; returns channels_last output,
-    or writes into `out` (any strides, e.g. a channel slice of a concatenated buffer)."""
+    or writes into `out` (any strides, e.g. a channel slice of a concatenated buffer).
+    Every tensor argument may have any strides (bias and residual are read through theirs)."""
     geo = conv_geometry(x, weight, stride, padding, dilation, groups)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if bias is not None:
-        check_float_tensor(bias, "bias", ndim=1)
-        check_same(x, "x", bias, "bias")
-        if bias.shape[0] != geo.K:
-            raise ValueError(f"bias must have {geo.K} elements (weight's out channels), got {describe(bias)}")
+        check_bias(bias, x, geo.K)
     if residual is not None:
         check_float_tensor(residual, "residual", ndim=4)
         check_same(x, "x", residual, "residual")
         if tuple(residual.shape) != geo.out_shape:
             raise ValueError(f"residual must have the output's shape {geo.out_shape}, got {describe(residual)}")
+    y = _output(geo.out_shape, x, out)
+    if no_launch(x, y):
+        return y
     x = _channels_last(x)
     weight = _channels_last(weight)
-    y = _output(geo.out_shape, x, out)
     res = residual if residual is not None else y  # dummy pointer when absent
+    b = bias if bias is not None else y
     M = geo.N * geo.P * geo.Q
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.KG, meta["BLOCK_N"]), geo.groups)
     _conv_fwd_kernel[grid](
-        x, weight, bias if bias is not None else y, res, y,
+        x, weight, b, res, y,
         *geo.sizes(),
-        *x.stride(), *weight.stride(), *y.stride(), *res.stride(),
+        *x.stride(), *weight.stride(), *y.stride(), *res.stride(), b.stride(0),
         HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=activation == "relu",
         FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(x.dtype), INDEX_64=needs_int64(x, y, res),
     )
@@ -420,16 +480,19 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
     `relu_input`: the conv's input, when it is a ReLU's output; the gradient is then also
     taken through that ReLU (zero where relu_input <= 0) in the same store.
     """
+    dx = _output((geo.N, geo.C, geo.H, geo.W), grad_out, out)
+    if no_launch(dx):
+        return dx
     weight = _channels_last(weight)
     grad_out = _channels_last(grad_out)
-    dx = _output((geo.N, geo.C, geo.H, geo.W), grad_out, out)
     mask_src = relu_input if relu_input is not None else dx
     sh, sw = geo.stride
+    dh, dw = geo.dilation
     M = geo.N * triton.cdiv(geo.H, sh) * triton.cdiv(geo.W, sw)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.CG, meta["BLOCK_N"]),
                          geo.groups * sh * sw)
     _conv_dgrad_kernel[grid](
-        grad_out, weight, mask_src, dx, *geo.sizes(),
+        grad_out, weight, mask_src, dx, *geo.sizes(), sh // math.gcd(sh, dh), sw // math.gcd(sw, dw),
         *grad_out.stride(), *weight.stride(), *mask_src.stride(), *dx.stride(),
         RELU_MASK=relu_input is not None, FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(dx.dtype),
         INDEX_64=needs_int64(grad_out, dx, mask_src),
@@ -454,13 +517,18 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
     """Gradient w.r.t. the weight [K, CG, R, S] (channels_last strides: KRSC memory).
 
     `split_k` overrides the heuristic number of reduction splits (tests force both paths).
+    An empty batch gives a zero gradient, as in torch.
     """
+    M = geo.N * geo.P * geo.Q
+    if x.is_meta or M == 0 or geo.CG == 0:
+        dw = torch.empty((geo.K, geo.R, geo.S, geo.CG), device=x.device, dtype=weight_dtype)
+        return (dw if x.is_meta else dw.zero_()).permute(0, 3, 1, 2)
     x = _channels_last(x)
     grad_out = _channels_last(grad_out)
     splits = _wgrad_splits(geo, x.device, split_k)
-    M = geo.N * geo.P * geo.Q
     # [split, K, R, S, CG] memory viewed as [split, K, CG, R, S]: KRSC per split.
-    buf_dtype = weight_dtype if splits == 1 else torch.float32
+    partial_dtype = torch.float64 if weight_dtype == torch.float64 else torch.float32
+    buf_dtype = weight_dtype if splits == 1 else partial_dtype
     buf = torch.empty((splits, geo.K, geo.R, geo.S, geo.CG), device=x.device, dtype=buf_dtype)
     dw = buf.permute(0, 1, 4, 2, 3)
     cols = geo.R * geo.S * geo.CG
@@ -494,7 +562,7 @@ class Conv2dFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, residual, stride, padding, dilation, groups, activation):
         geo = conv_geometry(x, weight, stride, padding, dilation, groups)
         x_cl = _channels_last(x)
-        y = conv2d_forward(x_cl, weight, bias, geo.stride, geo.padding, 1, groups,
+        y = conv2d_forward(x_cl, weight, bias, stride, padding, dilation, groups,
                            residual=residual, activation=activation)
         ctx.geo = geo
         ctx.relu = activation == "relu"
@@ -511,7 +579,9 @@ class Conv2dFunction(torch.autograd.Function):
         need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
         dx = conv2d_input_grad(g, weight, geo) if need_x else None
         dw = conv2d_weight_grad(x, g, geo, weight.dtype) if need_w else None
-        db = bias_grad(g, weight.dtype) if (need_b and ctx.has_bias) else None
+        db = None
+        if need_b and ctx.has_bias:  # no input channels: an empty output, a zero bias grad
+            db = bias_grad(g, weight.dtype) if geo.C else weight.new_zeros(geo.K)
         return dx, dw, db, g if need_r else None, None, None, None, None, None
 
 
@@ -519,19 +589,31 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            residual=None, activation=None) -> torch.Tensor:
     """act(F.conv2d(x, weight, bias, stride, padding, dilation, groups) + residual).
 
-    Differentiable in x, weight, bias and residual; NCHW or channels_last input; output is
-    channels_last. activation: None or "relu". float32 uses TF32 exactly when
-    torch.backends.cudnn.allow_tf32 is True.
+    Differentiable in x, weight, bias and residual; NCHW or channels_last input, or
+    unbatched [C, H, W] (then residual is [K, P, Q] and so is the output); padding an int,
+    a pair, 'valid' or 'same'; float32/16, bfloat16 or float64 (accumulated in float64).
+    Output is channels_last. activation: None or "relu". float32 uses TF32 exactly when
+    torch.backends.cudnn.allow_tf32 is True. meta tensors give a meta result, launching
+    nothing; an empty batch gives an empty result.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    check_float_tensor(x, "x", ndim=(3, 4))
+    if x.dim() == 3:  # unbatched, as F.conv2d accepts
+        if residual is not None:
+            check_float_tensor(residual, "residual", ndim=3)
+            residual = residual.unsqueeze(0)
+        y = Conv2dFunction.apply(x.unsqueeze(0), weight, bias, residual, stride, padding, dilation, groups,
+                                 activation)
+        return y.squeeze(0)
     return Conv2dFunction.apply(x, weight, bias, residual, stride, padding, dilation, groups, activation)
 
 
 class Conv2d(torch.nn.Conv2d):
     """`nn.Conv2d` run by the Triton kernels, with an optional fused ReLU and residual.
 
-    Parameters and state_dict keys are exactly nn.Conv2d's. forward(x, residual=None).
+    Parameters and state_dict keys are exactly nn.Conv2d's; padding may be 'same' or
+    'valid' as there. forward(x, residual=None).
     """
 
     def __init__(self, *args, activation: str | None = None, **kwargs):
@@ -540,8 +622,6 @@ class Conv2d(torch.nn.Conv2d):
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if self.padding_mode != "zeros":
             raise ValueError(f"padding_mode must be 'zeros' for the Triton conv, got {self.padding_mode!r}")
-        if isinstance(self.padding, str):
-            raise ValueError(f"padding must be explicit ints for the Triton conv, got {self.padding!r}")
         self.activation = activation
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -551,4 +631,3 @@ class Conv2d(torch.nn.Conv2d):
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s + (f", activation={self.activation!r}" if self.activation else "")
-

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64
+from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch
 from .configs import autotune, interpreting
 from .conv import (
     ACTIVATIONS,
@@ -45,10 +45,10 @@ from .residual import relu_grad
 
 # --------------------------------------------------------------------------- kernels
 @triton.jit
-def _max3x3(x_rows, h, w, H, W, sxh, sxw, col_off, ok_rows, ok_cols):
+def _max3x3(x_rows, h, w, H, W, sxh, sxw, col_off, ok_rows, ok_cols, ACC: tl.constexpr):
     """Max over the 3x3 stride-1 pad-1 window of each (pixel, channel), with its argmax
     code dh*3+dw; torch's order: the first maximum in row-major order, a NaN wins."""
-    m = tl.full((ok_rows.shape[0], ok_cols.shape[0]), float("-inf"), tl.float32)
+    m = tl.full((ok_rows.shape[0], ok_cols.shape[0]), float("-inf"), ACC)
     code = tl.full((ok_rows.shape[0], ok_cols.shape[0]), -1, tl.int32)
     for dh in tl.static_range(3):
         for dw in tl.static_range(3):
@@ -57,7 +57,7 @@ def _max3x3(x_rows, h, w, H, W, sxh, sxw, col_off, ok_rows, ok_cols):
             ok = ok_rows & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
             ok2 = ok[:, None] & ok_cols[None, :]
             v = tl.load(x_rows[:, None] + ((dh - 1) * sxh + (dw - 1) * sxw) + col_off[None, :],
-                        mask=ok2, other=float("-inf")).to(tl.float32)
+                        mask=ok2, other=float("-inf")).to(ACC)
             take = ok2 & ((v > m) | (v != v) | (code < 0))
             m = tl.where(take, v, m)
             code = tl.where(take, dh * 3 + dw, code)
@@ -70,12 +70,13 @@ def _pointwise_fwd_kernel(
     x_ptr, w_ptr, b_ptr, ya_ptr, yb_ptr, idx_ptr,
     # problem sizes: NTOT output channels in all; the first NA go to ya, the rest to yb
     BATCH, H, W, C, NTOT, NA,
-    # strides: x and idx (n, c, h, w); w (k, c); ya and yb (n, k, h, w)
+    # strides: x and idx (n, c, h, w); w (k, c); ya and yb (n, k, h, w); b (k)
     sxn, sxc, sxh, sxw,
     swk, swc,
     syan, syak, syah, syaw,
     sybn, sybk, sybh, sybw,
     sin, sic, sih, siw,
+    sb,
     # meta-parameters
     HAS_BIAS: tl.constexpr, RELU: tl.constexpr, POOL3: tl.constexpr, WRITE_ARGMAX: tl.constexpr,
     DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
@@ -84,9 +85,11 @@ def _pointwise_fwd_kernel(
     """y[n, k, h, w] = act(sum_c A[n, c, h, w] * w[k, c] + b[k]), A = x or its 3x3 max-pool.
 
     x: [BATCH, C, H, W] (channels innermost is best); w: [NTOT, C] (the concatenated 1x1
-    filters); ya: [BATCH, NA, H, W], yb: [BATCH, NTOT - NA, H, W], any strides; idx: int8
-    argmax codes [BATCH, C, H, W], written by the first column tile when WRITE_ARGMAX.
+    filters); b: [NTOT]; ya: [BATCH, NA, H, W], yb: [BATCH, NTOT - NA, H, W], any strides;
+    idx: int8 argmax codes [BATCH, C, H, W], written by the first column tile when
+    WRITE_ARGMAX. Accumulates in fp32, fp64 for fp64 tensors.
     """
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     M = BATCH * H * W
     pid_m, pid_n = tile_ids(tl.program_id(0), M, NTOT, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -96,7 +99,7 @@ def _pointwise_fwd_kernel(
     n, h, w = decode_pixels(offs_m, H, W, INDEX_64)
     x_rows = x_ptr + n * sxn + h * sxh + w * sxw
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     if POOL3:
         # num_stages=1: software pipelining would stage all nine shifted loads of every K
         # step in shared memory (352 KB at 128x128x64, over Hopper's 227 KB); unpipelined,
@@ -104,7 +107,7 @@ def _pointwise_fwd_kernel(
         for k0 in tl.range(0, C, BLOCK_K, num_stages=1):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mask_k = offs_k < C
-            pooled, code = _max3x3(x_rows, h, w, H, W, sxh, sxw, offs_k * sxc, mask_m, mask_k)
+            pooled, code = _max3x3(x_rows, h, w, H, W, sxh, sxw, offs_k * sxc, mask_m, mask_k, ACC)
             a = tl.where(mask_m[:, None] & mask_k[None, :], pooled, 0.0).to(x_ptr.dtype.element_ty)
             if WRITE_ARGMAX:
                 i_off = (n * sin + h * sih + w * siw)[:, None] + offs_k[None, :] * sic
@@ -125,7 +128,7 @@ def _pointwise_fwd_kernel(
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(b_ptr + offs_n * sb, mask=mask_n, other=0.0).to(ACC)[None, :]
     if RELU:
         acc = tl.where(acc < 0, 0.0, acc)
     in_a = offs_n < NA
@@ -163,7 +166,8 @@ def _pool3_route_kernel(
         v = tl.load(src_ptr + (n * ssn)[:, None] + hh * ssh + ww * ssw + offs_c[None, :] * ssc, mask=mask)
         tl.store(dst, v, mask=mask)
     else:
-        acc = tl.load(dst, mask=mask, other=0.0).to(tl.float32)
+        acc = tl.load(dst, mask=mask, other=0.0)
+        acc = acc.to(tl.float64 if dst_ptr.dtype.element_ty == tl.float64 else tl.float32)
         for dh in tl.static_range(3):
             for dw in tl.static_range(3):
                 # The window centred at (h + 1 - dh, w + 1 - dw) sees this pixel at (dh, dw).
@@ -175,7 +179,7 @@ def _pool3_route_kernel(
                                mask=ok2, other=-1).to(tl.int32)
                 g = tl.load(src_ptr + (n * ssn + ho * ssh + wo * ssw)[:, None] + offs_c[None, :] * ssc,
                             mask=ok2 & (code == dh * 3 + dw), other=0.0)
-                acc += g.to(tl.float32)
+                acc += g.to(acc.dtype)
         tl.store(dst, acc.to(dst_ptr.dtype.element_ty), mask=mask)
 
 
@@ -203,6 +207,7 @@ def _cat_filters(weights, biases, x):
         for i, (w, b) in enumerate(zip(weights, biases)):
             if b is None:
                 b = torch.zeros(w.shape[0], device=x.device, dtype=x.dtype)
+            check_float_tensor(b, f"biases[{i}]", ndim=1)
             check_same(x, "x", b, f"biases[{i}]")
             if b.shape != (w.shape[0],):
                 raise ValueError(f"biases[{i}] must have {w.shape[0]} elements, got {describe(b)}")
@@ -233,12 +238,15 @@ def pointwise_forward(x, w_cat, b_cat, *, activation="relu", out_a=None, out_b=N
     out_a = _output((N, n_a, H, W), x, out_a, "out_a")
     out_b = _output((N, ntot - n_a, H, W), x, out_b, "out_b") if n_a < ntot else out_a
     idx = argmax if argmax is not None else out_a
+    if no_launch(x, out_a) or ntot == 0:
+        return fresh
+    b = b_cat if b_cat is not None else w_cat  # a dummy pointer without bias
     M = N * H * W
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(ntot, meta["BLOCK_N"]),)
     _pointwise_fwd_kernel[grid](
-        x, w_cat, b_cat if b_cat is not None else w_cat, out_a, out_b, idx,
+        x, w_cat, b, out_a, out_b, idx,
         N, H, W, C, ntot, n_a,
-        *x.stride(), *w_cat.stride(), *out_a.stride(), *out_b.stride(), *idx.stride(),
+        *x.stride(), *w_cat.stride(), *out_a.stride(), *out_b.stride(), *idx.stride(), b.stride(0),
         HAS_BIAS=b_cat is not None, RELU=activation == "relu", POOL3=pool3,
         WRITE_ARGMAX=argmax is not None, DOT_PRECISION=dot_precision(x.dtype),
         INDEX_64=needs_int64(x, out_a, out_b),
@@ -247,6 +255,8 @@ def pointwise_forward(x, w_cat, b_cat, *, activation="relu", out_a=None, out_b=N
 
 
 def _route(src, argmax, dst, *, gather: bool) -> None:
+    if no_launch(dst):
+        return
     N, C, H, W = dst.shape
     block_p, block_c = (16, 16) if interpreting() else (64, 64)
     grid = (triton.cdiv(N * H * W, block_p), triton.cdiv(C, block_c))
@@ -283,6 +293,16 @@ def _pointwise_backward(x, g, w_cat, need_x, need_w, need_b, dtype):
     return dx, dw, db
 
 
+def _check_input(x) -> None:
+    """x must be a 4-D float tensor with channels and non-empty spatial dims (N may be 0).
+    No channels is refused: F.conv2d's answer there is an empty [N, 0, H, W] per branch, which
+    the fused [N, sum C_i, H, W] buffer cannot be."""
+    check_float_tensor(x, "x", ndim=4)
+    if min(x.shape[1:]) < 1:
+        raise ValueError(f"x must have channels and non-empty spatial dimensions (only N may be 0), "
+                         f"got {describe(x)}")
+
+
 # --------------------------------------------------------------------------- autograd
 class Inception1x1Function(torch.autograd.Function):
     """The branches' 1x1 convs (+bias, act) as one GEMM; returns the [N, sum C_i, H, W] concat."""
@@ -290,7 +310,7 @@ class Inception1x1Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, activation, n_weights, *params):
         weights, biases = list(params[:n_weights]), list(params[n_weights:])
-        check_float_tensor(x, "x", ndim=4)
+        _check_input(x)
         w_cat, b_cat = _cat_filters(weights, biases or None, x)
         x_cl = _channels_last(x)
         y = pointwise_forward(x_cl, w_cat, b_cat, activation=activation)
@@ -318,13 +338,18 @@ class Inception1x1Function(torch.autograd.Function):
 
 def inception_1x1(x, weights, biases=None, *, activation="relu"):
     """== tuple(act(F.conv2d(x, w, b)) for w, b in zip(weights, biases)), as one fused GEMM
-    reading x once. Outputs are channel slices (views) of one channels_last buffer."""
+    reading x once. Outputs are channel slices (views) of one channels_last buffer.
+    x may be unbatched [C, H, W], empty in N or C, meta, or float64; any tensor any strides."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     weights = list(weights)
     biases = list(biases) if biases is not None else []
     if biases and len(biases) != len(weights):
         raise ValueError(f"biases must match weights one to one: {len(biases)} biases, {len(weights)} weights")
+    check_float_tensor(x, "x", ndim=(3, 4))
+    if x.dim() == 3:  # unbatched [C, H, W], as F.conv2d accepts
+        y = Inception1x1Function.apply(x.unsqueeze(0), activation, len(weights), *weights, *biases)
+        return tuple(t.squeeze(0) for t in y.split([w.shape[0] for w in weights], dim=1))
     y = Inception1x1Function.apply(x, activation, len(weights), *weights, *biases)
     return tuple(y.split([w.shape[0] for w in weights], dim=1))
 
@@ -335,7 +360,7 @@ class InceptionBlockFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w1, b1, wr3, br3, w3, b3, wr5, br5, w5, b5, wp, bp):
-        check_float_tensor(x, "x", ndim=4)
+        _check_input(x)
         x = _channels_last(x)
         N, C, H, W = x.shape
         c1, r3, c3, r5, c5, cp = (t.shape[0] for t in (w1, wr3, w3, wr5, w5, wp))
@@ -404,6 +429,9 @@ def inception_block(x, branch1, reduce3, conv3, reduce5, conv5, pool_proj) -> to
     for name, pair in zip(names, pairs):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2 or pair[1] is None:
             raise TypeError(f"{name} must be a (weight, bias) pair with a bias tensor")
+    check_float_tensor(x, "x", ndim=(3, 4))
+    if x.dim() == 3:  # unbatched [C, H, W]
+        return InceptionBlockFunction.apply(x.unsqueeze(0), *[t for pair in pairs for t in pair]).squeeze(0)
     return InceptionBlockFunction.apply(x, *[t for pair in pairs for t in pair])
 
 

@@ -5,9 +5,14 @@ Tiers: `_lrn_fwd_kernel`, `_lrn_bwd_kernel` -> launchers `lrn_forward`, `lrn_bac
 
 Semantics are exactly `F.local_response_norm`: with LO = size // 2 channels below and
 HI = (size - 1) // 2 above (torch's placement for even sizes),
-    scale[c] = k + alpha / size * sum_{c' = c-LO}^{c+HI} x[c']**2,     y[c] = x[c] * scale[c]**-beta
-    dx[j]    = dy[j] * scale[j]**-beta
-               - 2 * alpha * beta / size * x[j] * sum_{i = j-HI}^{j+LO} dy[i] * x[i] * scale[i]**(-beta-1)
+    scale[c] = k + alpha / size * sum_{c' = c-LO}^{c+HI} x[c']**2,  d[c] = scale[c]**beta,  y[c] = x[c] / d[c]
+    dx[j]    = dy[j] / d[j] - 2 * alpha / size * x[j] * sum_{i = j-HI}^{j+LO} u[i],
+    u[i]     = dy[i] * (x[i] / d[i]) / d[i] * beta * scale[i]**(beta-1)     (0 when beta == 0)
+in the order torch's autograd evaluates them, with torch's pow: a negative scale to an
+integer power is a number (alpha < 0 is legal), 0**0 = 1, a negative scale to a fractional
+power is NaN; so NaN and inf land where torch's do (e.g. x = 0 with k = 0, beta > 0).
+Accumulation is fp32 (fp64 for fp64 tensors); alpha, beta and k reach the kernels as fp64
+scalars, cast to the accumulator's dtype.
 
 One pass over memory each way. A program owns a block of spatial positions and *all* C
 channels of them (C <= MAX_CHANNELS); the window is read as `size` shifted loads of the
@@ -17,21 +22,23 @@ Backward recomputes the scale instead of saving it. Memory/time trade: saving it
 one extra tensor written in forward and read in backward (5 tensor passes in all, plus the
 activation memory held until backward); recomputing costs `size` more L1 reads per element
 and keeps the traffic at x + y forward, x + dy + dx backward (5 passes -> 5, but nothing
-extra held between the passes: only x is saved). The second sum needs dy*x*scale**(-beta-1)
-at neighbouring channels, which live in other threads' registers: each program writes that
-term into its own tile of dx as scratch, synchronizes, reads it back shifted, synchronizes
-again, then overwrites dx with the result. The scratch stays in L2; in half precision it
-is rounded to the storage dtype, an error below the output's own rounding because the
-second term is scaled by 2*alpha*beta/size (3e-5 at AlexNet's settings).
+extra held between the passes: only x is saved). The second sum needs u at neighbouring
+channels, which live in other threads' registers: each program writes u into its own tile
+of dx as scratch, synchronizes, reads it back shifted, synchronizes again, then overwrites
+dx with the result. The scratch stays in L2; in half precision it is rounded to the storage
+dtype, an error below the output's own rounding because the second term is scaled by
+2*alpha/size * beta (3e-5 at AlexNet's settings).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, check_same, dense, dense_like, describe, needs_int64
+from ._utils import check_float_tensor, check_same, dense, dense_like, describe, needs_int64, no_launch
 from .configs import configs
 
 MAX_CHANNELS = 16384
@@ -62,15 +69,15 @@ def _tile(L, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexp
 
 @triton.jit
 def _window_sumsq(x_ptr, row, offs_c, mask_p, C, sc, SIZE: tl.constexpr,
-                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """(sum of x**2 over each channel's window [c - SIZE//2, c + (SIZE-1)//2], x itself), fp32,
-    from SIZE shifted loads of one tile (L1 hits after the first)."""
-    sumsq = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    center = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+    """(sum of x**2 over each channel's window [c - SIZE//2, c + (SIZE-1)//2], x itself) in
+    ACC, from SIZE shifted loads of one tile (L1 hits after the first)."""
+    sumsq = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    center = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
     for d in tl.static_range(-(SIZE // 2), (SIZE - 1) // 2 + 1):
         cc = offs_c + d
         v = tl.load(x_ptr + row + cc[None, :] * sc, mask=mask_p[:, None] & ((cc >= 0) & (cc < C))[None, :],
-                    other=0.0).to(tl.float32)
+                    other=0.0).to(ACC)
         sumsq += v * v
         if d == 0:
             center = v
@@ -78,8 +85,15 @@ def _window_sumsq(x_ptr, row, offs_c, mask_p, C, sc, SIZE: tl.constexpr,
 
 
 @triton.jit
-def _pow(v, e):
-    return tl.exp2(e * tl.log2(v))
+def _pow(v, log2_abs_v, e, E_INT, E_ODD):
+    """torch.pow(v, e) for a scalar exponent e (E_INT: e is an integer, E_ODD: an odd one),
+    given log2(|v|) (shared by the two powers of backward): |v|**e with the sign of v for odd
+    e, NaN for a finite negative v and fractional e, 1 for e == 0 (even at v = 0 or NaN)."""
+    p = tl.exp2(e * log2_abs_v)
+    neg = v < 0
+    p = tl.where(neg & (E_INT == 0) & (v > float("-inf")), float("nan"), p)
+    p = tl.where(neg & (E_ODD != 0), -p, p)
+    return tl.where(e == 0, 1.0, p)
 
 
 @_lrn_autotune
@@ -90,17 +104,18 @@ def _lrn_fwd_kernel(
     C, L,
     # strides: x and y (n, c, l), shared (y is allocated like x)
     sn, sc, sl,
-    # LRN parameters
-    alpha_over_size, beta, k,
+    # LRN parameters (fp64 scalars); E_INT, E_ODD: beta is an integer, an odd one
+    alpha_over_size: tl.float64, beta: tl.float64, k: tl.float64, E_INT, E_ODD,
     # meta-parameters
     SIZE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
 ):
-    """y = x * (k + alpha/size * window sum of x**2) ** -beta for a [BLOCK_P, all C] tile."""
+    """y = x / (k + alpha/size * window sum of x**2) ** beta for a [BLOCK_P, all C] tile."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     n, offs_p, offs_c, mask_p = _tile(L, BLOCK_P, BLOCK_C, INDEX_64)
     sumsq, center = _window_sumsq(x_ptr, n * sn + offs_p[:, None] * sl, offs_c, mask_p, C, sc,
-                                  SIZE, BLOCK_P, BLOCK_C)
-    scale = k + alpha_over_size * sumsq
-    y = center * _pow(scale, -beta)
+                                  SIZE, BLOCK_P, BLOCK_C, ACC)
+    scale = tl.full((), k, ACC) + tl.full((), alpha_over_size, ACC) * sumsq
+    y = center / _pow(scale, tl.log2(tl.abs(scale)), tl.full((), beta, ACC), E_INT, E_ODD)
     out = y_ptr + n * sn + offs_p[:, None] * sl + offs_c[None, :] * sc
     tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask_p[:, None] & (offs_c < C)[None, :])
 
@@ -113,31 +128,38 @@ def _lrn_bwd_kernel(
     C, L,
     # strides (n, c, l), shared by x, dy and dx (the launcher lays them out alike)
     sn, sc, sl,
-    # LRN parameters; coef = 2 * alpha * beta / size
-    alpha_over_size, beta, k, coef,
+    # LRN parameters (fp64 scalars); coef = 2 * alpha / size; E_INT, E_ODD, E_EVEN: beta
+    # is an integer, an odd one, an even one
+    alpha_over_size: tl.float64, beta: tl.float64, k: tl.float64, coef: tl.float64, E_INT, E_ODD, E_EVEN,
     # meta-parameters
     SIZE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """dx for a [BLOCK_P, all C] tile; see the module docstring for the formula and scratch."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     n, offs_p, offs_c, mask_p = _tile(L, BLOCK_P, BLOCK_C, INDEX_64)
     row = n * sn + offs_p[:, None] * sl
     tile = row + offs_c[None, :] * sc
     mask = mask_p[:, None] & (offs_c < C)[None, :]
 
-    sumsq, x = _window_sumsq(x_ptr, row, offs_c, mask_p, C, sc, SIZE, BLOCK_P, BLOCK_C)
-    scale = k + alpha_over_size * sumsq
-    scale_pow = _pow(scale, -beta)
-    dy = tl.load(dy_ptr + tile, mask=mask, other=0.0).to(tl.float32)
-    # Phase 1: u = dy * x * scale**(-beta-1) into this tile of dx (scratch).
-    tl.store(dx_ptr + tile, (dy * x * scale_pow / scale).to(dx_ptr.dtype.element_ty), mask=mask)
+    sumsq, x = _window_sumsq(x_ptr, row, offs_c, mask_p, C, sc, SIZE, BLOCK_P, BLOCK_C, ACC)
+    scale = tl.full((), k, ACC) + tl.full((), alpha_over_size, ACC) * sumsq
+    e = tl.full((), beta, ACC)
+    log2_abs_scale = tl.log2(tl.abs(scale))
+    d = _pow(scale, log2_abs_scale, e, E_INT, E_ODD)
+    dy = tl.load(dy_ptr + tile, mask=mask, other=0.0).to(ACC)
+    # Phase 1: u = dy * (x / d) / d * beta * scale**(beta-1) into this tile of dx (scratch);
+    # beta - 1 is an integer with beta, odd when beta is even.
+    u = dy * ((x / d) / d) * (e * _pow(scale, log2_abs_scale, e - 1, E_INT, E_EVEN))
+    u = tl.where(e == 0, 0.0, u)  # torch's pow backward is exactly 0 for a 0 exponent
+    tl.store(dx_ptr + tile, u.to(dx_ptr.dtype.element_ty), mask=mask)
     tl.debug_barrier()
     # Phase 2: sum u over i in [j - HI, j + LO] (the channels whose window holds j).
-    usum = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for d in tl.static_range(-((SIZE - 1) // 2), SIZE // 2 + 1):
-        cc = offs_c + d
+    usum = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    for dc in tl.static_range(-((SIZE - 1) // 2), SIZE // 2 + 1):
+        cc = offs_c + dc
         usum += tl.load(dx_ptr + row + cc[None, :] * sc, mask=mask_p[:, None] & ((cc >= 0) & (cc < C))[None, :],
-                        other=0.0).to(tl.float32)
-    dx = dy * scale_pow - coef * x * usum
+                        other=0.0).to(ACC)
+    dx = dy / d - tl.full((), coef, ACC) * x * usum
     tl.debug_barrier()  # every thread has read its neighbours' scratch before any overwrite
     tl.store(dx_ptr + tile, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -158,15 +180,21 @@ def _check_args(x, size, alpha, beta, k) -> None:
 
 def _as_ncl(t: torch.Tensor) -> torch.Tensor:
     """A [N, C, L] view of a dense tensor (NCHW or channels_last alike: H and W merge)."""
-    return t.view(t.shape[0], t.shape[1], -1) if t.dim() > 3 else t
+    return t.view(t.shape[0], t.shape[1], math.prod(t.shape[2:])) if t.dim() > 3 else t
+
+
+def _power_flags(beta: float) -> tuple[int, int]:
+    """(beta is an integer, an odd integer): how pow treats a negative base."""
+    is_int = float(beta).is_integer()
+    return int(is_int), int(is_int and float(beta) % 2 == 1)
 
 
 def _launch(kernel, x, tensors, size, extra):
+    if no_launch(x):
+        return
     N, C = x.shape[:2]
     xv = _as_ncl(x)
     L = xv.shape[2]
-    if x.numel() == 0:
-        return
     block_c = triton.next_power_of_2(C)
     grid = lambda meta: (triton.cdiv(L, meta["BLOCK_P"]), N)
     kernel[grid](*[_as_ncl(t) for t in tensors], C, L, *xv.stride(), *extra,
@@ -178,7 +206,7 @@ def lrn_forward(x, size, alpha=1e-4, beta=0.75, k=1.0) -> torch.Tensor:
     _check_args(x, size, alpha, beta, k)
     x = dense(x)
     y = torch.empty_like(x)  # dense x: identical strides
-    _launch(_lrn_fwd_kernel, x, (x, y), size, (alpha / size, beta, k))
+    _launch(_lrn_fwd_kernel, x, (x, y), size, (alpha / size, beta, k, *_power_flags(beta)))
     return y
 
 
@@ -187,7 +215,8 @@ def lrn_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0) -> torch.Tenso
     check_same(x, "x", grad_out, "grad_out")
     dy = dense_like(grad_out, x)
     dx = torch.empty_like(x)
-    _launch(_lrn_bwd_kernel, x, (x, dy, dx), size, (alpha / size, beta, k, 2.0 * alpha * beta / size))
+    _launch(_lrn_bwd_kernel, x, (x, dy, dx), size,
+            (alpha / size, beta, k, 2.0 * alpha / size, *_power_flags(beta), *_power_flags(beta - 1)[1:]))
     return dx
 
 

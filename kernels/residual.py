@@ -10,7 +10,12 @@ dense layout (NCHW or channels_last); the launcher converts `residual` to `x`'s 
 they differ. Backward needs only the output's sign: `grad * (out > 0)` is the gradient of
 both inputs, so nothing beyond the output is saved. NaN follows torch: relu(NaN) is NaN in
 forward, and the gradient passes where the output is NaN (torch's threshold_backward
-zeroes only where out <= 0).
+zeroes only where out <= 0). float64 adds in float64.
+
+In place (`inplace=True`, torch's `x.add_(residual).relu_()`), torch's memory rules hold: an
+x that repeats a memory location (a stride-0 dim) is refused, so is a residual that partly
+overlaps x; residual *being* x (the same memory and strides) is allowed. An x that is not
+dense is computed out of place and copied back into its strided memory.
 """
 
 from __future__ import annotations
@@ -19,7 +24,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, check_same, dense, dense_like, describe, needs_int64
+from ._utils import (
+    check_float_tensor,
+    check_no_partial_overlap,
+    check_same,
+    check_writable,
+    dense,
+    dense_like,
+    describe,
+    needs_int64,
+    no_launch,
+)
 from .configs import autotune
 
 
@@ -40,10 +55,12 @@ def _add_relu_fwd_kernel(
     numel,
     BLOCK: tl.constexpr, INDEX_64: tl.constexpr,
 ):
-    """y = relu(x + r) over `numel` elements; all three pointers share one dense layout."""
+    """y = relu(x + r) over `numel` elements; all three pointers share one dense layout.
+    The sum is taken in fp32 (fp64 for fp64 tensors) and rounded once."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     offs, mask = flat_block(numel, BLOCK, INDEX_64)
-    x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
-    r = tl.load(r_ptr + offs, mask=mask).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask).to(ACC)
+    r = tl.load(r_ptr + offs, mask=mask).to(ACC)
     v = x + r
     # `v < 0` is False for NaN, so NaN propagates as in torch.relu.
     y = tl.where(v < 0, 0.0, v)
@@ -72,31 +89,39 @@ def _grid(numel):
 
 def add_relu_forward(x: torch.Tensor, residual: torch.Tensor, *, out: torch.Tensor | None = None
                      ) -> torch.Tensor:
-    """relu(x + residual) in one pass; `out=x` makes it in place. Returns the output."""
+    """relu(x + residual) in one pass; `out=x` makes it in place (x must then be dense).
+    Returns the output."""
     check_float_tensor(x, "x")
     check_float_tensor(residual, "residual")
     check_same(x, "x", residual, "residual")
     if residual.shape != x.shape:
-        raise ValueError(f"residual must have x's shape: residual {describe(residual)}, x {describe(x)}")
+        raise ValueError(f"residual must have x's shape (no broadcasting): residual {describe(residual)}, "
+                         f"x {describe(x)}")
     x = dense(x) if out is None else x
-    residual = dense_like(residual, x)
     if out is None:
         out = torch.empty_like(x)
     elif out.stride() != x.stride():
         raise ValueError(f"out must share x's dense layout: out strides {out.stride()}, x {x.stride()}")
+    if no_launch(out):
+        return out
+    # A residual that is out's own memory is read element by element before that element is
+    # written (full overlap, as in x.add_(x)); any other layout is first made dense like x.
+    residual = dense_like(residual, x)
     numel = x.numel()
-    if numel:
-        _add_relu_fwd_kernel[_grid(numel)](x, residual, out, numel, INDEX_64=needs_int64(x))
+    _add_relu_fwd_kernel[_grid(numel)](x, residual, out, numel, INDEX_64=needs_int64(x))
     return out
 
 
 def relu_grad(grad_out: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """grad_out masked by the sign of the saved ReLU output `out`, in `out`'s layout."""
-    grad_out = dense_like(grad_out, out)
+    """grad_out masked by the sign of the saved ReLU output `out`, in `out`'s layout (a
+    dense copy of it when `out` is a strided view, e.g. an in-place result)."""
+    out = dense(out)
     dx = torch.empty_like(out)
+    if no_launch(dx):
+        return dx
+    grad_out = dense_like(grad_out, out)
     numel = out.numel()
-    if numel:
-        _relu_grad_kernel[_grid(numel)](grad_out, out, dx, numel, INDEX_64=needs_int64(out))
+    _relu_grad_kernel[_grid(numel)](grad_out, out, dx, numel, INDEX_64=needs_int64(out))
     return dx
 
 
@@ -104,9 +129,14 @@ class AddReLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, residual, inplace=False):
         if inplace:
-            if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
-                raise ValueError(f"inplace add_relu needs a dense x, got strides {x.stride()}")
-            y = add_relu_forward(x, residual, out=x)
+            check_float_tensor(x, "x")
+            check_float_tensor(residual, "residual")
+            check_writable(x, "x")
+            check_no_partial_overlap(x, "x", residual, "residual")
+            if dense(x) is x:
+                y = add_relu_forward(x, residual, out=x)
+            else:  # a strided x: the result is copied back into its memory
+                y = x.copy_(add_relu_forward(x, residual))
             ctx.mark_dirty(x)
         else:
             y = add_relu_forward(x, residual)

@@ -201,15 +201,19 @@ def over_ceiling(pct_peak) -> bool:
 
 def _error_cell(rows) -> tuple[str, bool]:
     """'output / gradient' max relative errors of a layer's rows, and whether any is beyond
-    its bound."""
+    its bound (a NaN error beside a bound shows as nan)."""
     rows = [r for r in rows if r is not None and r.status == "ok"]
     if not rows:
         return "", False
-    out = next((r.max_rel_err for r in rows if r.max_rel_err == r.max_rel_err), None)
-    grad = next((r.grad_max_rel_err for r in rows if r.grad_max_rel_err == r.grad_max_rel_err), None)
-    text = " / ".join(f"{v:.2g}" for v in (out, grad) if v is not None)
-    bad = bool(beyond_tolerance(pd.DataFrame(rows)).any())
-    return _e(text), bad
+
+    def first(err, tol):
+        for r in rows:
+            if r[tol] == r[tol]:
+                return f"{r[err]:.2g}" if r[err] == r[err] else "nan"
+        return None
+
+    text = " / ".join(v for v in (first("max_rel_err", "rel_tol"), first("grad_max_rel_err", "grad_rel_tol")) if v)
+    return _e(text), bool(beyond_tolerance(pd.DataFrame(rows)).any())
 
 
 def _tolerance_section(frame: pd.DataFrame) -> str:

@@ -234,7 +234,9 @@ def load_summary(run: str | os.PathLike) -> dict:
 
 
 def beyond_tolerance(frame: pd.DataFrame) -> pd.Series:
-    """True for rows whose output or gradient error exceeds its derived bound."""
-    out = frame.max_rel_err > frame.rel_tol
-    grad = frame.grad_max_rel_err > frame.grad_rel_tol
-    return (out | grad).fillna(False).astype(bool)
+    """True for rows whose output or gradient error exceeds its bound, or is missing (NaN:
+    the layer produced NaN) beside a bound."""
+    out = (frame.max_rel_err > frame.rel_tol) | (frame.max_rel_err.isna() & frame.rel_tol.notna())
+    grad = (frame.grad_max_rel_err > frame.grad_rel_tol) | (frame.grad_max_rel_err.isna()
+                                                           & frame.grad_rel_tol.notna())
+    return (out | grad).astype(bool)

@@ -1,18 +1,24 @@
 """Shared test helpers: the float64 reference comparison; its tolerance table lives in
-`benchmarks.tolerance` (the profiler derives its correctness bounds from the same function).
+`benchmarks.tolerance` (the profiler derives its per-row error bounds from the same function).
 
 Tolerances are derived from each dtype's unit roundoff, not tuned to make tests pass:
 the output is rounded once (rtol), and the fp32 accumulator plus any rounding of the
 dot-product inputs (TF32) adds an absolute error that grows like sqrt(K) for a sum of K
 independent products of unit-scale values. K is the reduction length of the op under test
-(C*R*S for a conv forward, N*P*Q for its weight gradient).
+(C*R*S for a conv forward, N*P*Q for its weight gradient). float64 results accumulate
+in float64, so the accumulation term uses float64's roundoff for them.
+
+`view_recipe` builds the strided views (sliced, offset, transposed, expanded) that the
+drop-in tests pass for every tensor argument.
 """
 
 from __future__ import annotations
 
 import torch
 
-from benchmarks.tolerance import ROUNDOFF, tolerance  # noqa: F401 (re-exported for the tests)
+from benchmarks.tolerance import _FP32, ROUNDOFF, tolerance  # noqa: F401 (the tests' table)
+
+VIEW_KINDS = ("dense", "sliced", "offset", "transposed", "expanded")
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, reduction: int = 1,
@@ -46,3 +52,129 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, reduction: int
             f"max abs err {err.max().item():.3g}, max rel err {rel:.3g}; worst at {idx}: "
             f"got {a[idx].item():.6g}, expected {e[idx].item():.6g}; shape {tuple(a.shape)}"
         )
+
+
+def view_recipe(shape, kind: str, dim: int = 0):
+    """(leaf shape, fn): fn(leaf) is a view of `shape` laid out as `kind` says, so a test can
+    make a leaf (in any dtype), pass fn(leaf) to the op and compare the leaf's gradients.
+
+      dense       the leaf itself
+      sliced      every other element along `dim` (stride doubled)
+      offset      the leaf padded by one in every dim, the view starting at [1, 1, ...]
+      transposed  the leaf has the dims reversed; the view reverses them back (strides permuted)
+      expanded    the leaf has size 1 along `dim`, expanded (stride 0): a gradient summed
+                  over shape[dim] values, see `view_fanout`
+    """
+    shape = tuple(shape)
+    dim = dim % max(len(shape), 1)
+    if kind == "dense" or not shape:
+        return shape, lambda t: t
+    if kind == "sliced":
+        leaf = tuple(2 * s if i == dim else s for i, s in enumerate(shape))
+        index = tuple(slice(None, None, 2) if i == dim else slice(None) for i in range(len(shape)))
+        return leaf, lambda t: t[index]
+    if kind == "offset":
+        return tuple(s + 1 for s in shape), lambda t: t[tuple(slice(1, None) for _ in shape)]
+    if kind == "transposed":
+        rev = tuple(reversed(range(len(shape))))
+        return tuple(reversed(shape)), lambda t: t.permute(rev)
+    if kind == "expanded":
+        leaf = tuple(1 if i == dim else s for i, s in enumerate(shape))
+        return leaf, lambda t: t.expand(shape)
+    raise ValueError(f"unknown view kind {kind!r}")
+
+
+def view_fanout(shape, kind: str, dim: int = 0) -> int:
+    """How many of the op's gradient values each leaf gradient value sums (expanded views)."""
+    return shape[dim % len(shape)] if kind == "expanded" and len(shape) else 1
+
+
+# --------------------------------------------------------------------------- kernel launches
+class Launch:
+    """One `kernel[grid](*args, **kwargs)` call as the launcher made it (before autotuning
+    adds its config's meta-parameters)."""
+
+    __slots__ = ("args", "grid", "kwargs", "name")
+
+    def __init__(self, name: str, grid, args: tuple, kwargs: dict):
+        self.name, self.grid, self.args, self.kwargs = name, grid, args, kwargs
+
+    def __repr__(self) -> str:
+        return f"Launch({self.name}, {sorted(self.kwargs)})"
+
+
+def triton_kernels() -> dict:
+    """Every launchable Triton kernel object in the `kernels` package, by function name
+    (prefixed by its module where two modules use one name): the outermost object a
+    launcher indexes with `[grid]` (an Autotuner for autotuned kernels). Jit helpers
+    called only from inside kernels are listed too; they never launch."""
+    import importlib
+    import pkgutil
+
+    from triton.runtime.jit import KernelInterface
+
+    import kernels
+
+    found = {}
+    for info in pkgutil.iter_modules(kernels.__path__):
+        module = importlib.import_module(f"kernels.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, KernelInterface) and not any(obj is o for o in found.values()):
+                fn = obj
+                while hasattr(fn, "fn"):  # Autotuner / Heuristics -> JITFunction -> python function
+                    fn = fn.fn
+                key = fn.__name__ if fn.__name__ not in found else f"{info.name}.{fn.__name__}"
+                found[key] = obj
+    return found
+
+
+class LaunchRecorder:
+    """Records every Triton kernel launch from the `kernels` package while active.
+
+    `execute=False` records without running the kernel (outputs stay uninitialized): for
+    checks of what a model dispatches to, where the interpreter's cost of the arithmetic
+    buys nothing. Usage: `with LaunchRecorder() as rec: ...; rec.names()`.
+    """
+
+    def __init__(self, execute: bool = True):
+        self.execute = execute
+        self.launches: list[Launch] = []
+        self._saved: list = []
+
+    def __enter__(self) -> LaunchRecorder:
+        for name, obj in triton_kernels().items():
+            original = obj.run
+            had_own = "run" in vars(obj)
+
+            def run(*args, _name=name, _original=original, **kwargs):
+                launch_kwargs = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+                self.launches.append(Launch(_name, kwargs.get("grid"), args, launch_kwargs))
+                return _original(*args, **kwargs) if self.execute else None
+
+            self._saved.append((obj, had_own, original))
+            obj.run = run
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for obj, had_own, original in reversed(self._saved):
+            if had_own:
+                obj.run = original
+            else:
+                del obj.run
+        self._saved.clear()
+
+    def names(self, start: int = 0):
+        """Launch counts by kernel name (a Counter), from launch number `start` on."""
+        from collections import Counter
+
+        return Counter(launch.name for launch in self.launches[start:])
+
+
+def tolerance_excess(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, *, reduction: int = 1,
+                     tf32: bool = False, scale: float = 1.0) -> float:
+    """The largest |actual - expected| / (atol + rtol * |expected|) under the bound
+    `assert_close` applies to a `dtype` result: at most 1 passes, above 1 fails. Lets a
+    test show that a wrong formula's answer (computed in float64) would fail the check."""
+    atol, rtol = tolerance(dtype, reduction, tf32=tf32)
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    return ((a - e).abs() / (atol * scale + rtol * e.abs())).max().item()

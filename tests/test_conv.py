@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,67 +14,96 @@ import kernels
 from benchmarks.shapes import CONV as CONV_SHAPES
 from kernels import conv as conv_mod
 from kernels._utils import dot_precision, needs_int64
-from tests.helpers import assert_close
+from tests.helpers import VIEW_KINDS, assert_close, view_fanout, view_recipe
 
 from .conftest import HAS_CUDA
 
+ARGS = ("x", "weight", "bias", "residual")
 
-def _reference(x, w, b, r, stride, padding, groups, activation):
-    y = F.conv2d(x, w, b, stride, padding, 1, groups)
+
+def _reference(x, w, b, r, stride, padding, dilation, groups, activation):
+    y = F.conv2d(x, w, b, stride, padding, dilation, groups)
     if r is not None:
         y = y + r
     return F.relu(y) if activation == "relu" else y
 
 
 def run_and_compare(N, C, H, W, K, R, S, stride, padding, groups, *, bias, residual, activation,
-                    channels_last, dtype=torch.float32, device="cpu", tf32=False, seed=0):
-    """Run forward + backward of kernels.conv2d and of float64 torch; compare all of them."""
+                    channels_last, dilation=1, views=None, dtype=torch.float32, device="cpu", tf32=False,
+                    seed=0):
+    """Run forward + backward of kernels.conv2d and of float64 torch; compare all of them.
+
+    `views` maps an argument name (x, weight, bias, residual) to a (kind, dim) of
+    tests.helpers.view_recipe: that argument is passed as such a strided view of a leaf,
+    in both precisions, and the leaves' gradients are compared."""
     gen = torch.Generator().manual_seed(seed)
+    views = views or {}
+    w_shape = (K, C // groups, R, S)
+    with warnings.catch_warnings():  # torch's note that 'same' with an even kernel pads a copy
+        warnings.simplefilter("ignore", UserWarning)
+        y_shape = F.conv2d(torch.empty(N, C, H, W, device="meta"), torch.empty(w_shape, device="meta"),
+                           None, stride, padding, dilation, groups).shape
+    shapes = dict(x=(N, C, H, W), weight=w_shape, bias=(K,) if bias else None, residual=y_shape if residual else None)
+    recipes = {a: view_recipe(shapes[a], *views.get(a, ("dense", 0))) for a in ARGS if shapes[a] is not None}
     # Inputs are drawn, then rounded to `dtype`; the reference sees exactly those values in
     # float64, so input rounding is not mistaken for kernel error.
     rnd = lambda *shape: torch.randn(*shape, generator=gen).to(dtype).to(torch.float64)
-    x64, w64 = rnd(N, C, H, W), rnd(K, C // groups, R, S)
-    b64 = rnd(K) if bias else None
-    y_shape = F.conv2d(x64, w64, None, stride, padding, 1, groups).shape
-    r64 = rnd(*y_shape) if residual else None
+    leaves64 = {a: rnd(*leaf).requires_grad_() for a, (leaf, _) in recipes.items()}
+    leaves = {a: t.detach().to(device, dtype).requires_grad_() for a, t in leaves64.items()}
+    args64 = [recipes[a][1](leaves64[a]) if a in recipes else None for a in ARGS]
+    args = [recipes[a][1](leaves[a]) if a in recipes else None for a in ARGS]
+    if channels_last:
+        args[0] = args[0].to(memory_format=torch.channels_last)
     gy64 = rnd(*y_shape)
 
-    leaves64 = [t.clone().requires_grad_() if t is not None else None for t in (x64, w64, b64, r64)]
-    leaves = [t.to(device, dtype).requires_grad_() if t is not None else None for t in (x64, w64, b64, r64)]
-    x_in = leaves[0].to(memory_format=torch.channels_last) if channels_last else leaves[0]
-    y = kernels.conv2d(x_in, leaves[1], leaves[2], stride, padding, 1, groups,
-                       residual=leaves[3], activation=activation)
-    y_ref = _reference(*leaves64, stride, padding, groups, activation)
+    y = kernels.conv2d(args[0], args[1], args[2], stride, padding, dilation, groups,
+                       residual=args[3], activation=activation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        y_ref = _reference(*args64, stride, padding, dilation, groups, activation)
     y.backward(gy64.to(device, dtype))
     y_ref.backward(gy64)
 
     P, Q = y_shape[2:]
     cg, kg = C // groups, K // groups
+    fan = {a: view_fanout(shapes[a], *views.get(a, ("dense", 0))) for a in recipes}
     assert_close(y, y_ref, reduction=cg * R * S + 2, tf32=tf32, name="forward")
-    assert_close(leaves[0].grad, leaves64[0].grad, reduction=kg * R * S, tf32=tf32, name="grad x")
-    assert_close(leaves[1].grad, leaves64[1].grad, reduction=N * P * Q, tf32=tf32, name="grad weight")
+    assert_close(leaves["x"].grad, leaves64["x"].grad, reduction=kg * R * S * fan["x"], tf32=tf32, name="grad x")
+    assert_close(leaves["weight"].grad, leaves64["weight"].grad, reduction=N * P * Q * fan["weight"], tf32=tf32,
+                 name="grad weight")
     if bias:
-        assert_close(leaves[2].grad, leaves64[2].grad, reduction=N * P * Q, name="grad bias")
+        assert_close(leaves["bias"].grad, leaves64["bias"].grad, reduction=N * P * Q * fan["bias"], name="grad bias")
     if residual:
-        assert_close(leaves[3].grad, leaves64[3].grad, name="grad residual")
+        assert_close(leaves["residual"].grad, leaves64["residual"].grad, reduction=fan["residual"],
+                     name="grad residual")
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
 @st.composite
-def conv_cases(draw):
-    """Valid conv problems only: the input is drawn at least as large as the padded kernel."""
+def conv_cases(draw, max_kernel=11, max_extra=7):
+    """Valid conv problems only: the input is drawn at least as large as the padded, dilated
+    kernel; padding 'same' (stride 1, any kernel parity and dilation) and 'valid' too."""
     groups = draw(st.sampled_from([1, 2]))
     cg = draw(st.sampled_from([1, 2, 3, 5, 8, 16, 19]))
     kg = draw(st.integers(1, 20))
-    R = draw(st.integers(1, 11))
-    S = draw(st.sampled_from([R, draw(st.integers(1, 11))]))
-    ph = draw(st.integers(0, min(3, R - 1)))
-    pw = draw(st.integers(0, min(3, S - 1)))
-    H = draw(st.integers(max(1, R - 2 * ph), max(1, R - 2 * ph) + 7))
-    W = draw(st.integers(max(1, S - 2 * pw), max(1, S - 2 * pw) + 7))
-    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    kmax = max_kernel if dilation == (1, 1) else 4
+    R = draw(st.integers(1, kmax))
+    S = draw(st.sampled_from([R, draw(st.integers(1, kmax))]))
+    span_r, span_s = dilation[0] * (R - 1) + 1, dilation[1] * (S - 1) + 1
+    mode = draw(st.sampled_from(["ints", "ints", "same", "valid"]))
+    if mode == "same":
+        stride, padding = (1, 1), "same"
+        H, W = draw(st.integers(1, max_extra + 1)), draw(st.integers(1, max_extra + 1))
+    else:
+        stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+        ph = draw(st.integers(0, min(3, span_r - 1))) if mode == "ints" else 0
+        pw = draw(st.integers(0, min(3, span_s - 1))) if mode == "ints" else 0
+        padding = (ph, pw) if mode == "ints" else "valid"
+        H = draw(st.integers(max(1, span_r - 2 * ph), max(1, span_r - 2 * ph) + max_extra))
+        W = draw(st.integers(max(1, span_s - 2 * pw), max(1, span_s - 2 * pw) + max_extra))
     return dict(N=draw(st.integers(1, 2)), C=cg * groups, H=H, W=W, K=kg * groups, R=R, S=S,
-                stride=stride, padding=(ph, pw), groups=groups,
+                stride=stride, padding=padding, dilation=dilation, groups=groups,
                 bias=draw(st.booleans()), residual=draw(st.booleans()),
                 activation=draw(st.sampled_from([None, "relu"])), channels_last=draw(st.booleans()))
 
@@ -82,6 +113,21 @@ def test_conv2d_fuzz(case, device):
     run_and_compare(**case, device=device)
 
 
+@st.composite
+def view_choices(draw, names, ranks):
+    """A (kind, dim) view per argument name: every argument strided in every way over the run."""
+    return {n: (draw(st.sampled_from(VIEW_KINDS)), draw(st.integers(0, r - 1))) for n, r in zip(names, ranks)}
+
+
+@given(case=conv_cases(max_kernel=3, max_extra=3), views=view_choices(ARGS, (4, 4, 1, 4)),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_conv2d_strided_views_fuzz(case, views, dtype, device):
+    """Every tensor argument, bias included, as a sliced / offset / transposed / expanded view,
+    in float32 and float64: forward and every gradient against float64 torch."""
+    run_and_compare(**{**case, "bias": True, "residual": True, "channels_last": False}, views=views,
+                    dtype=dtype, device=device)
+
+
 @pytest.mark.parametrize("name, case", [
     ("alexnet-stem-like C=3 11x11/4", dict(N=1, C=3, H=23, W=23, K=8, R=11, S=11, stride=4, padding=2, groups=1)),
     ("resnet-stem-like C=3 7x7/2", dict(N=2, C=3, H=13, W=11, K=16, R=7, S=7, stride=2, padding=3, groups=1)),
@@ -89,9 +135,99 @@ def test_conv2d_fuzz(case, device):
     ("1x1 stride 2 (phases no tap reaches)", dict(N=2, C=16, H=9, W=8, K=24, R=1, S=1, stride=2, padding=0, groups=1)),
     ("1x1 stride 1 plain GEMM", dict(N=2, C=40, H=5, W=5, K=33, R=1, S=1, stride=1, padding=0, groups=1)),
     ("3x3 stride 3 padding 3", dict(N=1, C=17, H=6, W=7, K=5, R=3, S=3, stride=3, padding=2, groups=1)),
+    # Dilation with stride: the data-grad's phases are reached by every tap_step-th tap only.
+    ("3x3 stride 2 dilation 2 (gcd 2: half the phases untouched)",
+     dict(N=1, C=17, H=9, W=8, K=5, R=3, S=3, stride=2, padding=1, dilation=2, groups=1)),
+    ("3x2 stride (2,3) dilation (3,2), C=3 flat K",
+     dict(N=2, C=3, H=10, W=11, K=4, R=3, S=2, stride=(2, 3), padding=(2, 1), dilation=(3, 2), groups=1)),
+    ("4x4 stride 4 dilation 6", dict(N=1, C=16, H=20, W=19, K=3, R=4, S=4, stride=4, padding=0, dilation=6, groups=1)),
+    ("even kernel 'same' dilation (1,3): asymmetric padding",
+     dict(N=2, C=4, H=5, W=6, K=6, R=2, S=4, stride=1, padding="same", dilation=(1, 3), groups=2)),
+    ("'valid'", dict(N=1, C=5, H=6, W=4, K=3, R=3, S=2, stride=(1, 2), padding="valid", groups=1)),
 ])
 def test_conv2d_named_cases(name, case, device):
     run_and_compare(**case, bias=True, residual=True, activation="relu", channels_last=False, device=device)
+
+
+@pytest.mark.parametrize("arg", ARGS)
+@pytest.mark.parametrize("kind", [k for k in VIEW_KINDS if k != "dense"])
+def test_conv2d_every_argument_as_a_view(arg, kind, device):
+    """Each tensor argument alone as each kind of strided view (along its last dim, where a
+    wrong stride shows): the fuzz below mixes them, this pins every one."""
+    run_and_compare(2, 4, 5, 5, 6, 3, 2, 1, 1, 2, bias=True, residual=True, activation="relu",
+                    channels_last=False, views={arg: (kind, -1)}, device=device)
+
+
+def test_conv2d_noncontiguous_bias_regression(device):
+    """The bias is read through its stride: [0, 2, ..., 10], not [0, 1, ..., 5]."""
+    y = kernels.conv2d(torch.zeros(1, 1, 1, 1, device=device), torch.zeros(6, 1, 1, 1, device=device),
+                       torch.arange(12.0, device=device)[::2])
+    assert torch.equal(y.flatten().cpu(), torch.arange(0.0, 12.0, 2.0))
+
+
+def test_conv2d_float64(device):
+    """float64 accumulates in float64: errors at float64's roundoff, far below fp32's."""
+    run_and_compare(2, 20, 6, 5, 7, 3, 3, (2, 1), 1, 1, bias=True, residual=True, activation="relu",
+                    channels_last=True, dilation=(1, 2), dtype=torch.float64, device=device)
+
+
+def test_conv2d_unbatched(device):
+    gen = torch.Generator().manual_seed(1)
+    x, w, b = torch.randn(4, 6, 5, generator=gen), torch.randn(6, 2, 3, 3, generator=gen), torch.randn(6, generator=gen)
+    r = torch.randn(6, 6, 5, generator=gen)
+    xl, wl = x.to(device).clone().requires_grad_(), w.to(device).clone().requires_grad_()
+    y = kernels.conv2d(xl, wl, b.to(device), padding="same", groups=2, residual=r.to(device), activation="relu")
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    ref = F.relu(F.conv2d(x64, w64, b.double(), padding="same", groups=2) + r.double())
+    assert y.shape == ref.shape == (6, 6, 5)
+    assert_close(y, ref, reduction=20, name="unbatched forward")
+    g = torch.randn(ref.shape, generator=gen).double()
+    y.backward(g.to(device, y.dtype))
+    ref.backward(g)
+    assert_close(xl.grad, x64.grad, reduction=27, name="unbatched grad x")
+    assert_close(wl.grad, w64.grad, reduction=30, name="unbatched grad weight")
+
+
+@pytest.mark.parametrize("N, C", [(0, 4), (2, 0)], ids=["N=0", "C=0"])
+def test_conv2d_empty_batch_or_channels(N, C, device):
+    """torch's results: an empty output for N=0, and for C=0 an empty [N, 0, P, Q] (torch's
+    empty-input path); zero weight grads; bias grads summed over the (empty) output."""
+    x = torch.randn(N, C, 5, 4, device=device, requires_grad=True)
+    w = torch.randn(6, C // 2, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(6, device=device, requires_grad=True)
+    y = kernels.conv2d(x, w, b, padding=1, groups=2, activation="relu")
+    ref = F.relu(F.conv2d(x.detach().double(), w.detach().double(), b.detach().double(), padding=1, groups=2))
+    assert_close(y, ref, name="forward")
+    y.sum().backward()
+    assert x.grad.shape == x.shape and w.grad.shape == w.shape
+    assert_close(w.grad, torch.zeros(w.shape, dtype=torch.float64), name="grad weight")
+    expected_db = torch.zeros(6, dtype=torch.float64)  # the output is empty either way
+    assert_close(b.grad, expected_db, reduction=max(N * 20, 1), name="grad bias")
+
+
+def test_conv2d_meta_launches_nothing():
+    """Shape inference: meta in, meta out with torch's shape and our channels_last strides."""
+    x = torch.empty(2, 6, 9, 8, device="meta", requires_grad=True)
+    w = torch.empty(4, 3, 3, 2, device="meta", requires_grad=True)
+    b = torch.empty(8, device="meta")[::2]
+    for kw in (dict(stride=2, padding=1, dilation=(2, 1)), dict(padding="same", dilation=3)):
+        y = kernels.conv2d(x, w, b, groups=2, activation="relu", **kw)
+        ref = F.conv2d(x, w, b, groups=2, **kw)
+        assert y.is_meta and y.shape == ref.shape and y.dtype == ref.dtype
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        gx, gw = torch.autograd.grad(y.sum(), (x, w))
+        assert gx.is_meta and gx.shape == x.shape and gw.is_meta and gw.shape == w.shape
+    assert kernels.conv2d(x[0], w, groups=2).shape == (4, 7, 7)
+
+
+def test_module_same_padding_and_refusals(device):
+    ref = torch.nn.Conv2d(4, 6, (2, 3), padding="same", dilation=2, bias=True).to(device)
+    mod = kernels.Conv2d(4, 6, (2, 3), padding="same", dilation=2).to(device)
+    mod.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 4, 5, 7, device=device)
+    assert_close(mod(x), ref.double()(x.double()), reduction=24, name="Conv2d padding='same'")
+    with pytest.raises(ValueError, match="padding_mode must be 'zeros'"):
+        kernels.Conv2d(4, 6, 3, padding_mode="reflect")
 
 
 def test_conv2d_float16(device):
@@ -130,6 +266,9 @@ def test_tf32_follows_cudnn_flag():
     torch.backends.cudnn.allow_tf32 = False
     assert dot_precision(torch.float32) == "ieee"
     assert dot_precision(torch.float16) == "tf32"  # half inputs use the tensor cores either way
+    for flag in (True, False):  # float64 is never rounded to TF32
+        torch.backends.cudnn.allow_tf32 = flag
+        assert dot_precision(torch.float64) == "ieee"
 
 
 def test_module_state_dict_interchanges_with_nn_conv2d(device):
@@ -150,17 +289,28 @@ def _bad(**over):
 
 
 @pytest.mark.parametrize("args, kwargs, exc, words", [
-    (_bad(x=torch.randn(4, 8, 8)), {}, ValueError, "x must have 4 dimensions"),
+    (_bad(x=torch.randn(4, 8)), {}, ValueError, "x must have 3 or 4 dimensions"),
+    (_bad(x=torch.randn(2, 4, 8, 8, 1)), {}, ValueError, "x must have 3 or 4 dimensions"),
+    (_bad(x=torch.randn(2, 4, 0, 8)), {}, ValueError, "non-empty spatial"),
+    (_bad(weight=torch.randn(0, 4, 3, 3)), {}, ValueError, "at least one output channel"),
     (_bad(weight=torch.randn(6, 3, 3, 3)), {}, ValueError, "channel mismatch"),
     (_bad(weight=torch.randn(8, 4, 3, 3)), {"groups": 4}, ValueError, "channel mismatch"),
     (_bad(weight=torch.randn(5, 2, 3, 3)), {"groups": 2}, ValueError, "groups=2 must divide"),
     (_bad(weight=torch.randn(6, 4, 11, 11)), {}, ValueError, "larger than the padded input"),
     (_bad(x=torch.randint(0, 3, (2, 4, 8, 8))), {}, TypeError, "x must be float32"),
-    (_bad(weight=torch.randn(6, 4, 3, 3, dtype=torch.float64)), {}, TypeError, "weight must be float32"),
+    (_bad(weight=torch.randn(6, 4, 3, 3, dtype=torch.float64)), {}, TypeError, "weight has dtype"),
+    (_bad(x=torch.randn(2, 4, 8, 8, dtype=torch.complex64)), {}, TypeError, "x must be float32"),
+    (_bad(), {"bias": torch.randn(6, dtype=torch.float64)}, TypeError, "bias has dtype"),
+    (_bad(), {"bias": torch.randn(6, 1)}, ValueError, "bias must have 1 dimensions"),
     (_bad(weight=torch.randn(6, 4, 3, 3).half()), {}, TypeError, "weight has dtype"),
-    (_bad(), {"dilation": 2}, ValueError, "dilation"),
-    (_bad(), {"stride": 0}, ValueError, "stride"),
+    (_bad(), {"dilation": 0}, ValueError, "dilation must be >= 1"),
+    (_bad(), {"dilation": 4}, ValueError, "larger than the padded input"),
+    (_bad(), {"stride": 0}, ValueError, "stride must be >= 1"),
     (_bad(), {"padding": (1, 2, 3)}, TypeError, "padding"),
+    (_bad(), {"padding": -1}, ValueError, "padding must be non-negative"),
+    (_bad(), {"padding": "full"}, ValueError, "padding must be 'same', 'valid'"),
+    (_bad(), {"padding": "same", "stride": 2}, ValueError, "padding='same' is not supported for strided"),
+    (_bad(), {"groups": 0}, ValueError, "groups must be a positive int"),
     (_bad(), {"residual": torch.randn(2, 6, 8, 8)}, ValueError, "residual must have the output's shape"),
     (_bad(), {"bias": torch.randn(5)}, ValueError, "bias must have 6"),
     (_bad(), {"activation": "gelu"}, ValueError, "activation"),

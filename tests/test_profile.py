@@ -374,7 +374,7 @@ def test_max_rel_error_sees_nan_and_inf():
 
     ref = torch.tensor([1.0, -4.0, 2.0], dtype=torch.float64)
     assert max_rel_error(torch.tensor([1.0, -4.0, 2.5]), ref) == 0.125
-    assert max_rel_error(torch.tensor([1.0, float("nan"), 2.0]), ref) == math.inf
+    assert math.isnan(max_rel_error(torch.tensor([1.0, float("nan"), 2.0]), ref))
     assert max_rel_error(torch.tensor([float("inf"), -4.0, 2.0]), ref) == math.inf
     nan_ref = torch.tensor([float("nan"), -4.0, 2.0], dtype=torch.float64)
     assert max_rel_error(torch.tensor([float("nan"), -4.0, 3.0]), nan_ref) == 0.25

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import pandas as pd
 import pytest
 
 from reports import compare as compare_mod
@@ -230,6 +232,13 @@ def test_report_marks_errors_beyond_tolerance_and_ceilings_above_100(tmp_path):
     assert '<td class="bad">112</td>' in conv2
     assert "ceiling measurement is too low" in page
     assert "interpreter" not in page
+
+
+def test_a_nan_error_beside_a_bound_is_beyond_it():
+    frame = pd.DataFrame({"max_rel_err": [1e-3, math.nan, math.nan, 1e-3], "rel_tol": [8e-3, 8e-3, math.nan, 8e-3],
+                          "grad_max_rel_err": [math.nan, math.nan, math.nan, 0.1],
+                          "grad_rel_tol": [math.nan, math.nan, math.nan, 0.05]})
+    assert list(beyond_tolerance(frame)) == [False, True, False, True]
 
 
 def test_report_says_when_triton_rows_come_from_the_interpreter(tmp_path):

@@ -1,0 +1,302 @@
+"""Code that only a GPU would run, exercised on the interpreter.
+
+- `column_sum` with several splits (the interpreter's sizes and a GPU's block sizes and
+  split count);
+- every autotune config of every family in kernels/configs.py, forced one at a time on the
+  kernels that use it, on tiny shapes that still leave several tiles and masked edges,
+  against float64 torch (the interpreter ignores num_warps / num_stages; block sizes,
+  GROUP_M and masks are what it checks);
+- the configs a GPU prunes (shared memory, LRN tile size), and CONVBENCH_AUTOTUNE=first;
+- the `tl.dot` precision each launcher passes under torch's TF32 flags (the interpreter
+  ignores `input_precision`, so the value passed is what is checked).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import triton
+
+import kernels
+import kernels._reduce
+import kernels._utils
+import kernels.configs
+import kernels.inception
+import kernels.lrn
+from kernels._reduce import column_sum
+from kernels.configs import configs, gemm_shared_bytes, prune_by_shared_memory
+from kernels.inception import pointwise_forward, pool3_backward_, pool3_gather
+from tests.helpers import LaunchRecorder, assert_close, triton_kernels
+
+
+def _data(*shapes, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*s, generator=gen).to(dtype).double() for s in shapes]
+
+
+# --------------------------------------------------------------------------- column_sum
+@pytest.mark.parametrize("rows, cols, dtype, transpose", [
+    (1000, 5, torch.float32, False),
+    (777, 19, torch.float16, True),   # splits x column tiles, a strided (transposed) view
+])
+def test_column_sum_several_splits_interpreter_sizes(rows, cols, dtype, transpose, device):
+    (t64,) = _data((cols, rows) if transpose else (rows, cols), dtype=dtype)
+    t = t64.to(device, dtype)
+    if transpose:
+        t, t64 = t.t(), t64.t()
+    with LaunchRecorder() as rec:
+        got = column_sum(t)
+    splits = rec.launches[0].grid[1]
+    assert splits > 1 and rec.names()["_colsum_kernel"] == 2, f"expected a split pass then a final sum: {rec.launches}"
+    assert_close(got, t64.sum(0), reduction=rows, name="column_sum")
+
+
+@pytest.mark.parametrize("rows, cols", [(3001, 130), (5000, 3)])
+def test_column_sum_with_gpu_block_sizes_and_split_count(rows, cols, monkeypatch, device):
+    """The GPU's branch of the size choice (128-column blocks, 32-row blocks, 4 x 132 SMs
+    of programs) running on the interpreter."""
+    monkeypatch.setattr(kernels._reduce, "interpreting", lambda: False)
+    monkeypatch.setattr(kernels._reduce, "sm_count", lambda dev: 132)
+    (t64,) = _data((rows, cols), seed=1)
+    with LaunchRecorder() as rec:
+        got = column_sum(t64.to(device, torch.float32))
+    first = rec.launches[0]
+    grid_c = triton.cdiv(cols, min(triton.next_power_of_2(cols), 128))
+    # splits = min(rows / (8 x 32-row blocks), 4 x 132 programs / column tiles), by hand:
+    assert first.grid == (grid_c, min(triton.cdiv(rows, 256), triton.cdiv(528, grid_c)))
+    assert first.kwargs["BLOCK_R"] == 32 and first.kwargs["BLOCK_C"] == min(triton.next_power_of_2(cols), 128)
+    assert_close(got, t64.sum(0), reduction=rows, name="column_sum (GPU sizes)")
+
+
+# --------------------------------------------------------------------------- every config
+def _conv_check(x_shape, w_shape, stride, padding, groups, device, seed):
+    """conv2d + bias + ReLU forward and every gradient against float64 torch."""
+    N = x_shape[0]
+    K, CG, R, S = w_shape
+    x64, w64, b64 = _data(x_shape, w_shape, (K,), seed=seed)
+    leaves = [t.to(device, torch.float32).requires_grad_() for t in (x64, w64, b64)]
+    leaves64 = [t.clone().requires_grad_() for t in (x64, w64, b64)]
+    y = kernels.conv2d(*leaves, stride, padding, 1, groups, activation="relu")
+    ref = F.relu(F.conv2d(*leaves64, stride, padding, 1, groups))
+    (gy64,) = _data(ref.shape, seed=seed + 1)
+    y.backward(gy64.to(device, torch.float32))
+    ref.backward(gy64)
+    P, Q = ref.shape[2:]
+    assert_close(y, ref, reduction=CG * R * S + 2, name="conv forward")
+    assert_close(leaves[0].grad, leaves64[0].grad, reduction=K // groups * R * S, name="conv grad x")
+    assert_close(leaves[1].grad, leaves64[1].grad, reduction=N * P * Q, name="conv grad weight")
+    assert_close(leaves[2].grad, leaves64[2].grad, reduction=N * P * Q, name="conv grad bias")
+
+
+def run_conv(device):
+    # C=3 stem: the flattened-K loop, 4 stride phases in data-grad, M = 50 output pixels.
+    _conv_check((2, 3, 9, 9), (20, 3, 3, 3), 2, 1, 1, device, seed=2)
+    # 17 channels per group: the tap-by-tap loop with a masked channel block; 2 groups,
+    # 40 filters per group (2 column tiles at BLOCK_N 32), M = 84 (2 row tiles at 64).
+    _conv_check((2, 34, 6, 7), (80, 17, 3, 3), 1, 1, 2, device, seed=3)
+
+
+def run_pointwise(device):
+    """Fused 1x1 GEMM with its split store, and the pool-projection variant (3x3/1/1
+    max-pool while loading, argmax codes kept) with the gather and scatter that read them."""
+    x64, w64, b64 = _data((2, 20, 5, 6), (49, 20), (49,), seed=4)
+    x, w, b = (t.to(device, torch.float32) for t in (x64, w64, b64))
+    x = x.to(memory_format=torch.channels_last)
+    out_a = torch.empty(2, 12, 5, 6, device=device).to(memory_format=torch.channels_last)
+    out_b = torch.empty(2, 37, 5, 6, device=device).to(memory_format=torch.channels_last)
+    pointwise_forward(x, w, b, out_a=out_a, out_b=out_b, n_a=12)
+    ref = F.relu(F.conv2d(x64, w64[:, :, None, None], b64))
+    assert_close(torch.cat([out_a, out_b], 1), ref, reduction=21, name="fused 1x1")
+
+    argmax = torch.empty(2, 20, 5, 6, dtype=torch.int8, device=device).to(memory_format=torch.channels_last)
+    y = pointwise_forward(x, w, b, pool3=True, argmax=argmax)
+    pooled64 = F.max_pool2d(x64, 3, 1, 1)
+    assert_close(y, F.relu(F.conv2d(pooled64, w64[:, :, None, None], b64)), reduction=21, name="pool projection")
+    assert torch.equal(pool3_gather(x, argmax).double().cpu(), pooled64), "argmax codes do not gather the max"
+
+
+def run_add_relu(device):
+    # 9102 elements: 2 to 9 programs at BLOCK 8192 .. 1024, the last one masked.
+    x64, r64, g64 = _data((2, 3, 37, 41), (2, 3, 37, 41), (2, 3, 37, 41), seed=5)
+    x, r = (t.to(device, torch.float32).requires_grad_() for t in (x64, r64))
+    y = kernels.add_relu(x, r)
+    y.backward(g64.to(device, torch.float32))
+    assert_close(y, F.relu(x64 + r64), name="add_relu")
+    assert_close(x.grad, g64 * (x64 + r64 > 0), name="add_relu grad")
+
+
+def run_lrn(device):
+    # 143 positions per image: 1 to 18 programs at BLOCK_P 128 .. 8, the last one masked.
+    x64, g64 = _data((2, 11, 13, 11), (2, 11, 13, 11), seed=6)
+    x = x64.to(device, torch.float32).requires_grad_()
+    y = kernels.local_response_norm(x, 5, 1.5, 0.75, 2.0)
+    y.backward(g64.to(device, torch.float32))
+    x64.requires_grad_()
+    ref = F.local_response_norm(x64, 5, 1.5, 0.75, 2.0)
+    ref.backward(g64)
+    assert_close(y, ref, reduction=5, name="lrn")
+    assert_close(x.grad, x64.grad, reduction=10, name="lrn grad")
+
+
+# Every autotuned kernel, the family of configs it draws from, and the run that exercises it.
+AUTOTUNED = {
+    "_conv_fwd_kernel": ("conv_gemm", run_conv),
+    "_conv_dgrad_kernel": ("conv_gemm", run_conv),
+    "_pointwise_fwd_kernel": ("conv_gemm", run_pointwise),
+    "_conv_wgrad_kernel": ("conv_wgrad", run_conv),
+    "_add_relu_fwd_kernel": ("mem_bound", run_add_relu),
+    "_relu_grad_kernel": ("mem_bound", run_add_relu),
+    "_lrn_fwd_kernel": ("lrn", run_lrn),
+    "_lrn_bwd_kernel": ("lrn", run_lrn),
+}
+FAMILIES = kernels.configs._GPU
+
+
+def _autotuners() -> dict:
+    from triton.runtime.autotuner import Autotuner
+
+    return {name: obj for name, obj in triton_kernels().items() if isinstance(obj, Autotuner)}
+
+
+def test_every_autotuned_kernel_is_covered_here():
+    """A new autotuned kernel must join AUTOTUNED, or its GPU configs go untested."""
+    found = _autotuners()
+    assert set(found) == set(AUTOTUNED), f"autotuned kernels {sorted(found)} vs covered {sorted(AUTOTUNED)}"
+    for name, tuner in found.items():
+        family = AUTOTUNED[name][0]
+        assert tuner.configs is configs(family), f"{name} does not draw its configs from family {family!r}"
+
+
+def _force(monkeypatch, kernel: str, config: triton.Config) -> list[dict]:
+    """Make `kernel` launch with `config` only; returns the meta-parameters of each launch."""
+    tuner = _autotuners()[kernel]
+    seen = []
+    inner = tuner.fn.run
+
+    def run(*args, **kwargs):
+        seen.append(kwargs)
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(tuner, "configs", [config])
+    monkeypatch.setattr(tuner.fn, "run", run)
+    return seen
+
+
+@pytest.mark.parametrize("family, index", [(f, i) for f, cfgs in FAMILIES.items() for i in range(len(cfgs))])
+def test_every_gpu_config_gives_the_right_answer(family, index, monkeypatch, device):
+    config = FAMILIES[family][index]
+    if family.startswith("conv") and device == "cuda":
+        need, limit = gemm_shared_bytes(config, 4), kernels.configs._shared_limit(torch.device(device))
+        if need > limit:
+            pytest.skip(f"the GPU prunes {config} for fp32 ({need} bytes of shared memory > {limit})")
+    users = [name for name, (fam, _) in AUTOTUNED.items() if fam == family]
+    launches = {name: _force(monkeypatch, name, config) for name in users}
+    for run in dict.fromkeys(AUTOTUNED[name][1] for name in users):  # each run once
+        run(device)
+    for name, seen in launches.items():
+        assert seen, f"{name} never launched under {config}"
+        for kwargs in seen:
+            assert {k: kwargs[k] for k in config.kwargs} == config.kwargs, f"{name} ran {kwargs}, not {config}"
+
+
+# --------------------------------------------------------------------------- GPU-side pruning
+H100_SHARED = 232448  # bytes of shared memory per block on sm_90 (227 KB)
+
+
+def test_gemm_configs_pruned_by_shared_memory(monkeypatch):
+    monkeypatch.setattr(kernels.configs, "_shared_limit", lambda device: H100_SHARED)
+    cfgs = FAMILIES["conv_gemm"]
+    # stages x (BLOCK_M x BLOCK_K + BLOCK_K x BLOCK_N) x bytes, by hand for fp32:
+    # 128x256x64 and 256x128x64 at 3 stages: 3 x (8192 + 16384) x 4 = 294,912 > 232,448.
+    assert gemm_shared_bytes(cfgs[1], 4) == 294_912 and gemm_shared_bytes(cfgs[0], 4) == 196_608
+    kept32 = prune_by_shared_memory(cfgs, {"x_ptr": torch.empty(1)})
+    assert kept32 == [c for i, c in enumerate(cfgs) if i not in (1, 2)]
+    kept16 = prune_by_shared_memory(cfgs, {"x_ptr": torch.empty(1, dtype=torch.float16)})
+    assert kept16 == cfgs  # 147,456 bytes at most
+    monkeypatch.setattr(kernels.configs, "_shared_limit", lambda device: 1024)
+    smallest = prune_by_shared_memory(cfgs, {"x_ptr": torch.empty(1)})
+    assert smallest == [cfgs[-1]]  # none fits: the smallest (64x32x32, 5 stages: 61,440 bytes)
+
+
+@pytest.mark.parametrize("block_c, kept_p", [(16, [8, 16, 32, 32, 64, 128]), (256, [8, 16, 32, 32, 64]),
+                                              (1024, [8, 16]), (16384, [8])])
+def test_lrn_tiles_pruned_to_16k_elements(block_c, kept_p):
+    kept = kernels.lrn._prune_tiles(FAMILIES["lrn"], {}, BLOCK_C=block_c)
+    assert [c.kwargs["BLOCK_P"] for c in kept] == kept_p
+
+
+def test_autotune_first_keeps_the_first_gpu_config(monkeypatch):
+    monkeypatch.setattr(kernels.configs, "interpreting", lambda: False)
+    monkeypatch.setenv("CONVBENCH_AUTOTUNE", "first")
+    assert all(configs(f) == FAMILIES[f][:1] for f in FAMILIES)
+    monkeypatch.setenv("CONVBENCH_AUTOTUNE", "full")
+    assert all(configs(f) is FAMILIES[f] for f in FAMILIES)
+
+
+def test_pool3_route_with_gpu_block_sizes(monkeypatch, device):
+    """The max-pool gather / scatter at the GPU's 64 x 64 blocks (2 channel tiles here)."""
+    x64, g64 = _data((2, 70, 4, 5), (2, 70, 4, 5), seed=7)
+    x = x64.to(device, torch.float32).to(memory_format=torch.channels_last)
+    argmax = torch.empty(x.shape, dtype=torch.int8, device=device).to(memory_format=torch.channels_last)
+    pointwise_forward(x, torch.zeros(1, 70, device=device), None, pool3=True, argmax=argmax)
+    monkeypatch.setattr(kernels.inception, "interpreting", lambda: False)
+    with LaunchRecorder() as rec:
+        pooled = pool3_gather(x, argmax)
+        dx = pool3_backward_(torch.zeros_like(x), g64.to(device, torch.float32), argmax)
+    assert {(launch.kwargs["BLOCK_P"], launch.kwargs["BLOCK_C"]) for launch in rec.launches} == {(64, 64)}
+    x64.requires_grad_()
+    ref = F.max_pool2d(x64, 3, 1, 1)
+    ref.backward(g64)
+    assert torch.equal(pooled.double().cpu(), ref.detach())
+    assert_close(dx, x64.grad, reduction=9, name="max-pool grad")
+
+
+# --------------------------------------------------------------------------- dot precision
+def _precisions(dtype, device) -> dict:
+    """kernel name -> the set of DOT_PRECISION values its launches were given, for one conv
+    forward + backward and one fused 1x1 forward + backward (recorded, not run)."""
+    x = torch.randn(2, 4, 5, 5, device=device, dtype=dtype, requires_grad=True)
+    w = torch.randn(6, 4, 3, 3, device=device, dtype=dtype, requires_grad=True)
+    w1 = torch.randn(3, 4, 1, 1, device=device, dtype=dtype, requires_grad=True)
+    with LaunchRecorder(execute=False) as rec:
+        kernels.conv2d(x, w, padding=1).sum().backward()
+        kernels.inception_1x1(x, [w1, w1])[0].sum().backward()
+    out = {}
+    for launch in rec.launches:
+        if "DOT_PRECISION" in launch.kwargs:
+            out.setdefault(launch.name, set()).add(launch.kwargs["DOT_PRECISION"])
+    return out
+
+
+GEMMS = {"_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv_wgrad_kernel", "_pointwise_fwd_kernel"}
+
+
+@pytest.mark.parametrize("dtype, cudnn_tf32, matmul_tf32, expected", [
+    (torch.float32, True, False, "tf32"),   # torch's rule for convs: cudnn.allow_tf32 decides,
+    (torch.float32, False, True, "ieee"),   # the matmul flag does not
+    (torch.float16, True, False, "tf32"),   # half inputs: tensor cores either way
+    (torch.float16, False, False, "tf32"),
+])
+def test_dot_precision_each_launcher_passes(dtype, cudnn_tf32, matmul_tf32, expected, device):
+    torch.backends.cudnn.allow_tf32 = cudnn_tf32
+    torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+    got = _precisions(dtype, device)
+    assert set(got) == GEMMS, f"GEMM launches with a DOT_PRECISION: {sorted(got)}"
+    assert all(v == {expected} for v in got.values()), f"expected {expected!r} everywhere, got {got}"
+
+
+# --------------------------------------------------------------------------- test flags
+def test_device_tests_compare_in_ieee_fp32(device):
+    """tests/conftest.py: a test on `device` that is not gpu-marked runs without TF32."""
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert kernels._utils.dot_precision(torch.float32) == "ieee"
+
+
+def test_tests_without_device_keep_torchs_default():
+    assert torch.backends.cudnn.allow_tf32  # torch's default, left alone
+
+
+@pytest.mark.gpu
+def test_gpu_marked_tests_keep_torchs_default(device):
+    assert torch.backends.cudnn.allow_tf32

@@ -1,0 +1,204 @@
+"""The triton backend runs our kernels, and no torch convolution, LRN or Inception path.
+
+A net's training forward and backward run under a dispatch-level recorder of aten ops and a
+recorder of Triton kernel launches (tests/helpers.py). Checked:
+- no aten op of a torch convolution (convolution, its backward, cudnn / mkldnn / slow_conv,
+  im2col), of torch's LRN (F.local_response_norm's avg_pool3d) or of the torch Inception
+  path (its stride-1 max-pool before the pool projection) runs, forward or backward;
+- every conv, LRN, add+ReLU module and Inception block the net calls launches its Triton
+  kernel during that call;
+- backward launches one data-grad and one weight-grad GEMM per forward GEMM and one LRN
+  backward per LRN forward, and every parameter gets a gradient.
+
+AlexNet runs its kernels for real on the interpreter. The other nets record the launches
+without running them (outputs stay uninitialized): what is checked is where each layer
+dispatches, and the interpreter's arithmetic for GoogLeNet and ResNet would cost minutes;
+their numbers are checked by the kernel tests and tests/test_nets.py. The same checks on the
+torch backend, and on a triton model that `convert` did not (fully) swap, must fail: the
+negative controls below.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import kernels
+import nets
+import nets.layers
+from nets import recipe
+from nets.googlenet import Inception
+from tests.helpers import LaunchRecorder
+
+# aten ops that only a torch convolution, torch LRN or torch im2col path would run.
+FORBIDDEN_OPS = re.compile(r"conv|cudnn|mkldnn|miopen|im2col|col2im|avg_pool3d")
+
+
+class OpRecorder(TorchDispatchMode):
+    """Counts every aten op (forward and autograd's backward) and notes stride-1 max-pools."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: Counter = Counter()
+        self.stride1_pools = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        self.ops[name] += 1
+        if name in ("aten.max_pool2d", "aten.max_pool2d_with_indices"):
+            kernel, stride = list(args[1]), list(args[2]) if len(args) > 2 else []
+            if (stride or kernel) in ([1], [1, 1]):
+                self.stride1_pools += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _forward_kernel(module: nn.Module) -> str | None:
+    """The Triton kernel a module of the triton backend must launch in its forward."""
+    if isinstance(module, Inception):
+        return "_pointwise_fwd_kernel"
+    if isinstance(module, nn.Conv2d):
+        return "_conv_fwd_kernel"
+    if isinstance(module, nn.LocalResponseNorm):
+        return "_lrn_fwd_kernel"
+    if isinstance(module, (nets.layers.TorchAddReLU, kernels.AddReLU)):
+        return "_add_relu_fwd_kernel"
+    return None
+
+
+def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, execute: bool) -> list[str]:
+    """Run one training forward + backward of `model` on `device` and list every way it
+    strays from our kernels (empty when the whole net ran on them)."""
+    torch.manual_seed(0)
+    model = model.to(device)
+    x = torch.randn(batch, 3, image_size, image_size, device=device, requires_grad=True)
+    target = torch.randint(0, 10, (batch,), device=device)
+    inception_parts = {id(m) for block in model.modules() if isinstance(block, Inception)
+                       for m in block.modules() if m is not block}
+    # Every module that must launch a kernel, except an Inception block's branch modules
+    # (the fused block uses their parameters without calling them).
+    expected = {name for name, m in model.named_modules()
+                if _forward_kernel(m) is not None and id(m) not in inception_parts}
+    problems, starts, called = [], {}, set()
+
+    def before(name):
+        starts[name] = len(rec.launches)
+
+    def after(module, name):
+        called.add(name)
+        want = _forward_kernel(module)
+        if rec.names(starts[name])[want] == 0:
+            problems.append(f"{name} ({type(module).__name__}) launched no {want}")
+
+    handles = []
+    for name, m in model.named_modules():
+        if _forward_kernel(m) is not None:
+            handles.append(m.register_forward_pre_hook(lambda mod, args, name=name: before(name)))
+            handles.append(m.register_forward_hook(lambda mod, args, out, name=name: after(mod, name)))
+    try:
+        with LaunchRecorder(execute=execute) as rec, OpRecorder() as rec_ops:
+            out = model(x)
+            n_forward = len(rec.launches)
+            recipe.loss(out, target).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    fwd, bwd = rec.names(0) - rec.names(n_forward), rec.names(n_forward)
+
+    problems += [f"{op} ran {n}x" for op, n in sorted(rec_ops.ops.items()) if FORBIDDEN_OPS.search(op)]
+    if rec_ops.stride1_pools:
+        problems.append(f"{rec_ops.stride1_pools} stride-1 max-pools ran in torch (the torch Inception path)")
+    problems += [f"{name} was never called" for name in sorted(expected - called)]
+    gemms = fwd["_conv_fwd_kernel"] + fwd["_pointwise_fwd_kernel"]
+    for kernel in ("_conv_dgrad_kernel", "_conv_wgrad_kernel"):
+        if bwd[kernel] != gemms:
+            problems.append(f"backward launched {kernel} {bwd[kernel]}x for {gemms} forward GEMMs")
+    if bwd["_lrn_bwd_kernel"] != fwd["_lrn_fwd_kernel"]:
+        problems.append(f"backward launched _lrn_bwd_kernel {bwd['_lrn_bwd_kernel']}x "
+                        f"for {fwd['_lrn_fwd_kernel']} LRN forwards")
+    if bwd["_relu_grad_kernel"] < fwd["_add_relu_fwd_kernel"]:
+        problems.append(f"backward launched _relu_grad_kernel {bwd['_relu_grad_kernel']}x "
+                        f"for {fwd['_add_relu_fwd_kernel']} add+ReLU forwards")
+    problems += [f"{name} got no gradient" for name, p in model.named_parameters() if p.grad is None]
+    return problems
+
+
+# (arch, image size, batch, run the kernels for real): the smallest inputs each net takes in
+# training (GoogLeNet's aux heads need 14x14 at 4a, hence 224; ResNet's BatchNorm needs
+# more than one value per channel at layer4, hence batch 2).
+NETS = {
+    "alexnet": (63, 1, True),
+    "googlenet": (224, 1, False),
+    "resnet18": (32, 2, False),
+    "resnet50": (32, 2, False),
+}
+
+
+def _triton_model(arch: str, how: str) -> nn.Module:
+    if how == "build":
+        model = nets.build(arch, "triton", num_classes=10)
+    else:
+        model = nets.layers.convert(nets.build(arch, "torch", num_classes=10), "triton")
+    return model.train()
+
+
+@pytest.mark.parametrize("how", ["convert", "build"])
+@pytest.mark.parametrize("arch", sorted(NETS))
+def test_triton_backend_runs_only_our_kernels(arch, how, device):
+    size, batch, execute = NETS[arch]
+    if execute and how == "build":
+        execute = False  # one real interpreter run per net is enough (the convert path)
+    problems = dispatch_problems(_triton_model(arch, how), size, batch, device, execute=execute)
+    assert not problems, f"{arch} ({how}) strays from our kernels:\n" + "\n".join(problems)
+
+
+# --------------------------------------------------------------------------- negative controls
+@pytest.mark.parametrize("arch, must_see", [
+    ("alexnet", ["aten.convolution ran", "aten.convolution_backward ran", "aten.avg_pool3d ran",
+                 "features.norm1 (LocalResponseNorm) launched no _lrn_fwd_kernel"]),
+    ("googlenet", ["aten.convolution ran", "stride-1 max-pools ran in torch",
+                   "inception3a (Inception) launched no _pointwise_fwd_kernel"]),
+    ("resnet18", ["aten.convolution_backward ran",
+                  "layer1.0.add_relu (TorchAddReLU) launched no _add_relu_fwd_kernel"]),
+])
+def test_the_check_sees_the_torch_backend(arch, must_see, device):
+    size, batch, _ = NETS[arch]
+    problems = dispatch_problems(nets.build(arch, "torch", num_classes=10).train(), size, batch, device,
+                                 execute=False)
+    text = "\n".join(problems)
+    for words in must_see:
+        assert words in text, f"the check missed {words!r} on the torch backend; it found:\n{text}"
+
+
+def _swap_nothing(model, backend):
+    return copy.deepcopy(model)
+
+
+@pytest.mark.parametrize("arch, patch, must_see", [
+    # convert() that swaps no module: every layer stays on torch.
+    ("googlenet", lambda mp: mp.setattr(nets.layers, "convert", _swap_nothing),
+     ["aten.convolution ran", "aten.avg_pool3d ran", "stride-1 max-pools ran"]),
+    # convert() that forgets one layer kind: LRN, or the add+ReLU of the residual blocks.
+    ("alexnet", lambda mp: mp.setattr(nets.layers, "_PAIRS", [p for p in nets.layers._PAIRS
+                                                               if p[0] is not nn.LocalResponseNorm]),
+     ["aten.avg_pool3d ran", "features.norm2 (LocalResponseNorm) launched no _lrn_fwd_kernel"]),
+    ("resnet18", lambda mp: mp.setattr(nets.layers, "_PAIRS", [p for p in nets.layers._PAIRS
+                                                                if p[0] is not nets.layers.TorchAddReLU]),
+     ["layer4.1.add_relu (TorchAddReLU) launched no _add_relu_fwd_kernel"]),
+    # The triton layer set running Inception blocks branch by branch (torch pool + cat).
+    ("googlenet", lambda mp: mp.setattr(nets.layers.TritonLayers, "inception",
+                                        staticmethod(nets.layers._torch_inception_unfused)),
+     ["stride-1 max-pools ran", "inception5b (Inception) launched no _pointwise_fwd_kernel"]),
+])
+def test_the_check_fails_when_convert_leaves_torch_layers(arch, patch, must_see, monkeypatch, device):
+    patch(monkeypatch)
+    size, batch, _ = NETS[arch]
+    problems = dispatch_problems(_triton_model(arch, "convert"), size, batch, device, execute=False)
+    text = "\n".join(problems)
+    for words in must_see:
+        assert words in text, f"the check missed {words!r}; it found:\n{text}"
