@@ -260,20 +260,27 @@ def profile_network(run: Run, arch, backend, mode, model, x, y, flops_total) -> 
     run.bar.set_postfix_str(f"{arch}/{backend}/{mode} whole network")
 
     def timed(pass_, fn, flops, first_call: bool, peak: bool):
-        entry["status"] = "failed"
-        with _recorded(run, arch, backend, mode, NETWORK, pass_, op="network"):
+        """Time one whole-network pass; its row, or its failure's row. Returns fn if it ran."""
+        main = pass_ == main_pass(mode)
+        try:
             start = time.perf_counter()
             fn()
             first = time.perf_counter() - start
             peak_bytes = _peak_bytes(run, fn) if peak else None
             t = run.timed_row(arch, backend, mode, NETWORK, pass_, fn, flops=flops, images=batch,
                               extra={"op": "network", "peak_bytes": peak_bytes})
-            if pass_ == main_pass(mode):
-                entry.update(status="ok", ms=t.ms, images_per_s=batch / (t.ms * 1e-3), peak_bytes=peak_bytes)
-            if first_call:
-                entry["first_call_s"] = first
-            return fn
-        return None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # recorded, not swallowed: the row carries the error
+            status = run.failure_row(arch, backend, mode, NETWORK, pass_, exc, op="network")
+            if main:
+                entry["status"] = status
+            return None
+        if main:
+            entry.update(status="ok", ms=t.ms, images_per_s=batch / (t.ms * 1e-3), peak_bytes=peak_bytes)
+        if first_call:
+            entry["first_call_s"] = first
+        return fn
 
     if mode == "infer":
         with torch.inference_mode():
@@ -287,9 +294,11 @@ def profile_network(run: Run, arch, backend, mode, model, x, y, flops_total) -> 
 
     timed("fwd+bwd", fwd_bwd, fwd_flops + bwd_flops, first_call=True, peak=False)
     run.bar.update(1)
-    opt = None
-    with _recorded(run, arch, backend, mode, NETWORK, "train_step", op="network"):
+    try:
         opt = recipe.optimizer(model, arch, batch_size=batch)
+    except Exception as exc:  # recorded: the training step's row carries the error
+        entry["status"] = run.failure_row(arch, backend, mode, NETWORK, "train_step", exc, op="network")
+        opt = None
     if opt is not None:
         step = timed("train_step", lambda: recipe.train_step(net, opt, x, y), fwd_flops + bwd_flops,
                      first_call=False, peak=True)
