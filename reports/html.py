@@ -234,7 +234,11 @@ def _kernels_section(kernels: pd.DataFrame, top: int = 3) -> str:
     if kernels.empty:
         return ""
     rows = []
-    for key, group in kernels.groupby(["arch", "mode", "layer", "backend", "pass"], sort=False):
+    # Each layer's backends side by side (e.g. cuDNN's kernel beside ours), layers in run order.
+    order = {layer: i for i, layer in enumerate(dict.fromkeys(kernels.layer))}
+    kernels = kernels.assign(_order=kernels.layer.map(order)).sort_values(["arch", "mode", "_order", "pass"],
+                                                                           kind="stable")
+    for key, group in kernels.groupby(["arch", "mode", "layer", "pass", "backend"], sort=False):
         group = group.sort_values("us", ascending=False)
         shown = [f"{_e(_short(r.kernel))} {_fmt(100 * r.share, 2) if r.share == r.share else '?'}%"
                  for r in group.head(top).itertuples()]
@@ -251,7 +255,7 @@ def _kernels_section(kernels: pd.DataFrame, top: int = 3) -> str:
                  "e.g. mkldnn vs a native loop) and Python outside any op. Under the Triton interpreter a "
                  "row named <code>triton KERNEL</code> is that kernel run as Python: interpreter time, "
                  "not kernel time.</p>")
-    return ("<h2>Kernels per layer</h2>" + _table(["arch", "mode", "layer", "backend", "pass", "kernels (share)",
+    return ("<h2>Kernels per layer</h2>" + _table(["arch", "mode", "layer", "pass", "backend", "kernels (share)",
                                                    "source"], rows, left=7) + note)
 
 

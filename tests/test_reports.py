@@ -274,6 +274,18 @@ def test_compare_refuses_unlike_runs(tmp_path, capsys):
         assert not (tmp_path / name / "compare.html").exists()
 
 
+def test_compare_unreadable_input_is_a_one_line_error(tmp_path, capsys):
+    write_run(tmp_path / "a")
+    write_run(tmp_path / "b")
+    (tmp_path / "b" / "summary.json").write_text("{not json")
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert "summary.json is not valid JSON" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "a" / "results.csv").write_text("")
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 1
+    assert "no such folder" in capsys.readouterr().err
+
+
 def test_compare_warns_about_every_field_that_differs(tmp_path, capsys):
     write_run(tmp_path / "a")
     write_run(tmp_path / "b", env={"gpu": "NVIDIA H200", "torch": "2.11.0", "triton": "3.7.0"},
