@@ -108,7 +108,8 @@ def run(benchmark, env: BenchEnv, case: Case, provider: str, pass_: str) -> None
         m = derive(t.ms, flops=None if nbytes else count_flops(case, pass_, env), nbytes=nbytes,
                    ceilings=env.ceilings, dtype=env.dtype_name, baseline_ms=base.ms)
         info.update(median_ms=t.ms, p20_ms=t.p20, p80_ms=t.p80, tflops=m["tflops"], gbps=m["gbps"],
-                    pct_peak=m["pct_peak"], ceiling=m["ceiling"], speedup_vs_torch=m["speedup"])
+                    pct_peak=m["pct_peak"], ceiling=m["ceiling"], ceiling_value=m["ceiling_value"],
+                    ceiling_unit=m["ceiling_unit"], speedup_vs_torch=m["speedup"])
     benchmark.group = f"{case.kernel} {case.name} {pass_}"
     benchmark.extra_info.update(info)
     benchmark(synchronized(fn, env.device))

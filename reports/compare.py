@@ -1,8 +1,13 @@
-"""python -m reports.compare A B [--out DIR]: how run B differs from run A.
+"""python -m reports.compare A B [--run-a ID] [--run-b ID] [--out DIR]: how run B differs
+from run A, like with like only.
 
-Per layer, pass and backend: B's median over A's, marked "within noise" when the two runs'
-20-80 percentile bands overlap; per backend: images/s ratio. Writes DIR/compare.html
-(default: B/compare.html) and prints the path.
+A and B are results folders (their latest run, or the one named; when A and B are the same
+folder, A defaults to the run before the latest) or runs' own folders. Rows are matched on
+arch, mode, layer, pass, backend, dtype, batch size and image size; nothing in common is an
+error. Every configuration or environment field that differs between the runs is warned
+about (stderr and the page). Per layer: B's median over A's, "within noise" when the runs'
+20-80 percentile bands overlap; whole network: B's images/s over A's. Writes
+DIR/compare.html (default: in B's run folder) and prints its path.
 """
 
 from __future__ import annotations
@@ -14,38 +19,89 @@ from pathlib import Path
 import pandas as pd
 
 from .html import CSS, _e, _fmt, _table
-from .schema import NETWORK, load_results, load_summary
+from .schema import NETWORK, RUNS, ResultFileError, list_runs, load_results, load_summary, run_dir
 
-KEYS = ["arch", "backend", "mode", "layer", "pass"]
+KEYS = ["arch", "mode", "layer", "pass", "backend", "dtype", "batch_size", "image_size"]
+# Summary fields that do not make two runs unlike.
+IGNORED = {"env.date", "env.command", "config.out"}
 
 
 def compare_frames(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """One row per key present in both runs: ms of each, ratio B/A, and a noise verdict."""
+    """One row per key present (status ok) in both runs: each run's ms, band and images/s,
+    B's ms over A's, B's speedup, and a noise verdict."""
     a, b = a[a.status == "ok"], b[b.status == "ok"]
     cols = [*KEYS, "ms", "ms_p20", "ms_p80", "images_per_s"]
     merged = a[cols].merge(b[cols], on=KEYS, suffixes=("_a", "_b"))
     merged["ratio"] = merged.ms_b / merged.ms_a
-    overlap = (merged.ms_p20_b <= merged.ms_p80_a) & (merged.ms_p20_a <= merged.ms_p80_b)
-    merged["verdict"] = "within noise"
-    merged.loc[~overlap & (merged.ratio < 1), "verdict"] = "faster"
-    merged.loc[~overlap & (merged.ratio > 1), "verdict"] = "slower"
+    merged["speedup"] = speedup(merged)
+    merged["verdict"] = verdict(merged)
     return merged
 
 
-def build_compare(dir_a: Path, dir_b: Path, out_dir: Path) -> Path:
-    cmp = compare_frames(load_results(dir_a), load_results(dir_b))
-    env_a, env_b = load_summary(dir_a).get("env", {}), load_summary(dir_b).get("env", {})
+def speedup(merged: pd.DataFrame) -> pd.Series:
+    """How many times faster B is: images/s B / A for whole-network rows (throughput is what a
+    network row measures), ms A / B for layer rows."""
+    by_images = merged.images_per_s_b / merged.images_per_s_a
+    by_ms = merged.ms_a / merged.ms_b
+    return by_images.where(merged.layer == NETWORK, by_ms)
+
+
+def verdict(merged: pd.DataFrame) -> pd.Series:
+    """'within noise' when the 20-80 percentile bands overlap, else 'faster' or 'slower'."""
+    overlap = (merged.ms_p20_b <= merged.ms_p80_a) & (merged.ms_p20_a <= merged.ms_p80_b)
+    out = pd.Series("within noise", index=merged.index)
+    out[~overlap & (merged.ratio < 1)] = "faster"
+    out[~overlap & (merged.ratio > 1)] = "slower"
+    return out
+
+
+def _flatten(d, prefix="") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def differences(summary_a: dict, summary_b: dict) -> list[tuple[str, object, object]]:
+    """(field, A's value, B's value) for every environment and configuration field that
+    differs between the runs (measured ceilings, dates and commands excepted)."""
+    fa = _flatten({"env": summary_a.get("env"), "config": summary_a.get("config")})
+    fb = _flatten({"env": summary_b.get("env"), "config": summary_b.get("config")})
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
+            if k not in IGNORED and fa.get(k) != fb.get(k)]
+
+
+def _describe(frame: pd.DataFrame) -> str:
+    keys = frame[["arch", "mode", "backend", "dtype", "batch_size", "image_size"]].drop_duplicates()
+    return "; ".join(f"{r.arch}/{r.mode}/{r.backend} {r.dtype} batch {r.batch_size:g} image {r.image_size:g}"
+                     for r in keys.itertuples()) or "no rows"
+
+
+def build_compare(dir_a: Path, dir_b: Path, out_dir: Path, warnings: list[str]) -> Path:
+    frame_a, frame_b = load_results(dir_a), load_results(dir_b)
+    cmp = compare_frames(frame_a, frame_b)
+    if cmp.empty:
+        ok_a, ok_b = frame_a[frame_a.status == "ok"], frame_b[frame_b.status == "ok"]
+        raise ResultFileError(f"nothing to compare: no measured row of A ({_describe(ok_a)}) matches one of "
+                              f"B ({_describe(ok_b)}) on {', '.join(KEYS)}")
+    sum_a, sum_b = load_summary(dir_a), load_summary(dir_b)
+    env_a, env_b = sum_a.get("env", {}), sum_b.get("env", {})
     where = lambda env: _e(f"{env.get('gpu') or env.get('cpu')}, {env.get('date', '')}")
     parts = [f"<h1>convbench comparison</h1><p>A: <code>{_e(dir_a)}</code> ({where(env_a)})<br>"
              f"B: <code>{_e(dir_b)}</code> ({where(env_b)})</p>"]
-    if env_a.get("gpu") != env_b.get("gpu"):
-        parts.append('<p class="banner">The two runs were measured on different devices.</p>')
+    parts += [f'<p class="banner">{_e(w)}</p>' for w in warnings]
     net = cmp[cmp.layer == NETWORK]
     if not net.empty:
-        rows = [[_e(r.arch), _e(r.backend), _e(r["mode"]), _e(r["pass"]), _fmt(r.images_per_s_a),
-                 _fmt(r.images_per_s_b), _fmt(1 / r.ratio) + "x", _e(r.verdict)] for _, r in net.iterrows()]
+        rows = [[_e(r.arch), _e(r.backend), _e(r["mode"]), _e(r["pass"]), _e(r.dtype), _fmt(r.batch_size),
+                 _fmt(r.images_per_s_a), _fmt(r.images_per_s_b), _fmt(r.speedup) + "x", _e(r.verdict)]
+                for _, r in net.iterrows()]
         parts.append("<h2>Whole network</h2>" + _table(
-            ["arch", "backend", "mode", "pass", "A images/s", "B images/s", "B speedup", "verdict"], rows, left=4))
+            ["arch", "backend", "mode", "pass", "dtype", "batch", "A images/s", "B images/s", "B speedup",
+             "verdict"], rows, left=5))
     layers = cmp[cmp.layer != NETWORK]
     if not layers.empty:
         rows, classes = [], []
@@ -56,7 +112,8 @@ def build_compare(dir_a: Path, dir_b: Path, out_dir: Path) -> Path:
         parts.append("<h2>Per layer (B ms / A ms)</h2>" + _table(
             ["arch", "backend", "mode", "layer", "pass", "A ms", "B ms", "ratio", "verdict"], rows, left=5,
             classes=classes))
-        parts.append('<p class="note">within noise: the runs\' 20th-80th percentile bands overlap.</p>')
+    parts.append('<p class="note">Rows are matched on ' + ", ".join(KEYS) + ". within noise: the runs' 20th-80th "
+                 "percentile bands overlap. Whole-network speedups are images/s ratios.</p>")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "compare.html"
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>convbench comparison</title>"
@@ -64,16 +121,44 @@ def build_compare(dir_a: Path, dir_b: Path, out_dir: Path) -> Path:
     return path
 
 
+def pick_runs(a: Path, b: Path, run_a: str | None, run_b: str | None) -> tuple[Path, Path]:
+    """The two run folders; the same results folder without ids means its last two runs."""
+    dir_b = run_dir(b, run_b)
+    if run_a is None and a.resolve() == b.resolve() and (a / RUNS).is_dir():
+        ids = list_runs(a)
+        earlier = [i for i in ids if i < dir_b.name]
+        if not earlier:
+            raise ResultFileError(f"{a} holds no run before {dir_b.name} to compare it with (give --run-a)")
+        return run_dir(a, earlier[-1]), dir_b
+    dir_a = run_dir(a, run_a)
+    if dir_a.resolve() == dir_b.resolve():
+        raise ResultFileError(f"A and B are the same run ({dir_a.name}); name two runs with --run-a / --run-b")
+    return dir_a, dir_b
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reports.compare", description=__doc__.split("\n\n")[0])
-    p.add_argument("a", type=Path)
-    p.add_argument("b", type=Path)
-    p.add_argument("--out", type=Path, default=None)
+    p = Parser(prog="python -m reports.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("a", type=Path, help="results folder (or run folder) of the baseline run A")
+    p.add_argument("b", type=Path, help="results folder (or run folder) of run B")
+    p.add_argument("--run-a", default=None, help="run id in A (default: the latest; the one before B's if A is B)")
+    p.add_argument("--run-b", default=None, help="run id in B (default: the latest)")
+    p.add_argument("--out", type=Path, default=None, help="where compare.html goes (default: B's run folder)")
     args = p.parse_args(argv)
-    for d in (args.a, args.b):
-        if not (d / "results.csv").exists():
-            p.error(f"{d} has no results.csv")
-    print(build_compare(args.a, args.b, args.out or args.b))
+    try:
+        dir_a, dir_b = pick_runs(args.a, args.b, args.run_a, args.run_b)
+        warnings = [f"A and B differ in {k}: {va!r} vs {vb!r}"
+                    for k, va, vb in differences(load_summary(dir_a), load_summary(dir_b))]
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(build_compare(dir_a, dir_b, args.out or dir_b, warnings))
+    except (ResultFileError, OSError) as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

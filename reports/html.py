@@ -1,5 +1,7 @@
-"""`build_report(DIR)`: DIR/report.html and its PNGs from DIR/results.csv + summary.json
-(and optionally a pytest-benchmark JSON). One folder, relative links, no JavaScript."""
+"""`build_report(DIR)`: a run's report.html and its PNGs, in the run's own folder, from its
+results.csv, kernels.csv and summary.json (and optionally a pytest-benchmark JSON). DIR is a
+results folder (its latest run, or `run_id`) or a run's folder. One folder, relative links,
+no JavaScript."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import charts
-from .schema import NETWORK, REPORT_HTML, load_results, load_summary
+from .schema import NETWORK, REPORT_HTML, beyond_tolerance, load_kernels, load_results, load_summary, run_dir
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
@@ -110,7 +112,7 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
     order = list(dict.fromkeys(layers.layer))
     cell = {(r.layer, r.backend, r["pass"]): r for _, r in layers.iterrows()}
     header = ["layer", "op"] + [f"{b} {p} ms" for b in backends for p in passes] + \
-        [f"{b} % peak" for b in backends] + ["fastest"]
+        [f"{b} % peak" for b in backends] + [f"{b} max rel err" for b in backends] + ["fastest"]
     body, classes = [], []
     best_total = {p: 0.0 for p in passes}
     wins: dict[str, int] = {}
@@ -135,8 +137,13 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
                     fastest.setdefault(p, []).append((r.ms, b))
         for b in backends:
             r = cell.get((layer, b, "fwd"))
-            row.append(_fmt(r.pct_peak, 2) if r is not None and r.status == "ok" else "")
-            cls.append("")
+            ok = r is not None and r.status == "ok"
+            row.append(_fmt(r.pct_peak, 2) if ok else "")
+            cls.append("bad" if ok and over_ceiling(r.pct_peak) else "")
+        for b in backends:
+            text, bad = _error_cell([cell.get((layer, b, p)) for p in passes])
+            row.append(text)
+            cls.append("bad" if bad else "")
         total_by_backend: dict[str, float] = {}
         for p, lst in fastest.items():
             best_total[p] += min(lst)[0]
@@ -157,7 +164,8 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
     # Summary rows: sum of layers, the whole network, their difference, the oracle.
     net = {(r.backend, r["pass"]): r for _, r in rows_df[rows_df.layer == NETWORK].iterrows()}
     net_pass = "fwd+bwd" if mode == "train" else "fwd"
-    sum_row = ["sum of layers", ""] + [_fmt(sums[(b, p)]) for b in backends for p in passes] + [""] * len(backends)
+    sum_row = ["sum of layers", ""] + [_fmt(sums[(b, p)]) for b in backends for p in passes] + \
+        [""] * (2 * len(backends))
     sum_row.append("")
     net_row = [f"whole network ({net_pass})", ""]
     gap_row = ["launch + gap cost (network - sum)", ""]
@@ -167,9 +175,10 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
         net_row += [_fmt(r.ms) if ok else (_e(r.status.upper()) if r is not None else "")] + [""] * (len(passes) - 1)
         gap = r.ms - sum(sums[(b, p)] for p in passes) if ok else None
         gap_row += [_fmt(gap)] + [""] * (len(passes) - 1)
-    net_row += [""] * (len(backends) + 1)
-    gap_row += [""] * (len(backends) + 1)
-    oracle = ["oracle (fastest backend per layer)", ""] + [""] * (len(backends) * len(passes)) + [""] * len(backends)
+    net_row += [""] * (2 * len(backends) + 1)
+    gap_row += [""] * (2 * len(backends) + 1)
+    oracle = ["oracle (fastest backend per layer)", ""] + [""] * (len(backends) * len(passes)) + \
+        [""] * (2 * len(backends))
     oracle.append(f"{_fmt(sum(best_total.values()))} ms; wins: " + ", ".join(f"{b} {n}" for b, n in wins.items()))
     body += [sum_row, net_row, gap_row, oracle]
     classes += [[""] * len(header)] * 4
@@ -178,7 +187,105 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
                      row_classes=[""] * (len(body) - 4) + ["sum"] * 4)
             + '<p class="note">Each layer replayed in isolation on its captured input (forward; backward '
               "alone, from a retained graph). An Inception block is one unit: the Triton backend runs it "
-              "as one fused set of kernels. Green: the backend with the lowest total for that layer.</p>")
+              "as one fused set of kernels. Green: the backend with the lowest total for that layer. "
+              "max rel err: max |out - ref| / max |ref| of the output (train: / of the worst gradient) "
+              "against the reference on the same input; red when beyond the bound derived from the dtype. "
+              "A % of peak above 100 (red) means the measured ceiling is too low: a ceiling measurement "
+              "problem, not a fast layer.</p>")
+
+
+def over_ceiling(pct_peak) -> bool:
+    """A % of the measured ceiling above 100: the ceiling, not the layer, is wrong."""
+    return pct_peak == pct_peak and pct_peak is not None and pct_peak > 100
+
+
+def _error_cell(rows) -> tuple[str, bool]:
+    """'output / gradient' max relative errors of a layer's rows, and whether any is beyond
+    its bound (a NaN error beside a bound shows as nan)."""
+    rows = [r for r in rows if r is not None and r.status == "ok"]
+    if not rows:
+        return "", False
+
+    def first(err, tol):
+        for r in rows:
+            if r[tol] == r[tol]:
+                return f"{r[err]:.2g}" if r[err] == r[err] else "nan"
+        return None
+
+    text = " / ".join(v for v in (first("max_rel_err", "rel_tol"), first("grad_max_rel_err", "grad_rel_tol")) if v)
+    return _e(text), bool(beyond_tolerance(pd.DataFrame(rows)).any())
+
+
+def _tolerance_section(frame: pd.DataFrame) -> str:
+    bad = frame[beyond_tolerance(frame)]
+    if bad.empty:
+        return ""
+    rows = [[_e(r.arch), _e(r.backend), _e(r["mode"]), _e(r.layer), _e(r["pass"]), _fmt(r.max_rel_err),
+             _fmt(r.rel_tol), _fmt(r.grad_max_rel_err), _fmt(r.grad_rel_tol), _e(r.reference)]
+            for _, r in bad.iterrows()]
+    return ("<h2>Beyond tolerance</h2>" + _table(
+        ["arch", "backend", "mode", "layer", "pass", "output err", "bound", "gradient err", "bound", "reference"],
+        rows, left=5) + '<p class="note">Errors are max |out - ref| / max |ref|; the bound is atol + rtol of '
+        "the dtype's derived tolerance at the layer's reduction length.</p>")
+
+
+def _kernels_section(kernels: pd.DataFrame, top: int = 3) -> str:
+    """Per arch, mode, layer, backend and pass: the kernels that took most of its time."""
+    if kernels.empty:
+        return ""
+    rows = []
+    # Each layer's backends side by side (e.g. cuDNN's kernel beside ours), layers in run order.
+    order = {layer: i for i, layer in enumerate(dict.fromkeys(kernels.layer))}
+    kernels = kernels.assign(_order=kernels.layer.map(order)).sort_values(["arch", "mode", "_order", "pass"],
+                                                                           kind="stable")
+    for key, group in kernels.groupby(["arch", "mode", "layer", "pass", "backend"], sort=False):
+        group = group.sort_values("us", ascending=False)
+        shown = [f"{_e(_short(r.kernel))} {_fmt(100 * r.share, 2) if r.share == r.share else '?'}%"
+                 for r in group.head(top).itertuples()]
+        rest = len(group) - top
+        rows.append([*(_e(k) for k in key), "<br>".join(shown) + (f"<br>+{rest} more" if rest > 0 else ""),
+                     _e(group.source.iloc[0])])
+    on_cpu = (kernels.source == "cpu ops").any()
+    note = ('<p class="note">Device kernels: every GPU kernel the replay launched, share of their summed '
+            "device time (cuDNN names carry the tile shape; Triton kernels appear under their function "
+            "name).</p>")
+    if on_cpu:
+        note += ('<p class="note">cpu ops: there are no device kernels on a CPU. The shares split the CPU '
+                 "time of the replay among the ATen ops under it by self time (which ATen CPU path ran, "
+                 "e.g. mkldnn vs a native loop) and Python outside any op. Under the Triton interpreter a "
+                 "row named <code>triton KERNEL</code> is that kernel run as Python: interpreter time, "
+                 "not kernel time.</p>")
+    return ("<h2>Kernels per layer</h2>" + _table(["arch", "mode", "layer", "pass", "backend", "kernels (share)",
+                                                   "source"], rows, left=7) + note)
+
+
+def _short(name: str, limit: int = 90) -> str:
+    return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
+def _banners(frame: pd.DataFrame, summary: dict) -> list[str]:
+    out = []
+    if summary.get("interrupted"):
+        out.append(f"This run was interrupted ({summary.get('stopped_by', 'Ctrl-C')}): the tables hold the rows "
+                   "measured before it stopped.")
+    elif summary and not summary.get("finished", True):
+        out.append("This run did not finish (killed, or still running): the tables hold the rows written so far.")
+    if not summary:
+        out.append("This run has no summary.json (killed before writing it): no environment or ceilings.")
+    if frame.attrs.get("truncated"):
+        out.append("results.csv ends mid-line (the run was killed while writing a row): that partial row is "
+                   "left out.")
+    interp = frame[(frame.backend == "triton") & frame.device.astype(str).str.contains("interpreter")]
+    if not interp.empty:
+        out.append("The triton rows come from a CPU: Triton's interpreter ran the kernels as Python. They show "
+                   "the kernels run and how correct they are; their times are not kernel times.")
+    if (frame.pct_peak > 100).any():
+        out.append("Some rows exceed 100% of the measured ceiling: the ceiling measurement is too low for them "
+                   "(on a CPU, the matmul it ran is a poor ceiling), not the layers faster than the device.")
+    n_bad = int(beyond_tolerance(frame).sum())
+    if n_bad:
+        out.append(f"{n_bad} rows are beyond their error tolerance (see 'Beyond tolerance').")
+    return [f'<p class="banner">{_e(text)}</p>' for text in out]
 
 
 def _failures(frame: pd.DataFrame) -> str:
@@ -218,37 +325,38 @@ def _kernel_section(bench: pd.DataFrame, out_dir: Path) -> str:
                          "max rel err"], rows, left=2)
 
 
-def build_report(out_dir: str | Path, *, benchmark_json: str | Path | None = None) -> Path:
-    """Write DIR/report.html (+ PNGs beside it) from DIR's result files; returns its path."""
-    out_dir = Path(out_dir)
-    frame = load_results(out_dir)
-    summary = load_summary(out_dir)
+def build_report(out_dir: str | Path, *, run_id: str | None = None, benchmark_json: str | Path | None = None) -> Path:
+    """Write the run's report.html (+ PNGs beside it, in the run's folder); returns its path."""
+    folder = run_dir(out_dir, run_id)
+    frame = load_results(folder)
+    summary = load_summary(folder)
+    kernels = load_kernels(folder)
     dtype = frame.dtype.iloc[0] if len(frame) else "float32"
-    parts = [f"<h1>convbench report</h1><p class='note'>run {_e(summary.get('run_id', ''))}</p>"]
-    if summary.get("interrupted"):
-        parts.append('<p class="banner">This run was interrupted: the tables hold the rows measured '
-                     "before it stopped.</p>")
+    parts = [f"<h1>convbench report</h1><p class='note'>run {_e(summary.get('run_id', folder.name))}</p>"]
+    parts += _banners(frame, summary)
     parts.append(_env_section(summary))
     parts.append(_headline(frame))
-    png = charts.throughput(frame, out_dir)
+    png = charts.throughput(frame, folder)
     if png:
         parts.append(f'<img src="{_e(png)}" alt="throughput by backend">')
     for arch in dict.fromkeys(frame.arch):
         parts.append(f"<h2>{_e(arch)}</h2>")
         for mode in dict.fromkeys(frame[frame.arch == arch]["mode"]):
             parts.append(_layer_section(frame, arch, mode))
-            for png in (charts.layer_latency(frame, arch, mode, out_dir),
-                        charts.roofline(frame, summary.get("ceilings") or {}, dtype, arch, mode, out_dir)):
+            for png in (charts.layer_latency(frame, arch, mode, folder),
+                        charts.roofline(frame, summary.get("ceilings") or {}, dtype, arch, mode, folder)):
                 if png:
                     parts.append(f'<img src="{_e(png)}" alt="{_e(png[:-4])}">')
-        png = charts.memory(frame, arch, out_dir)
+        png = charts.memory(frame, arch, folder)
         if png:
             parts.append(f'<img src="{_e(png)}" alt="per-layer memory">')
+    parts.append(_tolerance_section(frame))
+    parts.append(_kernels_section(kernels))
     parts.append(_failures(frame))
     if benchmark_json:
-        parts.append(_kernel_section(load_benchmark_json(benchmark_json), out_dir))
+        parts.append(_kernel_section(load_benchmark_json(benchmark_json), folder))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>convbench report</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
-    path = out_dir / REPORT_HTML
+    path = folder / REPORT_HTML
     path.write_text(page)
     return path

@@ -1,4 +1,5 @@
-"""Shared test helpers: the float64 reference comparison and its tolerance table.
+"""Shared test helpers: the float64 reference comparison; its tolerance table lives in
+`benchmarks.tolerance` (the profiler derives its per-row error bounds from the same function).
 
 Tolerances are derived from each dtype's unit roundoff, not tuned to make tests pass:
 the output is rounded once (rtol), and the fp32 accumulator plus any rounding of the
@@ -13,41 +14,11 @@ drop-in tests pass for every tensor argument.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-# Unit roundoff u = 2**-(mantissa bits + 1) of each dtype, and of TF32 dot inputs.
-ROUNDOFF = {
-    torch.float64: 2.0**-53,
-    torch.float32: 2.0**-24,
-    "tf32": 2.0**-11,
-    torch.float16: 2.0**-11,
-    torch.bfloat16: 2.0**-8,
-}
-_FP32 = 2.0**-24
+from benchmarks.tolerance import _FP32, ROUNDOFF, tolerance  # noqa: F401 (the tests' table)
+
 VIEW_KINDS = ("dense", "sliced", "offset", "transposed", "expanded")
-
-
-def tolerance(dtype: torch.dtype, reduction: int = 1, *, tf32: bool = False) -> tuple[float, float]:
-    """Return (atol, rtol) for a `dtype` result against a float64 reference computed from
-    the same (already rounded) inputs.
-
-    Every kernel accumulates in fp32 (float64 in float64) and rounds its result once to `dtype`:
-      rtol = 2u                                the final rounding (u = dtype's roundoff)
-      atol = u                                 the same rounding near zero, unit-scale terms
-           + 16 * ua * sqrt(K) * log2(K+1)      accumulation of K unit-scale products, ua the
-                                               accumulator's roundoff (2**-24, or 2**-53)
-           + 4 * 2**-11 * sqrt(K)               (tf32 only) both dot inputs rounded to TF32
-    Products of half inputs are exact in fp32, so half dtypes add no input term.
-    """
-    u = ROUNDOFF[dtype]
-    k = max(int(reduction), 1)
-    acc = ROUNDOFF[torch.float64] if dtype == torch.float64 else _FP32
-    atol = u + 16 * acc * math.sqrt(k) * math.log2(k + 1)
-    if tf32 and dtype == torch.float32:
-        atol += 4 * ROUNDOFF["tf32"] * math.sqrt(k)
-    return atol, 2 * u
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, reduction: int = 1,

@@ -19,7 +19,7 @@ import torch
 import triton.testing
 from torch import nn
 
-from benchmarks import ceilings, metrics, profile, timing
+from benchmarks import ceilings, measure, metrics, timing
 from benchmarks.timing import Timing
 
 # Per-run times in ms, unsorted, one slow outlier: median 3, mean 22.
@@ -88,7 +88,7 @@ def test_tflops_and_percent_of_matmul_peak():
     m = metrics.derive(4.0, flops=2e12, ceilings=CEILINGS, dtype="float32")
     assert m["tflops"] == pytest.approx(500.0, rel=1e-12)
     assert m["pct_peak"] == pytest.approx(62.5, rel=1e-12)
-    assert m["ceiling"] == "measured float32 matmul 800 TFLOP/s"
+    assert (m["ceiling"], m["ceiling_value"], m["ceiling_unit"]) == ("measured float32 matmul", 800.0, "TFLOP/s")
     assert m["gbps"] is None and m["speedup"] is None
     # bf16 rows are held to the bf16 peak: 500 / 1600 = 31.25 %.
     assert metrics.derive(4.0, flops=2e12, ceilings=CEILINGS, dtype="bfloat16")["pct_peak"] == pytest.approx(31.25)
@@ -99,7 +99,7 @@ def test_gbps_and_percent_of_copy_bandwidth():
     m = metrics.derive(2.0, nbytes=3e9, ceilings=CEILINGS, dtype="float32")
     assert m["gbps"] == pytest.approx(1500.0, rel=1e-12)
     assert m["pct_peak"] == pytest.approx(50.0, rel=1e-12)
-    assert m["ceiling"] == "measured copy 3000 GB/s"
+    assert (m["ceiling"], m["ceiling_value"], m["ceiling_unit"]) == ("measured copy", 3000.0, "GB/s")
     assert m["tflops"] is None
 
 
@@ -120,7 +120,8 @@ def test_speedup_is_baseline_time_over_our_time():
 @pytest.mark.parametrize("ms", [0.0, -1.0, float("nan"), None])
 def test_no_rates_without_a_valid_time(ms):
     assert metrics.derive(ms, flops=1e12, nbytes=1e9, ceilings=CEILINGS, baseline_ms=1.0) == {
-        "tflops": None, "gbps": None, "pct_peak": None, "ceiling": None, "speedup": None}
+        "tflops": None, "gbps": None, "pct_peak": None, "ceiling": None, "ceiling_value": None,
+        "ceiling_unit": None, "speedup": None}
 
 
 def test_no_percent_without_that_ceiling():
@@ -157,18 +158,20 @@ class _Rows:
         self.rows.append(row)
 
 
-def _run(monkeypatch, ms=8.0, p20=7.5, p80=9.0, batch=32) -> profile.Run:
-    monkeypatch.setattr(profile, "measure", lambda fn, device, **kw: Timing(ms, p20, p80))
-    args = argparse.Namespace(dtype="fp32", batch_size=batch, rep_ms=10, trace=False)
-    return profile.Run(args=args, device=torch.device("cpu"), writer=_Rows(), ceilings=CEILINGS,
-                       run_id="r1", bar=types.SimpleNamespace(set_postfix_str=lambda s: None, update=lambda n: None))
+def _run(monkeypatch, ms=8.0, p20=7.5, p80=9.0, batch=32) -> measure.Run:
+    monkeypatch.setattr(measure, "measure", lambda fn, device, **kw: Timing(ms, p20, p80))
+    args = argparse.Namespace(dtype="fp32", batch_size=batch, image_size=2, rep_ms=10, trace=False,
+                              attribution=False)
+    return measure.Run(args=args, device=torch.device("cpu"), store=types.SimpleNamespace(results=_Rows(), run_id="r1"),
+                       ceilings=CEILINGS,
+                       bar=types.SimpleNamespace(set_postfix_str=lambda s: None, update=lambda n: None))
 
 
 def test_profiler_row_numbers(monkeypatch):
     run = _run(monkeypatch)
     run.timed_row("alexnet", "torch", "train", "features.conv1", "fwd", lambda: None,
                   flops=4e9, nbytes=2e9, images=32)
-    (row,) = run.writer.rows
+    (row,) = run.store.results.rows
     assert (row["ms"], row["ms_p20"], row["ms_p80"]) == (8.0, 7.5, 9.0)
     assert row["gflop"] == pytest.approx(4.0) and row["gbytes"] == pytest.approx(2.0)
     assert row["tflops"] == pytest.approx(0.5, rel=1e-12)      # 4e9 / 0.008 s = 5e11 FLOP/s
@@ -182,10 +185,9 @@ def test_profiler_network_images_per_second(mode, monkeypatch):
     run = _run(monkeypatch, ms=16.0, batch=4)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
     x, y = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 3])
-    entry = profile.profile_network(run, "alexnet", "torch", mode, model, x, y, (1e9, 2e9))
-    key = "infer_images_per_s" if mode == "infer" else "images_per_s"
-    assert entry[key] == pytest.approx(250.0, rel=1e-12)  # 4 images / 0.016 s
-    rows = {row["pass"]: row for row in run.writer.rows}
+    entry = measure.profile_network(run, "alexnet", "torch", mode, model, x, y, (1e9, 2e9))
+    assert entry["images_per_s"] == pytest.approx(250.0, rel=1e-12)  # 4 images / 0.016 s
+    rows = {row["pass"]: row for row in run.store.results.rows}
     assert all("status" not in row for row in rows.values()), rows
     for row in rows.values():
         assert row["ms"] == 16.0 and row["images_per_s"] == pytest.approx(250.0, rel=1e-12)

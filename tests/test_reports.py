@@ -3,31 +3,47 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import pandas as pd
 import pytest
 
 from reports import compare as compare_mod
 from reports.__main__ import main as reports_main
 from reports.html import build_report
-from reports.schema import NETWORK, ResultWriter, load_results, write_summary
+from reports.schema import (
+    NETWORK,
+    RUNS,
+    KernelWriter,
+    ResultFileError,
+    ResultWriter,
+    beyond_tolerance,
+    list_runs,
+    load_results,
+    run_dir,
+    write_summary,
+)
 
 LAYERS = [("features.conv1", "conv11x11/4+bias+relu", 0.42, 0.004), ("features.norm1", "lrn(size=5)", None, 0.02),
           ("features.conv2", "conv5x5/1 g2+bias+relu", 0.9, 0.006), ("classifier.fc6", "linear", 0.15, 0.15)]
 
 
 def write_run(out: Path, *, scale=1.0, interrupted=False, oom_backend="compile", failed_layer="features.norm1",
-              spread=0.02):
-    """A two-mode run with three backends: one backend OOMs its training step, one layer fails."""
+              spread=0.02, batch=128, dtype="bfloat16", arch="alexnet", device="cuda", wrong_layer=None,
+              pct_peak=10.0, env=None, config=None):
+    """A two-mode run with three backends: one backend OOMs its training step, one layer fails.
+    `wrong_layer`: the triton backend's error there is beyond its bound."""
     with ResultWriter(out) as w:
         for mode in ("train", "infer"):
             for b, speed in (("torch", 1.0), ("compile", 1.3), ("triton", 1.6)):
-                common = dict(run_id="r1", arch="alexnet", backend=b, dtype="bfloat16", batch_size=128, mode=mode,
-                              device="cuda")
+                common = dict(run_id="r1", arch=arch, backend=b, dtype=dtype, batch_size=batch, image_size=224,
+                              mode=mode, device=device + (" (triton interpreter)" if b == "triton" and device == "cpu"
+                                                          else ""))
                 for layer, op, gflop, gbytes in LAYERS:
                     for p in (("fwd", "bwd") if mode == "train" else ("fwd",)):
                         if b == "triton" and layer == failed_layer and p == "bwd":
@@ -35,11 +51,15 @@ def write_run(out: Path, *, scale=1.0, interrupted=False, oom_backend="compile",
                                     error="RuntimeError: synthetic failure")
                             continue
                         ms = scale * (0.1 + (gflop or 0.05)) / speed * (2 if p == "bwd" else 1)
+                        err = 0.05 if (b == "triton" and layer == wrong_layer) else 1e-3
+                        grads = dict(grad_max_rel_err=2e-3, grad_rel_tol=1.6e-2) if p == "bwd" else {}
                         w.write(**common, layer=layer, op=op, kernel="k", **{"pass": p}, ms=ms,
                                 ms_p20=ms * (1 - spread), ms_p80=ms * (1 + spread), gflop=gflop,
                                 tflops=gflop / ms if gflop else None, gbytes=gbytes, gbps=gbytes / ms * 1e3,
-                                pct_peak=10.0 * speed, act_bytes=2**22, saved_bytes=2**21 if mode == "train" else None,
-                                param_bytes=2**20)
+                                pct_peak=pct_peak * speed, act_bytes=2**22,
+                                saved_bytes=2**21 if mode == "train" else None, param_bytes=2**20,
+                                max_rel_err=err, rel_tol=8e-3, reference="float32 IEEE cuDNN/ATen (TF32 off)",
+                                **grads)
                 net_passes = ("fwd+bwd", "train_step") if mode == "train" else ("fwd",)
                 for p in net_passes:
                     if b == oom_backend and p == "train_step":
@@ -48,11 +68,12 @@ def write_run(out: Path, *, scale=1.0, interrupted=False, oom_backend="compile",
                         continue
                     ms = scale * 20.0 / speed
                     w.write(**common, layer=NETWORK, op="network", **{"pass": p}, ms=ms, ms_p20=ms * 0.98,
-                            ms_p80=ms * 1.02, images_per_s=128 / (ms * 1e-3), gflop=100.0,
+                            ms_p80=ms * 1.02, images_per_s=batch / (ms * 1e-3), gflop=100.0,
                             peak_bytes=3 * 2**30 if p == "train_step" else None)
-    write_summary(out, {"run_id": "r1", "interrupted": interrupted,
-                        "env": {"gpu": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "triton": "3.6.0",
-                                "date": "2026-11-27T00:00:00+00:00", "command": "python -m benchmarks.profile"},
+    write_summary(out, {"run_id": "r1", "interrupted": interrupted, "finished": not interrupted,
+                        "env": env or {"gpu": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "triton": "3.6.0",
+                                       "date": "2026-11-27T00:00:00+00:00", "command": "python -m benchmarks.profile"},
+                        "config": config or {"batch_size": batch, "rep_ms": 100.0, "out": str(out)},
                         "ceilings": {"matmul_tflops": {"bfloat16": 800.0}, "copy_gbps": 3000.0,
                                      "datasheet": {"matmul_tflops": {"bfloat16": 989.0}, "copy_tbps": 3.35}}})
 
@@ -137,9 +158,169 @@ def test_cli_rebuilds_report(tmp_path, capsys):
     write_run(tmp_path)
     assert reports_main([str(tmp_path)]) == 0
     assert (tmp_path / "report.html").exists()
-    with pytest.raises(SystemExit):
-        reports_main([str(tmp_path / "nowhere")])
-    assert "has no results.csv" in capsys.readouterr().err
+    assert reports_main([str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert "nowhere: no such folder" in err and len(err.strip().splitlines()) == 1
+
+
+def _runs(tmp_path, *ids, **kw) -> Path:
+    """A results folder holding runs `ids` (oldest first)."""
+    for i, run_id in enumerate(ids):
+        write_run(tmp_path / RUNS / run_id, scale=1.0 / (i + 1), **kw)
+    return tmp_path
+
+
+def test_store_layout_latest_and_by_id(tmp_path):
+    out = _runs(tmp_path, "20261127-100000.000-aaaaaa", "20261127-110000.000-bbbbbb")
+    assert list_runs(out) == ["20261127-100000.000-aaaaaa", "20261127-110000.000-bbbbbb"]
+    assert run_dir(out).name.endswith("bbbbbb")
+    assert run_dir(out, "20261127-10").name.endswith("aaaaaa"), "a unique prefix names a run"
+    with pytest.raises(ResultFileError, match="has no run '2025'"):
+        run_dir(out, "2025")
+    with pytest.raises(ResultFileError, match="ambiguous"):
+        run_dir(out, "20261127")
+    with pytest.raises(ResultFileError, match="holds no runs"):
+        run_dir(tmp_path / RUNS / "20261127-100000.000-aaaaaa" / "..")  # the runs folder itself
+    assert reports_main([str(out), "--run", "20261127-10"]) == 0
+    assert (out / RUNS / "20261127-100000.000-aaaaaa" / "report.html").exists()
+    assert not (out / RUNS / "20261127-110000.000-bbbbbb" / "report.html").exists()
+
+
+def test_written_csv_has_lf_line_ends(tmp_path):
+    write_run(tmp_path)
+    raw = (tmp_path / "results.csv").read_bytes()
+    assert b"\r" not in raw and raw.endswith(b"\n")
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: (d / "results.csv").write_text(""), "is empty (not even a header)"),
+    (lambda d: (d / "results.csv").write_text("a,b\n1,2\n"), "lacks columns"),
+    (lambda d: (d / "summary.json").write_text('{"run_id": "r1", "env": {'), "summary.json is not valid JSON"),
+    (lambda d: (d / "summary.json").write_text("[1, 2]"), "not a run summary object"),
+    (lambda d: (d / "results.csv").write_bytes(b"\xff\xfe\x00garbage"), "results.csv"),
+])
+def test_unreadable_inputs_are_one_line_errors(tmp_path, capsys, damage, words):
+    write_run(tmp_path)
+    damage(tmp_path)
+    assert reports_main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_csv_cut_mid_line_is_reported_as_truncated(tmp_path):
+    write_run(tmp_path)
+    raw = (tmp_path / "results.csv").read_bytes()
+    whole = load_results(tmp_path)
+    (tmp_path / "results.csv").write_bytes(raw[: raw.rfind(b"\n", 0, len(raw) - 1) + 25])  # 24 bytes of a row
+    frame = load_results(tmp_path)
+    assert frame.attrs["truncated"] and len(frame) == len(whole) - 1
+    assert frame.equals(whole.iloc[:-1])
+    page = build_report(tmp_path).read_text()
+    assert "results.csv ends mid-line" in page
+    assert not load_results(_runs(tmp_path / "other", "r")).attrs["truncated"]
+
+
+def test_report_marks_errors_beyond_tolerance_and_ceilings_above_100(tmp_path):
+    write_run(tmp_path, wrong_layer="features.conv2", pct_peak=70.0)  # triton: 1.6 x 70 = 112%
+    frame = load_results(tmp_path)
+    bad = frame[beyond_tolerance(frame)]
+    assert set(zip(bad.backend, bad.layer)) == {("triton", "features.conv2")} and len(bad) == 3
+    page = build_report(tmp_path).read_text()
+    assert "Beyond tolerance" in page and "3 rows are beyond their error tolerance" in page
+    conv2 = re.search(r"<tr><td class=\"l\">features.conv2</td>.*?</tr>", page).group(0)
+    assert '<td class="bad">0.05 / 0.002</td>' in conv2  # triton, train: output / gradient error
+    assert '<td class="bad">112</td>' in conv2
+    assert "ceiling measurement is too low" in page
+    assert "interpreter" not in page
+
+
+def test_a_nan_error_beside_a_bound_is_beyond_it():
+    frame = pd.DataFrame({"max_rel_err": [1e-3, math.nan, math.nan, 1e-3], "rel_tol": [8e-3, 8e-3, math.nan, 8e-3],
+                          "grad_max_rel_err": [math.nan, math.nan, math.nan, 0.1],
+                          "grad_rel_tol": [math.nan, math.nan, math.nan, 0.05]})
+    assert list(beyond_tolerance(frame)) == [False, True, False, True]
+
+
+def test_report_says_when_triton_rows_come_from_the_interpreter(tmp_path):
+    write_run(tmp_path, device="cpu")
+    page = build_report(tmp_path).read_text()
+    assert "Triton&#x27;s interpreter ran the kernels as Python" in page
+
+
+def test_report_shows_kernels_per_layer(tmp_path):
+    write_run(tmp_path)
+    with KernelWriter(tmp_path) as w:
+        key = dict(run_id="r1", arch="alexnet", mode="train", layer="features.conv1", **{"pass": "fwd"})
+        w.write(**key, backend="torch", kernel="sm90_xmma_fprop_implicit_gemm_bf16_tilesize128x128x64", calls=1,
+                us=30.0, share=0.75, source="device kernels")
+        w.write(**key, backend="torch", kernel="bias_relu_kernel", calls=1, us=10.0, share=0.25,
+                source="device kernels")
+        w.write(**key, backend="triton", kernel="_conv_fwd_kernel", calls=1, us=25.0, share=1.0,
+                source="device kernels")
+    page = build_report(tmp_path).read_text()
+    assert "Kernels per layer" in page and "tilesize128x128x64 75%" in page and "_conv_fwd_kernel 100%" in page
+    assert "no device kernels on a CPU" not in page
+
+
+# --------------------------------------------------------------------------- compare
+def test_compare_refuses_unlike_runs(tmp_path, capsys):
+    write_run(tmp_path / "a")
+    for name, kw in (("batch", {"batch": 64}), ("dtype", {"dtype": "float16"}), ("arch", {"arch": "googlenet"})):
+        write_run(tmp_path / name, **kw)
+        assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / name)]) == 1, name
+        err = capsys.readouterr().err
+        assert "nothing to compare" in err and "Traceback" not in err
+        assert [line for line in err.splitlines() if not line.startswith("warning:")] == [err.splitlines()[-1]]
+        assert not (tmp_path / name / "compare.html").exists()
+
+
+def test_compare_unreadable_input_is_a_one_line_error(tmp_path, capsys):
+    write_run(tmp_path / "a")
+    write_run(tmp_path / "b")
+    (tmp_path / "b" / "summary.json").write_text("{not json")
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert "summary.json is not valid JSON" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "a" / "results.csv").write_text("")
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 1
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_compare_warns_about_every_field_that_differs(tmp_path, capsys):
+    write_run(tmp_path / "a")
+    write_run(tmp_path / "b", env={"gpu": "NVIDIA H200", "torch": "2.11.0", "triton": "3.7.0"},
+              config={"batch_size": 128, "rep_ms": 40.0, "out": "elsewhere"})
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    fields = {w.split(" differ in ")[1].split(":")[0] for w in warnings}
+    assert fields == {"env.gpu", "env.triton", "config.rep_ms"}  # not date, command or out
+    page = (tmp_path / "b" / "compare.html").read_text()
+    assert "env.gpu: &#x27;NVIDIA H100 80GB HBM3&#x27; vs &#x27;NVIDIA H200&#x27;" in page
+
+
+def test_compare_whole_network_speedup_comes_from_images_per_s(tmp_path):
+    write_run(tmp_path / "a")
+    write_run(tmp_path / "b")
+    a, b = load_results(tmp_path / "a"), load_results(tmp_path / "b")
+    net = b.layer == NETWORK
+    b.loc[net, "images_per_s"] *= 2  # throughput doubled at the same median ms
+    cmp = compare_mod.compare_frames(a, b)
+    assert (cmp[cmp.layer == NETWORK].speedup == 2).all()
+    assert (cmp[cmp.layer != NETWORK].speedup == 1).all()
+    assert set(compare_mod.KEYS) >= {"arch", "mode", "layer", "pass", "backend", "dtype", "batch_size"}
+
+
+def test_compare_in_one_folder_takes_its_last_two_runs(tmp_path, capsys):
+    out = _runs(tmp_path, "20261127-100000.000-aaaaaa", "20261127-110000.000-bbbbbb", "20261127-120000.000-cccccc")
+    assert compare_mod.main([str(out), str(out)]) == 0
+    page = (out / RUNS / "20261127-120000.000-cccccc" / "compare.html").read_text()
+    assert "bbbbbb" in page and "aaaaaa" not in page
+    assert compare_mod.main([str(out), str(out), "--run-a", "20261127-10", "--run-b", "20261127-11"]) == 0
+    assert compare_mod.main([str(out), str(out), "--run-a", "20261127-12"]) == 1
+    assert "same run" in capsys.readouterr().err
+    single = _runs(tmp_path / "single", "20261127-100000.000-aaaaaa")
+    assert compare_mod.main([str(single), str(single)]) == 1
+    assert "no run before" in capsys.readouterr().err
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
