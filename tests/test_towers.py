@@ -56,7 +56,7 @@ def _towers_worker(rank, world_size, backend, batch, folder):
     xt = x.clone().requires_grad_(True)
     logits = tower(xt)
     F.cross_entropy(logits, y).backward()
-    gathered = gather_state_dict(tower)
+    gathered = gather_state_dict(tower) if backend == "torch" else None  # 30M values pickled: once
     x_grads = [torch.empty_like(x) for _ in range(world_size)]
     torch.distributed.all_gather(x_grads, xt.grad)
 
@@ -74,9 +74,9 @@ def _towers_worker(rank, world_size, backend, batch, folder):
     # Each tower's conv1 reads the image: its gradient is the sum of the two towers'.
     assert_close(x_grads[0] + x_grads[1], xr.grad, reduction=K, name="image grad")
     assert not torch.equal(x_grads[rank], xr.grad)  # one tower alone is not the whole gradient
-    if rank == 0:
+    if rank == 0 and backend == "torch":
         assert all(torch.equal(gathered[k], v) for k, v in ref.state_dict().items())
-    else:
+    elif backend == "torch":
         assert gathered is None
     (Path(folder) / f"rank{rank}.ok").write_text(backend)
 

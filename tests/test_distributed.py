@@ -1,0 +1,139 @@
+"""Scale-out on the CPU with 2 gloo ranks and tiny inputs: DDP gradients against one process
+on the whole batch, the runner's rows (rank 0 only, efficiency, the all-reduce fields), the
+towers layout, and failures that end the job with the rank's error instead of hanging."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import nets
+from benchmarks import distributed
+from benchmarks.distributed import CommTimer, Config, run_spawned, wrap_ddp
+from benchmarks.distributed_launch import LaunchError, launch
+from nets import recipe
+from reports import scaling
+
+from .helpers import assert_close
+
+PER_RANK = 2
+
+
+def _net():
+    """GoogLeNet without BatchNorm (DDP's per-rank batch statistics would differ from one
+    process's) and without dropout (random masks), float64, same weights on every rank."""
+    torch.manual_seed(0)
+    return nets.build("googlenet", aux_logits=False, dropout=0.0).double()
+
+
+def _batch(world_size):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(PER_RANK * world_size, 3, 32, 32, dtype=torch.float64, generator=gen)
+    return x, torch.randint(0, 1000, (PER_RANK * world_size,), generator=gen)
+
+
+def _ddp_worker(rank, world_size, folder):
+    x, y = _batch(world_size)
+    timer = CommTimer(torch.device("cpu"))
+    ddp = wrap_ddp(_net(), torch.device("cpu"), bucket_mb=4.0, timer=timer)
+    shard = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+    for _ in range(2):  # DDP reduces everything in one bucket in its first step, then rebuilds them
+        ddp.zero_grad(set_to_none=True)
+        timer.start_step()
+        recipe.loss(ddp(x[shard]), y[shard]).backward()
+    comm = timer.summary(skip=1)
+    assert comm["buckets"] >= 3 and comm["allreduce_ms"] > 0, comm  # 7M float64 parameters in 4 MB buckets
+    assert 0 <= comm["allreduce_hidden_pct"] <= 100
+
+    ref = _net()
+    recipe.loss(ref(x), y).backward()  # the mean over the whole batch = the mean of the ranks' means
+    for (name, p), (_, q) in zip(ddp.module.named_parameters(), ref.named_parameters()):
+        # weight grads reduce over the batch and pixels (at most 2*PER_RANK * 16*16 here)
+        assert_close(p.grad, q.grad, reduction=2 * PER_RANK * 16 * 16, name=f"rank {rank} {name}.grad")
+    (Path(folder) / f"rank{rank}.ok").write_text("")
+
+
+def test_ddp_gradients_equal_single_process_on_the_concatenated_batch(tmp_path):
+    launch(_ddp_worker, 2, (str(tmp_path),), timeout_s=180, pg_timeout_s=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.ok", "rank1.ok"]
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(arch="resnet18", backends=("torch",), image_size=32, batch_size=2, warmup=1, steps=2,
+                out=str(tmp_path), run_id="test-run", pg_timeout_s=30.0)
+    return Config(**{**base, **kw})
+
+
+def test_runner_rows_written_by_rank_0_only(tmp_path):
+    errors = run_spawned(_cfg(tmp_path), [1, 2], timeout_s=180)
+    assert errors == []
+    rows = scaling.load_scaling(tmp_path)
+    assert list(rows.world_size) == [1, 2]  # one row per world size: a second writer would double it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [scaling.SCALING_CSV]
+    one, two = rows.iloc[0], rows.iloc[1]
+    assert (rows.status == "ok").all() and (rows.comm_backend == "gloo").all()
+    assert two.global_batch == 4 and two.images_per_s_per_device == pytest.approx(two.images_per_s / 2, rel=1e-5)
+    assert two.efficiency == pytest.approx(two.images_per_s / (2 * one.images_per_s), rel=1e-4)
+    assert one.efficiency == 1.0 and two.baseline_run_id == "test-run"
+    assert (rows.allreduce_ms > 0).all() and (rows.buckets >= 1).all()
+    assert rows.allreduce_exposed_ms.le(rows.allreduce_ms + 1e-9).all()
+    assert rows.peak_bytes.isna().all()  # peak memory is CUDA's counter; none on the CPU
+
+
+def test_towers_layout_runs_on_two_ranks(tmp_path):
+    code = distributed.main(["--arch", "alexnet", "--parallel", "towers", "--nproc", "2", "--image-size", "63",
+                             "--steps", "1", "--out", str(tmp_path)])
+    assert code == 0
+    rows = scaling.load_scaling(tmp_path)
+    assert len(rows) == 1 and rows.parallel[0] == "towers" and rows.status[0] == "ok"
+    assert rows.global_batch[0] == 2 and rows.images_per_s[0] > 0 and pd.isna(rows.allreduce_ms[0])
+    assert (tmp_path / scaling.SCALING_HTML).exists()
+
+
+@pytest.mark.parametrize("kind", ["raise", "hang"])
+def test_a_failing_rank_ends_the_job_with_its_error(kind, tmp_path):
+    """A rank that raises stops the others at once; one that hangs makes the others'
+    collective time out (3 s here), and the launcher stops it: never a hang."""
+    cfg = _cfg(tmp_path, inject_failure=(1, 1, kind), pg_timeout_s=3.0)
+    start = time.monotonic()
+    errors = run_spawned(cfg, [2], timeout_s=120)
+    assert time.monotonic() - start < 60
+    assert len(errors) == 1
+    rows = scaling.load_scaling(tmp_path)
+    assert (rows.status == "failed").all() and (rows.world_size == 2).all()
+    if kind == "raise":
+        assert "rank 1 failed: RuntimeError: injected failure on rank 1 at step 1" in errors[0]
+        assert rows.error.str.startswith("rank 1: RuntimeError: injected failure").any()
+    else:  # rank 1 is silent; rank 0's collective timed out and says so with its rank
+        assert "rank 0 failed" in errors[0]
+        assert rows.error.str.startswith("rank 0: ").any()
+
+
+def test_launch_stops_a_job_past_its_deadline(tmp_path):
+    with pytest.raises(LaunchError, match="stopped after the 2 s timeout") as info:
+        launch(_sleeper, 1, (), timeout_s=2, pg_timeout_s=30)
+    assert info.value.timed_out
+
+
+def _sleeper(rank, world_size):
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"parallel": "pipeline"}, "parallel must be one of"),
+    ({"backends": ("cudnn",)}, "backends must be"),
+    ({"arch": "resnet50", "parallel": "towers"}, "arch must be 'alexnet'"),
+    ({"bucket_mb": 0.0}, "bucket_mb must be positive"),
+    ({"steps": 0}, "steps must be a positive int"),
+])
+def test_bad_config(kw, words, tmp_path):
+    with pytest.raises(ValueError, match=words):
+        _cfg(tmp_path, **kw)
+
+
+def test_union_of_bucket_intervals():
+    assert distributed._union_ms([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (5.5, 5.7)]) == 4.0
