@@ -27,7 +27,6 @@ import contextlib
 import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +63,7 @@ class Config:
     warmup: int = 2
     steps: int = 10
     bucket_mb: float = 25.0         # DDP's bucket_cap_mb
-    out: str = "profile-out"
+    out: str | None = None          # the run's folder: set on the writer only (rank 0 / launcher)
     run_id: str = ""
     pg_timeout_s: float = 120.0     # a collective whose peer died fails after this
     inject_failure: tuple | None = None  # (rank, step, "raise" | "hang"): tests the failure path
@@ -277,29 +276,30 @@ def _base_row(cfg: Config, backend: str, world_size: int, device: torch.device) 
 
 
 def write_rows(cfg: Config, rows: list[dict]) -> None:
-    """Append rows (rank 0 or the launcher only), each ok DDP row with its efficiency
-    against the like-for-like world-size-1 row in the same folder."""
-    out = Path(cfg.out)
+    """Append rows to the run's scaling.csv (rank 0 or the launcher only), each ok row with
+    its efficiency against the like-for-like world-size-1 row: this run's, else the latest
+    earlier run's in the same results folder (a torchrun job measures one world size)."""
+    if cfg.out is None:
+        raise RuntimeError("only rank 0 (or the launcher) writes results: this process has no run folder")
     for row in rows:
         if row.get("status", "ok") == "ok" and row.get("images_per_s"):
             if row["world_size"] == 1:
                 row.update(efficiency=1.0, baseline_run_id=row["run_id"])
             else:
-                try:
-                    existing = scaling.load_scaling(out)
-                except FileNotFoundError:
-                    existing = None
-                base = scaling.baseline(existing, row) if existing is not None else None
+                base = scaling.baseline(scaling.load_scaling_runs(cfg.out), row)
                 if base is not None:
                     row.update(efficiency=scaling.efficiency(row["images_per_s"], row["world_size"],
                                                              base.images_per_s),
                                baseline_run_id=base.run_id)
-        scaling.append_rows(out, [row])
+        scaling.append_rows(cfg.out, [row])
 
 
 def rank_main(rank: int, world_size: int, cfg: Config) -> None:
     """What every rank runs: each backend in turn; rank 0 writes its rows as they come."""
     device = device_for(int(os.environ.get("LOCAL_RANK", rank)))
+    if device.type == "cpu":  # the node's cores shared by its ranks, as torchrun's OMP_NUM_THREADS intends
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     if cfg.parallel == "towers" and world_size != TOWERS_WORLD_SIZE:
         raise ValueError(f"parallel 'towers' needs world size {TOWERS_WORLD_SIZE}, got {world_size}")
     for backend in cfg.backends:
@@ -326,7 +326,7 @@ def _peer_failures(world_size: int) -> list[RankFailure]:
 
 def _write_failures(cfg: Config, row: dict, found: list[RankFailure], status: str = "failed") -> None:
     for f in sorted(found, key=lambda f: f.time):
-        scaling.append_rows(Path(cfg.out), [dict(row, status=status, error=str(f)[:500])])
+        scaling.append_rows(cfg.out, [dict(row, status=status, error=str(f)[:500])])
 
 
 # --------------------------------------------------------------------------- launchers
@@ -354,10 +354,9 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
 
 
 def _rows_of_run(cfg: Config, world_size: int):
-    try:
-        frame = scaling.load_scaling(cfg.out)
-    except FileNotFoundError:
+    if not (Path(cfg.out) / scaling.SCALING_CSV).exists():
         return None
+    frame = scaling.load_scaling(cfg.out)
     return frame[(frame.run_id == cfg.run_id) & (frame.world_size == world_size) & (frame.parallel == cfg.parallel)]
 
 
@@ -385,7 +384,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", type=_sizes, default=None,
                    help="world sizes to spawn on this node, e.g. 1,2,4,8 (ignored under torchrun)")
     p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket_cap_mb (default 25)")
-    p.add_argument("--steps", type=int, default=None, help="timed training steps (default 20 GPU, 3 CPU)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="with --parallel: timed training steps after 2 warm-up steps (default 20 GPU, 3 CPU)")
     p.add_argument("--pg-timeout-s", type=float, default=120.0,
                    help="a collective whose peer died fails after this many seconds (default 120)")
     p.add_argument("--job-timeout-s", type=float, default=1800.0,
@@ -416,66 +416,86 @@ def _failure_spec(text: str) -> tuple:
     return rank, step, kind
 
 
-def config_from_args(args: argparse.Namespace, run_id: str | None = None) -> Config:
+def config_from_args(args: argparse.Namespace, arch: str, out: str | None, run_id: str) -> Config:
     on_gpu = torch.cuda.is_available()
-    return Config(arch=args.arch, backends=tuple(args.backend), parallel=args.parallel or "ddp",
+    return Config(arch=arch, backends=tuple(args.backend), parallel=args.parallel or "ddp",
                   batch_size=args.batch_size, dtype=args.dtype, image_size=args.image_size,
                   warmup=2, steps=args.steps or (20 if on_gpu else 3), bucket_mb=args.bucket_mb,
-                  out=str(args.out), run_id=run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
-                  pg_timeout_s=args.pg_timeout_s, inject_failure=args.inject_failure)
+                  out=out, run_id=run_id, pg_timeout_s=args.pg_timeout_s, inject_failure=args.inject_failure)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the scale-out measurement the arguments ask for; 0 when every rank succeeded."""
+def check_args(args: argparse.Namespace) -> None:
+    """Raise ValueError naming the argument for scale-out options that do not fit together."""
+    if args.parallel is None:
+        for name in ("nproc", "inject_failure"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} needs --parallel ddp or towers")
+        return
+    if args.parallel == "towers":
+        if args.arch != ["alexnet"]:
+            raise ValueError(f"--parallel towers is AlexNet's split: --arch must be alexnet, got {','.join(args.arch)}")
+        if args.nproc not in (None, [TOWERS_WORLD_SIZE]):
+            raise ValueError(f"--parallel towers runs on {TOWERS_WORLD_SIZE} devices, got --nproc {args.nproc}")
+    if torch.cuda.is_available() and args.nproc and max(args.nproc) > torch.cuda.device_count():
+        raise ValueError(f"--nproc {max(args.nproc)} exceeds the {torch.cuda.device_count()} visible GPUs")
+    for name in ("bucket_mb", "pg_timeout_s", "job_timeout_s"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be a positive int, got {args.steps}")
+
+
+def run(args: argparse.Namespace, store, summary: dict) -> int:
+    """The scale-out measurement the profiler's arguments ask for, into `store`'s run folder
+    (None on the ranks of a torchrun job other than 0: they write nothing). 0 when every
+    rank of every world size succeeded."""
     from .distributed_launch import under_torchrun
 
-    cfg = config_from_args(args)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    if under_torchrun():
-        try:
-            run_torchrun(cfg)
-        except Exception as exc:
-            print(f"error: rank {os.environ.get('RANK', '?')}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    nprocs = args.nproc or ([2] if cfg.parallel == "towers" else [1, 2])
-    if cfg.parallel == "towers" and nprocs != [TOWERS_WORLD_SIZE]:
-        raise ValueError(f"--parallel towers runs on {TOWERS_WORLD_SIZE} devices, got --nproc {nprocs}")
-    errors = run_spawned(cfg, nprocs, timeout_s=args.job_timeout_s)
-    print(f"rows -> {Path(cfg.out) / scaling.SCALING_CSV}")
+    out, run_id = (str(store.dir), store.run_id) if store is not None else (None, "")
+    summary["parallel"] = {"layout": args.parallel, "bucket_mb": args.bucket_mb, "nproc": args.nproc}
+    errors = []
+    for arch in args.arch:
+        cfg = config_from_args(args, arch, out, run_id)
+        if under_torchrun():
+            try:
+                run_torchrun(cfg)
+            except Exception as exc:
+                errors.append(f"rank {os.environ.get('RANK', '?')}: {type(exc).__name__}: {exc}")
+                print(f"error: {errors[-1]}", file=sys.stderr)
+                break  # the job's group is gone; torchrun ends the other ranks
+        else:
+            nprocs = args.nproc or ([TOWERS_WORLD_SIZE] if cfg.parallel == "towers" else [1, 2])
+            errors += run_spawned(cfg, nprocs, timeout_s=args.job_timeout_s)
+    summary["parallel"]["errors"] = errors
     return 1 if errors else 0
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    on_gpu = torch.cuda.is_available()
-    p = argparse.ArgumentParser(prog="python -m benchmarks.distributed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", choices=nets.ARCHS, default="resnet50")
-    p.add_argument("--backend", type=lambda t: [b.strip() for b in t.split(",") if b.strip()], default=None,
-                   help="comma-separated of torch,compile,triton (default: all on GPU, torch on CPU)")
-    p.add_argument("--batch-size", type=int, default=None, help="per device (default 128 GPU, 2 CPU)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default bf16 on GPU, fp32 on CPU")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--out", type=Path, default=Path("profile-out"))
-    add_arguments(p)
-    args = p.parse_args(argv)
-    args.backend = args.backend or (list(BACKENDS) if on_gpu else ["torch"])
-    args.batch_size = args.batch_size or (128 if on_gpu else 2)
-    args.dtype = args.dtype or ("bf16" if on_gpu else "fp32")
-    return args
+def main(args: argparse.Namespace, command: str) -> int:
+    """`python -m benchmarks.profile --parallel ...`: a run folder in the results store with
+    scaling.csv, summary.json and report.html, written by the launcher or torchrun's rank 0."""
+    from reports.html import build_report
 
+    from .distributed_launch import under_torchrun
+    from .environment import environment
+    from .store import RunStore
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+    writer = not under_torchrun() or os.environ.get("RANK") == "0"
+    store = RunStore(args.out) if writer else None
+    summary = {}
+    if store is not None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        summary = {"run_id": store.run_id, "env": environment(device, command), "ceilings": None,
+                   "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                   "backends": [], "interrupted": False, "finished": False}
+        store.save_summary(summary)
+        print(f"run {store.run_id} -> {store.dir}", file=sys.stderr)
     try:
-        code = run(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    with contextlib.suppress(FileNotFoundError):
-        print(f"report -> {scaling.write_report(args.out)}")
+        code = run(args, store, summary)
+    finally:
+        if store is not None:
+            summary["finished"] = True
+            store.save_summary(summary)
+            store.close()
+    if store is not None:
+        print(f"rows -> {store.dir / scaling.SCALING_CSV}\nreport -> {build_report(store.dir)}")
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 import nets
 
+from . import distributed
 from .ceilings import DTYPES, measure_ceilings
 from .environment import environment
 from .measure import Run, plan, profile_arch, steps
@@ -40,6 +41,9 @@ EXAMPLES = """examples:
   python -m benchmarks.profile --arch alexnet
   python -m benchmarks.profile --arch resnet50 --backend torch,triton --batch-size 64 --out out/r50
   python -m benchmarks.profile --arch all --mode train --dtype bf16 --trace
+  python -m benchmarks.profile --arch resnet50 --parallel ddp --nproc 1,2,4,8
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:PORT \
+      -m benchmarks.profile --arch resnet50 --parallel ddp
   python -m reports profile-out            # rebuild the latest run's report
   python -m reports.compare old-out new-out
 defaults: on a GPU batch 128, bf16 channels_last, every backend; on CPU batch 2, fp32,
@@ -150,12 +154,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rep-ms", type=_positive_ms, default=100.0,
                    help="timing budget per measurement: do_bench's rep on GPU, 2x as the CPU timer's "
                         "minimum run time (default 100)")
+    distributed.add_arguments(p)
     args = p.parse_args(argv)
     args.backend = args.backend or (list(BACKENDS) if on_gpu else ["torch"])
     args.batch_size = args.batch_size or (128 if on_gpu else 2)
     args.dtype = args.dtype or ("bf16" if on_gpu else "fp32")
     try:
         check_args(args)
+        distributed.check_args(args)
     except ValueError as exc:
         p.error(str(exc))
     return args
@@ -186,6 +192,8 @@ def main(argv=None) -> int:
         print("note: no CUDA device; the triton backend runs on the Triton interpreter: its rows "
               "check it runs, their times are not kernel times", file=sys.stderr)
     command = "python -m benchmarks.profile " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.parallel:  # scale-out: benchmarks.distributed spawns the ranks (or is one under torchrun)
+        return distributed.main(args, command)
     stopped_by = None
     try:
         store = RunStore(args.out)  # the first thing written

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import charts
+from . import charts, scaling
 from .schema import NETWORK, REPORT_HTML, beyond_tolerance, load_kernels, load_results, load_summary, run_dir
 
 CSS = """
@@ -350,6 +350,7 @@ def build_report(out_dir: str | Path, *, run_id: str | None = None, benchmark_js
         png = charts.memory(frame, arch, folder)
         if png:
             parts.append(f'<img src="{_e(png)}" alt="per-layer memory">')
+    parts.append(scaling.section_html(folder))
     parts.append(_tolerance_section(frame))
     parts.append(_kernels_section(kernels))
     parts.append(_failures(frame))

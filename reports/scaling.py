@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .schema import RUNS
+
 SCALING_CSV = "scaling.csv"
 SCALING_HTML = "scaling.html"
 PARALLEL = ("ddp", "towers")
@@ -78,6 +80,16 @@ def load_scaling(out_dir: str | os.PathLike) -> pd.DataFrame:
     for c in NUMERIC:
         frame[c] = pd.to_numeric(frame[c], errors="coerce")
     return frame
+
+
+def load_scaling_runs(run_folder: str | os.PathLike) -> pd.DataFrame:
+    """This run's rows and those of every run beside it (RESULTS/runs/*/scaling.csv), for
+    baselines from earlier runs; an empty frame when there are none."""
+    run_folder = Path(run_folder)
+    folders = sorted(run_folder.parent.glob(f"*/{SCALING_CSV}")) if run_folder.parent.name == RUNS else []
+    paths = {p.parent for p in folders} | ({run_folder} if (run_folder / SCALING_CSV).exists() else set())
+    frames = [load_scaling(p) for p in sorted(paths)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
 
 def baseline(frame: pd.DataFrame, row: dict) -> pd.Series | None:

@@ -4,6 +4,9 @@ towers layout, and failures that end the job with the rank's error instead of ha
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 import torch
 
 import nets
-from benchmarks import distributed
+from benchmarks import distributed, profile
 from benchmarks.distributed import CommTimer, Config, run_spawned, wrap_ddp
 from benchmarks.distributed_launch import LaunchError, launch
 from nets import recipe
@@ -84,14 +87,49 @@ def test_runner_rows_written_by_rank_0_only(tmp_path):
     assert rows.peak_bytes.isna().all()  # peak memory is CUDA's counter; none on the CPU
 
 
-def test_towers_layout_runs_on_two_ranks(tmp_path):
-    code = distributed.main(["--arch", "alexnet", "--parallel", "towers", "--nproc", "2", "--image-size", "63",
-                             "--steps", "1", "--out", str(tmp_path)])
+def _run_folder(out: Path) -> Path:
+    (folder,) = (out / "runs").iterdir()  # one run, one folder
+    return folder
+
+
+def test_profile_cli_towers_layout(tmp_path):
+    code = profile.main(["--arch", "alexnet", "--parallel", "towers", "--image-size", "63", "--steps", "1",
+                         "--out", str(tmp_path)])
     assert code == 0
-    rows = scaling.load_scaling(tmp_path)
+    folder = _run_folder(tmp_path)
+    rows = scaling.load_scaling(folder)
     assert len(rows) == 1 and rows.parallel[0] == "towers" and rows.status[0] == "ok"
-    assert rows.global_batch[0] == 2 and rows.images_per_s[0] > 0 and pd.isna(rows.allreduce_ms[0])
-    assert (tmp_path / scaling.SCALING_HTML).exists()
+    assert rows.world_size[0] == 2 and rows.global_batch[0] == 2 and rows.images_per_s[0] > 0
+    assert pd.isna(rows.allreduce_ms[0])  # no gradient all-reduce: each tower owns its parameters
+    assert "Scale-out" in (folder / "report.html").read_text()
+
+
+def test_under_torchrun_rank_0_writes_one_run(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip(f"no torchrun beside {sys.executable}")
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "benchmarks.profile", "--arch", "resnet18",
+           "--parallel", "ddp", "--image-size", "32", "--steps", "1", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = scaling.load_scaling(_run_folder(tmp_path))
+    assert list(rows.world_size) == [2] and rows.status[0] == "ok" and rows.nodes[0] == 1
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--arch", "resnet50", "--parallel", "towers"], "--arch must be alexnet"),
+    (["--parallel", "towers", "--nproc", "1,2"], "runs on 2 devices"),
+    (["--nproc", "2"], "--nproc needs --parallel"),
+    (["--parallel", "ddp", "--bucket-mb", "0"], "--bucket-mb must be positive"),
+    (["--parallel", "ddp", "--nproc", "0,2"], "--nproc must be comma-separated positive ints"),
+    (["--parallel", "ddp", "--inject-failure", "1"], "RANK:STEP"),
+])
+def test_profile_cli_refuses_bad_scale_out_arguments(argv, words, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        profile.main([*argv, "--out", str(tmp_path)])
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("kind", ["raise", "hang"])
