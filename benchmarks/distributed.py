@@ -265,8 +265,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def _base_row(cfg: Config, backend: str, world_size: int, device: torch.device) -> dict:
-    # torchrun sets GROUP_WORLD_SIZE to the number of agents, one per node
-    nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+    # ranks per node: torchrun's LOCAL_WORLD_SIZE (spawned here: all of them on this node)
+    nodes = world_size // int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     return {"run_id": cfg.run_id, "arch": cfg.arch, "backend": backend, "parallel": cfg.parallel,
             "world_size": world_size, "nodes": nodes, "dtype": cfg.dtype, "batch_per_device": cfg.batch_size,
             "bucket_mb": cfg.bucket_mb if cfg.parallel == "ddp" else None, "steps": cfg.steps,

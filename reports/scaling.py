@@ -39,7 +39,7 @@ NUMERIC = ["world_size", "nodes", "batch_per_device", "global_batch", "bucket_mb
            "allreduce_ms", "allreduce_hidden_pct", "allreduce_exposed_ms", "comm_share_pct", "buckets",
            "peak_bytes"]
 # Rows compare for efficiency only when all of these agree (and the baseline is world size 1).
-LIKE = ["arch", "backend", "parallel", "dtype", "batch_per_device", "bucket_mb", "comm_backend"]
+LIKE = ["arch", "backend", "parallel", "dtype", "batch_per_device", "bucket_mb", "device", "comm_backend"]
 
 
 def _cell(v):
