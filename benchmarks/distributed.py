@@ -380,7 +380,8 @@ def run_torchrun(cfg: Config) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The scale-out options, for this module's command line and the profiler's."""
     p.add_argument("--parallel", choices=PARALLEL, default=None,
-                   help="ddp: DistributedDataParallel at each --nproc; towers: AlexNet's two-GPU split")
+                   help="ddp: DistributedDataParallel at each --nproc (--batch-size per device); towers: "
+                        "AlexNet's two-GPU split (--batch-size for both); training steps only")
     p.add_argument("--nproc", type=_sizes, default=None,
                    help="world sizes to spawn on this node, e.g. 1,2,4,8 (ignored under torchrun)")
     p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket_cap_mb (default 25)")

@@ -164,6 +164,9 @@ def launch(fn, world_size: int, args: tuple = (), *, timeout_s: float = 600.0, p
                    + (f" (then {'; '.join(others)})" if others else "")
                    + "; the other ranks were stopped")
         raise LaunchError(message, found) from exc
+    except BaseException:  # Ctrl-C or SIGTERM of the launcher: no rank outlives it
+        _stop(ctx)
+        raise
 
 
 def _stop(ctx) -> None:

@@ -42,8 +42,8 @@ EXAMPLES = """examples:
   python -m benchmarks.profile --arch resnet50 --backend torch,triton --batch-size 64 --out out/r50
   python -m benchmarks.profile --arch all --mode train --dtype bf16 --trace
   python -m benchmarks.profile --arch resnet50 --parallel ddp --nproc 1,2,4,8
-  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:PORT \
-      -m benchmarks.profile --arch resnet50 --parallel ddp
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:PORT \\
+      -m benchmarks.profile --arch resnet50 --parallel ddp      # on every node
   python -m reports profile-out            # rebuild the latest run's report
   python -m reports.compare old-out new-out
 defaults: on a GPU batch 128, bf16 channels_last, every backend; on CPU batch 2, fp32,
