@@ -13,15 +13,16 @@ same function as the grouped single-device net, forward and backward:
 
   * LRN (norm1, norm2) in the single-device net normalizes across all channels, so the 2
     channels on each side of the split (size // 2) read the other tower's. The towers
-    exchange that halo (2 channels per image and pixel, 2 % of norm1's input); the paper's
-    towers normalized within each GPU and exchanged nothing there.
+    exchange that halo: each all-gathers its 2 first and 2 last channels (4 of its 48
+    channels at norm1, 4 of 128 at norm2). The paper's towers (cuda-convnet's two-GPU
+    layers) normalized within each GPU and exchanged nothing there.
   * dropout is applied to each tower's own half before a gather, so the gathered tensor
     carries one mask, as in the single-device net (the masks differ from its random draws).
 
 Gradients flow through the collectives: `_Gather` (all_gather forward), whose backward sums
 each piece's gradient over the ranks that read it (each rank's consumer is a different half
-of the next layer; reduce-scatter on NCCL); the logits use `_GatherReplicated`, whose backward keeps
-the local gradient of the rank's own piece, because both ranks compute the identical loss on
+of the next layer; reduce-scatter on NCCL); the logits use `_GatherReplicated`, whose
+backward keeps the local gradient of the rank's own piece, because both ranks compute the identical loss on
 the identical logits (summing would double it).
 
 Both ranks get the full batch (the paper fed the same images to both GPUs). The layers are
