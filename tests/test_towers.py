@@ -35,28 +35,25 @@ def _unit_scale(model: torch.nn.Module) -> None:
                 m.bias.copy_(torch.rand(m.bias.shape, generator=gen, dtype=torch.float64) * 0.2 - 0.1)
 
 
-def _reference(batch: int):
+def _reference():
     """The grouped single-device net with unit-scale float64 weights, an image batch, labels."""
-    torch.manual_seed(0)
-    ref = nets.build("alexnet", num_classes=CLASSES, dropout=0.0).double()
+    with torch.device("meta"):  # every weight is drawn by _unit_scale: skip the paper init
+        ref = nets.build("alexnet", num_classes=CLASSES, dropout=0.0)
+    ref = ref.to_empty(device="cpu").double()
     _unit_scale(ref)
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(batch, 3, IMAGE, IMAGE, dtype=torch.float64, generator=gen)
-    y = torch.randint(0, CLASSES, (batch,), generator=gen)
+    x = torch.randn(2, 3, IMAGE, IMAGE, dtype=torch.float64, generator=gen)
+    y = torch.randint(0, CLASSES, (2,), generator=gen)
     return ref, x, y
 
 
-def _towers_worker(rank, world_size, backend, batch, folder):
-    """Both ranks run their tower and the reference; each compares its own half (an
-    AssertionError ends the launch with the rank and the numbers); rank 0 also checks
-    the gathered state_dict and the image gradient summed over the towers."""
-    ref, x, y = _reference(batch)
-    tower = build_tower(rank, backend, num_classes=CLASSES, dropout=0.0).double()
-    tower.load_state_dict(split_state_dict(ref.state_dict())[rank])
+def _check_tower(rank, world_size, ref, tower, x, y, backend):
+    """Run the tower and the reference on (x, y); compare this rank's half of the logits
+    and gradients, and the image gradient summed over the towers."""
+    ref.zero_grad(set_to_none=True)
     xt = x.clone().requires_grad_(True)
     logits = tower(xt)
     F.cross_entropy(logits, y).backward()
-    gathered = gather_state_dict(tower) if backend == "torch" else None  # 30M values pickled: once
     x_grads = [torch.empty_like(x) for _ in range(world_size)]
     torch.distributed.all_gather(x_grads, xt.grad)
 
@@ -64,27 +61,40 @@ def _towers_worker(rank, world_size, backend, batch, folder):
     expected = ref(xr)
     F.cross_entropy(expected, y).backward()
     assert expected.abs().max() > 0.1  # unit-scale values, not a near-zero output
-    assert_close(logits, expected, reduction=K, name=f"rank {rank} logits")
+    where = f"{backend} rank {rank}"
+    assert_close(logits, expected, reduction=K, name=f"{where} logits")
     halves = split_state_dict({k: p.grad for k, p in ref.named_parameters()})[rank]
     grads = {k: p.grad for k, p in tower.named_parameters()}
     assert set(grads) == set(halves)
     for name, g in grads.items():
         assert_close(g, halves[name], reduction=K, scale=max(1.0, halves[name].abs().max().item()),
-                     name=f"rank {rank} {name}.grad")
+                     name=f"{where} {name}.grad")
     # Each tower's conv1 reads the image: its gradient is the sum of the two towers'.
-    assert_close(x_grads[0] + x_grads[1], xr.grad, reduction=K, name="image grad")
+    assert_close(x_grads[0] + x_grads[1], xr.grad, reduction=K, name=f"{backend} image grad")
     assert not torch.equal(x_grads[rank], xr.grad)  # one tower alone is not the whole gradient
-    if rank == 0 and backend == "torch":
+
+
+def _towers_worker(rank, world_size, folder):
+    """Both ranks check their tower on each backend against the same reference (an
+    AssertionError ends the launch with the rank and the numbers), then gather the state_dict."""
+    ref, x, y = _reference()
+    state = split_state_dict(ref.state_dict())[rank]
+    # The Triton interpreter is slow: one image there; the layers' own tests cover the rest.
+    for backend, batch in (("torch", 2), ("triton", 1)):
+        tower = build_tower(rank, backend, num_classes=CLASSES, dropout=0.0).double()
+        tower.load_state_dict(state)
+        _check_tower(rank, world_size, ref, tower, x[:batch], y[:batch], backend)
+    gathered = gather_state_dict(tower)
+    if rank == 0:
+        assert list(gathered) == list(ref.state_dict())
         assert all(torch.equal(gathered[k], v) for k, v in ref.state_dict().items())
-    elif backend == "torch":
+    else:
         assert gathered is None
-    (Path(folder) / f"rank{rank}.ok").write_text(backend)
+    (Path(folder) / f"rank{rank}.ok").write_text("")
 
 
-# The Triton interpreter is slow: one image there, the layers' own tests cover the rest.
-@pytest.mark.parametrize("backend, batch", [("torch", 2), ("triton", 1)])
-def test_towers_match_grouped_net_forward_and_gradients(backend, batch, tmp_path):
-    launch(_towers_worker, 2, (backend, batch, str(tmp_path)), timeout_s=240, pg_timeout_s=120)
+def test_towers_match_grouped_net_forward_and_gradients(tmp_path):
+    launch(_towers_worker, 2, (str(tmp_path),), timeout_s=300, pg_timeout_s=120)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.ok", "rank1.ok"]
 
 
