@@ -182,3 +182,14 @@ def test_bad_config(kw, words, tmp_path):
 
 def test_union_of_bucket_intervals():
     assert distributed._union_ms([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (5.5, 5.7)]) == 4.0
+
+
+def test_run_from_env_outside_torchrun_names_the_missing_variable(monkeypatch):
+    from benchmarks.distributed_launch import run_from_env
+
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="environment variable RANK is unset"):
+        run_from_env(_sleeper)
+    with pytest.raises(ValueError, match="world_size must be a positive int"):
+        launch(_sleeper, 0)
