@@ -8,9 +8,10 @@ On a machine without CUDA, set TRITON_INTERPRET=1 before importing to run on CPU
 from .conv import Conv2d, conv2d
 from .inception import Inception1x1, inception_1x1, inception_block
 from .lrn import LocalResponseNorm, local_response_norm
+from .pool import MaxPool2d, max_pool2d
 from .residual import AddReLU, add_relu
 
 __all__ = [
-    "AddReLU", "Conv2d", "Inception1x1", "LocalResponseNorm",
-    "add_relu", "conv2d", "inception_1x1", "inception_block", "local_response_norm",
+    "AddReLU", "Conv2d", "Inception1x1", "LocalResponseNorm", "MaxPool2d",
+    "add_relu", "conv2d", "inception_1x1", "inception_block", "local_response_norm", "max_pool2d",
 ]

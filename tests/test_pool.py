@@ -1,0 +1,140 @@
+"""kernels.max_pool2d and the fused LRN + max-pool kernels against float64 torch, forward
+and backward: odd sizes, strided views, ceil_mode, padding, ties, NaN and -inf."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+import kernels
+from tests.helpers import assert_close
+
+LAYOUTS = ("nchw", "channels_last", "strided")
+
+
+def _view(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """`t` (NCHW) as the same values in `layout`: dense NCHW, channels_last, or a strided
+    view (every other channel of a wider tensor, H and W swapped in memory)."""
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        N, C, H, W = t.shape
+        wide = torch.zeros(N, 2 * C, W, H, dtype=t.dtype, device=t.device)
+        wide[:, ::2] = t.transpose(2, 3)
+        return wide[:, ::2].transpose(2, 3)
+    return t.contiguous()
+
+
+def _inputs(x64: torch.Tensor, dtype, device, layout):
+    """(kernel leaf in `layout`, float64 leaf with the same rounded values)."""
+    x64 = x64.to(dtype).double()
+    x = _view(x64.to(device, dtype), layout)
+    torch.testing.assert_close(x.double().cpu(), x64, rtol=0, atol=0, equal_nan=True)
+    return x.requires_grad_(), x64.clone().requires_grad_()
+
+
+def check_pool(x64, kernel_size, stride, padding, ceil_mode, *, dtype=torch.float32, device="cpu",
+               layout="nchw", seed=0):
+    x, ref = _inputs(x64, dtype, device, layout)
+    y = kernels.max_pool2d(x, kernel_size, stride, padding, 1, ceil_mode)
+    y64 = F.max_pool2d(ref, kernel_size, stride, padding, 1, ceil_mode)
+    gy64 = torch.randn(y64.shape, generator=torch.Generator().manual_seed(seed)).to(dtype).double()
+    y.backward(gy64.to(device, dtype))
+    y64.backward(gy64)
+    # The maximum is one of the inputs: exact. Each input gathers the gradients of the
+    # windows that chose it (at most ceil(k/s)**2 of them).
+    assert_close(y, y64, name="max_pool2d forward")
+    assert_close(x.grad, ref.grad, reduction=4, name="max_pool2d grad")
+    want = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert y.is_contiguous(memory_format=want)
+    return y
+
+
+@st.composite
+def pools(draw):
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    p = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    ceil = draw(st.booleans())
+    H = draw(st.integers(max(k[0] - 2 * p[0], 1), 9))
+    W = draw(st.integers(max(k[1] - 2 * p[1], 1), 9))
+    return k, s, p, ceil, H, W
+
+
+@given(geom=pools(), C=st.integers(1, 9), layout=st.sampled_from(LAYOUTS), ties=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_max_pool_fuzz(geom, C, layout, ties, seed, device):
+    (k, s, p, ceil, H, W) = geom
+    gen = torch.Generator().manual_seed(seed)
+    # ties: small integers, so most windows hold several equal maxima
+    x64 = (torch.randint(-2, 3, (2, C, H, W), generator=gen).double() if ties
+           else torch.randn(2, C, H, W, generator=gen, dtype=torch.float64))
+    check_pool(x64, k, s, p, ceil, device=device, layout=layout, seed=seed)
+
+
+# The nets' pools: AlexNet 3x3/2 (55 -> 27), GoogLeNet 3x3/2 ceil (112 -> 56), ResNet 3x3/2
+# pad 1 (112 -> 56), at sizes that keep the same window overlaps and ragged ends.
+NET_POOLS = {
+    "alexnet.pool1": ((3, 2, 0, False), 11),
+    "googlenet.maxpool1": ((3, 2, 0, True), 12),
+    "resnet.maxpool": ((3, 2, 1, False), 12),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NET_POOLS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_max_pool_net_shapes(name, dtype, device):
+    (k, s, p, ceil), hw = NET_POOLS[name]
+    x64 = torch.randn(2, 24, hw, hw, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    check_pool(x64, k, s, p, ceil, dtype=dtype, device=device, layout="channels_last")
+
+
+def test_max_pool_nan_and_inf_follow_torch(device):
+    """The last NaN of a window wins (torch's `val > max || isnan(val)`), and an all -inf
+    window routes its gradient to its first in-bounds element."""
+    x64 = torch.randn(1, 3, 7, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x64[0, 0, 1, 1] = x64[0, 0, 2, 2] = x64[0, 0, 4, 3] = float("nan")
+    x64[0, 1] = float("-inf")
+    x64[0, 2, :3, :3] = float("-inf")
+    x64[0, 2, 5, 5] = float("inf")
+    for layout in ("nchw", "channels_last"):
+        y = check_pool(x64, 3, 2, 1, False, device=device, layout=layout)
+        assert torch.isnan(y[0, 0]).any() and torch.isneginf(y[0, 1]).all()
+
+
+def test_max_pool_unbatched_and_module(device):
+    x = torch.randn(4, 7, 6, device=device)
+    assert_close(kernels.max_pool2d(x, 3, 2, ceil_mode=True), F.max_pool2d(x.double(), 3, 2, ceil_mode=True))
+    ref, mod = torch.nn.MaxPool2d(3, 2, 1), kernels.MaxPool2d(3, 2, 1)
+    assert repr(mod) == repr(ref)
+    assert_close(mod(x[None]), ref(x[None].double()))
+
+
+@pytest.mark.parametrize("call, exc, words", [
+    (lambda x: kernels.max_pool2d(x, 3, 2, dilation=2), ValueError, "dilation must be 1"),
+    (lambda x: kernels.max_pool2d(x, 3, 2, padding=2), ValueError, "padding must be at most half"),
+    (lambda x: kernels.max_pool2d(x, 0), ValueError, "kernel_size must be positive"),
+    (lambda x: kernels.max_pool2d(x, 3, 0), ValueError, "stride must be positive"),
+    (lambda x: kernels.max_pool2d(x, 9), ValueError, "output size"),
+    (lambda x: kernels.max_pool2d(x, 2.5), TypeError, "kernel_size must be an int"),
+    (lambda x: kernels.max_pool2d(x[0, 0], 2), ValueError, "x must have 3 or 4 dimensions"),
+    (lambda x: kernels.max_pool2d(x.long(), 2), TypeError, "x must be float32"),
+    (lambda x: kernels.max_pool2d(x, 2, ceil_mode=1), TypeError, "ceil_mode must be a bool"),
+    (lambda x: kernels.MaxPool2d(2, return_indices=True)(x), ValueError, "return_indices"),
+])
+def test_max_pool_bad_arguments(call, exc, words, device):
+    with pytest.raises(exc, match=words):
+        call(torch.randn(1, 2, 5, 5, device=device))
+
+
+def test_max_pool_backward_is_deterministic(device):
+    x = torch.randint(0, 2, (2, 5, 9, 9), device=device).float().requires_grad_()
+    grads = []
+    for _ in range(2):
+        x.grad = None
+        kernels.max_pool2d(x, 3, 2).backward(torch.ones(2, 5, 4, 4, device=device))
+        grads.append(x.grad.clone())
+    assert torch.equal(grads[0], grads[1])
