@@ -5,6 +5,7 @@ Imports nothing from `nets`, `benchmarks` or `reports`. Importing does no GPU wo
 On a machine without CUDA, set TRITON_INTERPRET=1 before importing to run on CPU tensors.
 """
 
+from .batchnorm import BatchNorm2d, batch_norm
 from .conv import Conv2d, conv2d
 from .inception import Inception1x1, inception_1x1, inception_block
 from .lrn import LocalResponseNorm, local_response_norm
@@ -12,6 +13,6 @@ from .pool import MaxPool2d, max_pool2d
 from .residual import AddReLU, add_relu
 
 __all__ = [
-    "AddReLU", "Conv2d", "Inception1x1", "LocalResponseNorm", "MaxPool2d",
-    "add_relu", "conv2d", "inception_1x1", "inception_block", "local_response_norm", "max_pool2d",
+    "AddReLU", "BatchNorm2d", "Conv2d", "Inception1x1", "LocalResponseNorm", "MaxPool2d",
+    "add_relu", "batch_norm", "conv2d", "inception_1x1", "inception_block", "local_response_norm", "max_pool2d",
 ]
