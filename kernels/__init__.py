@@ -9,10 +9,13 @@ from .batchnorm import BatchNorm2d, batch_norm
 from .conv import Conv2d, conv2d
 from .inception import Inception1x1, inception_1x1, inception_block
 from .lrn import LocalResponseNorm, local_response_norm
+from .lrn_pool import LRNMaxPool2d, MaxPool2dLRN, lrn_max_pool2d, max_pool2d_lrn
 from .pool import MaxPool2d, max_pool2d
 from .residual import AddReLU, add_relu
 
 __all__ = [
-    "AddReLU", "BatchNorm2d", "Conv2d", "Inception1x1", "LocalResponseNorm", "MaxPool2d",
-    "add_relu", "batch_norm", "conv2d", "inception_1x1", "inception_block", "local_response_norm", "max_pool2d",
+    "AddReLU", "BatchNorm2d", "Conv2d", "Inception1x1", "LRNMaxPool2d", "LocalResponseNorm", "MaxPool2d",
+    "MaxPool2dLRN",
+    "add_relu", "batch_norm", "conv2d", "inception_1x1", "inception_block", "local_response_norm",
+    "lrn_max_pool2d", "max_pool2d", "max_pool2d_lrn",
 ]

@@ -138,3 +138,77 @@ def test_max_pool_backward_is_deterministic(device):
         kernels.max_pool2d(x, 3, 2).backward(torch.ones(2, 5, 4, 4, device=device))
         grads.append(x.grad.clone())
     assert torch.equal(grads[0], grads[1])
+
+
+# --------------------------------------------------------------------------- LRN + max-pool
+def check_lrn_pool(order, x64, lrn, pool, *, dtype=torch.float32, device="cpu", layout="nchw", seed=0):
+    """`order` "lrn_pool" (AlexNet, GoogLeNet norm2 -> maxpool2) or "pool_lrn" (GoogLeNet's
+    maxpool1 -> norm1) against the two torch ops in float64, forward and dx."""
+    size, alpha, beta, k = lrn
+    ks, st_, pad, ceil = pool
+    x, ref = _inputs(x64, dtype, device, layout)
+    if order == "lrn_pool":
+        y = kernels.lrn_max_pool2d(x, size, alpha, beta, k, kernel_size=ks, stride=st_, padding=pad, ceil_mode=ceil)
+        y64 = F.max_pool2d(F.local_response_norm(ref, size, alpha, beta, k), ks, st_, pad, ceil_mode=ceil)
+    else:
+        y = kernels.max_pool2d_lrn(x, ks, st_, pad, ceil, size=size, alpha=alpha, beta=beta, k=k)
+        y64 = F.local_response_norm(F.max_pool2d(ref, ks, st_, pad, ceil_mode=ceil), size, alpha, beta, k)
+    gy64 = torch.randn(y64.shape, generator=torch.Generator().manual_seed(seed)).to(dtype).double()
+    y.backward(gy64.to(device, dtype))
+    y64.backward(gy64)
+    # LRN: `size` squares and one pow per output; its gradient sums 2 * size terms, on top
+    # of the (up to 4) pooled gradients gathered at each input pixel. pool_lrn's backward
+    # stores the LRN gradient (|.| <= |dy| for k >= 1) in x's dtype before gathering up to
+    # 4 of them, as the unfused torch ops do: 4 roundings of size max|dy|.
+    assert_close(y, y64, reduction=size, name=f"{order} forward")
+    scale = 4 * gy64.abs().max().item() if order == "pool_lrn" else 1.0
+    assert_close(x.grad, ref.grad, reduction=2 * size + 4, scale=max(scale, 1.0), name=f"{order} grad")
+    want = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert y.is_contiguous(memory_format=want)
+
+
+NET_POOL_GEOMS = [(3, 2, 0, False), (3, 2, 0, True), (3, 2, 1, False), (2, 3, 1, True)]
+
+
+@given(order=st.sampled_from(["lrn_pool", "pool_lrn"]), pool=st.sampled_from(NET_POOL_GEOMS),
+       C=st.integers(1, 12), H=st.integers(3, 8), W=st.integers(3, 8), size=st.integers(1, 6),
+       alpha=st.floats(1e-4, 1.0), beta=st.floats(0.1, 1.0), k=st.floats(1.0, 2.5),
+       layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**16))
+def test_lrn_pool_fuzz(order, pool, C, H, W, size, alpha, beta, k, layout, seed, device):
+    x64 = torch.randn(2, C, H, W, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
+    check_lrn_pool(order, x64, (size, alpha, beta, k), pool, device=device, layout=layout, seed=seed)
+
+
+@pytest.mark.parametrize("order", ["lrn_pool", "pool_lrn"])
+def test_lrn_pool_ties_follow_torch(order, device):
+    """Spatially constant channels make every window a tie after the LRN (lrn_pool), and
+    small integers give ties before it (pool_lrn): the first maximum wins in both."""
+    gen = torch.Generator().manual_seed(7)
+    if order == "lrn_pool":
+        x64 = torch.randn(2, 6, 1, 1, generator=gen, dtype=torch.float64).expand(2, 6, 7, 7).contiguous()
+    else:
+        x64 = torch.randint(-1, 2, (2, 6, 7, 7), generator=gen).double()
+    check_lrn_pool(order, x64, (5, 0.5, 0.75, 2.0), (3, 2, 0, True), device=device, layout="channels_last")
+
+
+@pytest.mark.parametrize("order, lrn, C", [("lrn_pool", (5, 1e-4, 0.75, 2.0), 96),   # alexnet norm1 -> pool1
+                                           ("pool_lrn", (5, 1e-4, 0.75, 1.0), 64)])  # googlenet maxpool1 -> norm1
+def test_lrn_pool_net_settings_float16(order, lrn, C, device):
+    x64 = torch.randn(1, C, 7, 7, generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 4
+    check_lrn_pool(order, x64, lrn, (3, 2, 0, order == "pool_lrn"), dtype=torch.float16, device=device,
+                   layout="channels_last")
+
+
+def test_lrn_pool_modules_and_bad_arguments(device):
+    x = torch.randn(1, 4, 6, 6, device=device)
+    mod = kernels.LRNMaxPool2d(3, 0.1, 0.75, 1.0, kernel_size=3, stride=2)
+    assert_close(mod(x), F.max_pool2d(F.local_response_norm(x.double(), 3, 0.1, 0.75, 1.0), 3, 2), reduction=3)
+    mod = kernels.MaxPool2dLRN(3, 0.1, 0.75, 1.0, kernel_size=3, stride=2, ceil_mode=True)
+    assert_close(mod(x), F.local_response_norm(F.max_pool2d(x.double(), 3, 2, ceil_mode=True), 3, 0.1, 0.75, 1.0),
+                 reduction=3)
+    with pytest.raises(ValueError, match="size must be an int"):
+        kernels.lrn_max_pool2d(x, 0, kernel_size=3)
+    with pytest.raises(ValueError, match="padding must be at most half"):
+        kernels.max_pool2d_lrn(x, 3, 2, 2, size=3)
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        kernels.lrn_max_pool2d(x[0], 3, kernel_size=3)
