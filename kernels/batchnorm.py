@@ -330,7 +330,7 @@ _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat
 def _split_plan(P: int, C: int, device) -> tuple[int, int, int, int]:
     """(BLOCK_R, BLOCK_C, splits, rows per split) for the per-channel reductions: enough
     programs to fill the device a few times over, each looping over >= 8 row blocks."""
-    block_c = min(triton.next_power_of_2(C), 64 if interpreting() else 32)
+    block_c = min(triton.next_power_of_2(C), 256 if interpreting() else 32)
     block_r = 64
     grid_c = triton.cdiv(C, block_c)
     target = 4 if interpreting() else 4 * sm_count(device)
@@ -388,7 +388,7 @@ def batch_norm_stats(x, running_mean=None, running_var=None, num_batches_tracked
         BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=needs_int64(x))
     stats = torch.empty((2, C), device=x.device, dtype=torch.float32)
     cumulative = momentum is None
-    fin_c = 128
+    fin_c = 512 if interpreting() else 128
     grid = 1 if cumulative else triton.cdiv(C, fin_c)
     _bn_finalize_kernel[(grid,)](
         part[0], part[1], stats[0], stats[1],
@@ -443,7 +443,7 @@ def batch_norm_backward(grad_out, x, mean, var, weight, bias, eps, *, residual=N
             *grad_out.stride(), *x.stride(), *_stride4(residual), *g.stride(),
             HAS_AFFINE=affine, HAS_RESIDUAL=has_res, RELU=relu, WRITE_G=g is not grad_out, Y_DTYPE=y_dtype,
             BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=needs_int64(x, grad_out, residual))
-        fin_c = 64
+        fin_c = 512 if interpreting() else 64
         _bn_bwd_finalize_kernel[(triton.cdiv(C, fin_c),)](
             part[0], part[1], sums[0], sums[1], var, dw if dw is not None else sums, db if db is not None else sums,
             C, splits, float(eps), HAS_AFFINE=dw is not None, BLOCK_S=32, BLOCK_C=fin_c)

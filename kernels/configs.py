@@ -74,7 +74,7 @@ _INTERPRET = {
     "conv_wgrad": [_cfg(64, 64, 64, 4, 1)],
     "mem_bound": [triton.Config({"BLOCK": 4096}, num_warps=4)],
     "lrn": [triton.Config({"BLOCK_P": 16}, num_warps=4)],
-    "channel_tiles": [triton.Config({"BLOCK_P": 64, "BLOCK_C": 64}, num_warps=4)],
+    "channel_tiles": [triton.Config({"BLOCK_P": 32, "BLOCK_C": 256}, num_warps=4)],
 }
 _GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "mem_bound": MEM_BOUND, "lrn": LRN,
         "channel_tiles": CHANNEL_TILES}

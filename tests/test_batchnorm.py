@@ -162,3 +162,11 @@ def test_batchnorm_bad_arguments(call, exc, words, device):
     bn = kernels.BatchNorm2d(4).to(device)
     with pytest.raises(exc, match=words):
         call(torch.randn(2, 4, 3, 3, device=device), bn)
+
+
+def test_batchnorm_more_channels_than_one_tile(device):
+    """C beyond one channel block of every pass (256 on the interpreter), NCHW."""
+    mod, ref = _pair(301, torch.float32, device, "relu")
+    x64 = torch.randn(2, 301, 3, 2, generator=torch.Generator().manual_seed(10), dtype=torch.float64) + 1
+    spread = check_step(mod.train(), ref.train(), x64, residual=True, activation="relu", device=device, seed=10)
+    check_running(mod, ref, spread, 2 * 3 * 2)

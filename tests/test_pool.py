@@ -212,3 +212,9 @@ def test_lrn_pool_modules_and_bad_arguments(device):
         kernels.max_pool2d_lrn(x, 3, 2, 2, size=3)
     with pytest.raises(ValueError, match="x must have 4 dimensions"):
         kernels.lrn_max_pool2d(x[0], 3, kernel_size=3)
+
+
+def test_max_pool_more_channels_than_one_tile(device):
+    """C beyond one channel block (256 on the interpreter, 64-128 on a GPU), odd, strided."""
+    x64 = torch.randn(1, 301, 5, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    check_pool(x64, 3, 2, 1, True, device=device, layout="strided")
