@@ -397,6 +397,11 @@ def batch_norm_stats(x, running_mean=None, running_var=None, num_batches_tracked
         P, C, splits, per_split, 0.0 if cumulative else float(momentum),
         HAS_RUNNING=running_mean is not None, HAS_NBT=num_batches_tracked is not None, CUMULATIVE=cumulative,
         BLOCK_S=32, BLOCK_C=fin_c)
+    # Written in place by a kernel: bump their version counters as torch's in-place ops
+    # would, so autograd still catches a stale saved buffer.
+    for t in (running_mean, running_var, num_batches_tracked):
+        if t is not None:
+            torch.autograd.graph.increment_version(t)
     return stats[0], stats[1]
 
 

@@ -146,10 +146,15 @@ def _out_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
     return out
 
 
+def _stride(stride, k: tuple[int, int]) -> tuple[int, int]:
+    """torch's default: no stride (None or empty) means the kernel size."""
+    return k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else pair(stride, "stride")
+
+
 def pool_geometry(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     """Validated ((KH, KW), (SH, SW), (PH, PW), (OH, OW)) of a max-pool of 4-D `x`."""
     k = pair(kernel_size, "kernel_size")
-    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else pair(stride, "stride")
+    s = _stride(stride, k)
     p = pair(padding, "padding")
     if min(k) < 1:
         raise ValueError(f"kernel_size must be positive, got {kernel_size!r}")
@@ -217,8 +222,8 @@ def max_pool2d_backward(grad_out, code, x_shape, kernel_size, stride=None, paddi
     if code.shape != grad_out.shape:
         raise ValueError(f"code must have grad_out's shape: code {describe(code)}, grad_out {describe(grad_out)}")
     N, C, H, W = x_shape
-    k, s, p = pair(kernel_size, "kernel_size"), pair(kernel_size if stride is None else stride, "stride"), \
-        pair(padding, "padding")
+    k = pair(kernel_size, "kernel_size")
+    s, p = _stride(stride, k), pair(padding, "padding")
     OH, OW = grad_out.shape[2:]
     dx = torch.empty(x_shape, device=grad_out.device, dtype=grad_out.dtype, memory_format=fmt)
     P = N * H * W
