@@ -40,7 +40,7 @@ import triton.language as tl
 
 from ._utils import check_float_tensor, describe, memory_format, needs_int64
 from .configs import autotune
-from .lrn import MAX_CHANNELS, _pow, _window_sumsq, lrn_backward
+from .lrn import MAX_CHANNELS, _pow, _prune_tiles, _window_sumsq, lrn_backward
 from .pool import (
     code_dtype,
     max_pool2d_backward,
@@ -52,14 +52,8 @@ from .pool import (
 )
 
 
-def _prune_tiles(configs_, named_args, **kwargs):
-    """Keep tiles of at most 16K elements for this BLOCK_C (all channels of a pixel)."""
-    block_c = kwargs.get("BLOCK_C", named_args.get("BLOCK_C"))
-    kept = [c for c in configs_ if c.kwargs["BLOCK_P"] * block_c <= 16384]
-    return kept or [min(configs_, key=lambda c: c.kwargs["BLOCK_P"])]
-
-
 def _autotune(key):
+    """The LRN family's tiles (BLOCK_P pixels x all channels), pruned to 16K elements as LRN's."""
     return autotune("lrn", key=key, prune_configs_by={"early_config_prune": _prune_tiles})
 
 
