@@ -170,3 +170,14 @@ def test_batchnorm_more_channels_than_one_tile(device):
     x64 = torch.randn(2, 301, 3, 2, generator=torch.Generator().manual_seed(10), dtype=torch.float64) + 1
     spread = check_step(mod.train(), ref.train(), x64, residual=True, activation="relu", device=device, seed=10)
     check_running(mod, ref, spread, 2 * 3 * 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C, hw, residual", [(256, 56, True), (64, 112, False), (2048, 7, True)],
+                         ids=["resnet50.layer1.0.bn3", "resnet50.bn1", "resnet50.layer4.0.bn3"])
+def test_batchnorm_real_layers_bf16(C, hw, residual):
+    mod, ref = _pair(C, torch.float32, "cuda", "relu")
+    x64 = torch.randn(4, C, hw, hw, generator=torch.Generator().manual_seed(13), dtype=torch.float64) + 0.5
+    spread = check_step(mod.train(), ref.train(), x64, residual=residual, activation="relu", dtype=torch.bfloat16,
+                        device="cuda", layout="channels_last", seed=13)
+    check_running(mod, ref, spread, 4 * hw * hw)

@@ -218,3 +218,25 @@ def test_max_pool_more_channels_than_one_tile(device):
     """C beyond one channel block (256 on the interpreter, 64-128 on a GPU), odd, strided."""
     x64 = torch.randn(1, 301, 5, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     check_pool(x64, 3, 2, 1, True, device=device, layout="strided")
+
+
+# The nets' real layers at a small batch (GPU only: the interpreter would take minutes).
+REAL_LRN_POOLS = {
+    "alexnet.norm1+pool1": ("lrn_pool", (5, 1e-4, 0.75, 2.0), (3, 2, 0, False), (96, 55)),
+    "googlenet.maxpool1+norm1": ("pool_lrn", (5, 1e-4, 0.75, 1.0), (3, 2, 0, True), (64, 112)),
+    "googlenet.norm2+maxpool2": ("lrn_pool", (5, 1e-4, 0.75, 1.0), (3, 2, 0, True), (192, 56)),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(REAL_LRN_POOLS))
+def test_lrn_pool_real_layers_bf16(name):
+    order, lrn, pool, (C, hw) = REAL_LRN_POOLS[name]
+    x64 = torch.randn(4, C, hw, hw, generator=torch.Generator().manual_seed(11), dtype=torch.float64) * 4
+    check_lrn_pool(order, x64, lrn, pool, dtype=torch.bfloat16, device="cuda", layout="channels_last")
+
+
+@pytest.mark.gpu
+def test_max_pool_real_layer_bf16():
+    x64 = torch.randn(4, 64, 112, 112, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    check_pool(x64, 3, 2, 1, False, dtype=torch.bfloat16, device="cuda", layout="channels_last")  # resnet.maxpool
