@@ -4,7 +4,8 @@ Tiers: `_bn_stats_kernel`, `_bn_finalize_kernel`, `_bn_fwd_kernel` (forward) and
 `_bn_bwd_reduce_kernel`, `_bn_bwd_finalize_kernel`, `_bn_bwd_dx_kernel` (backward) ->
 launchers `batch_norm_stats`, `batch_norm_forward`, `batch_norm_backward` ->
 `BatchNormFunction` -> `BatchNorm2d` module (an `nn.BatchNorm2d`: same parameters, buffers
-and state_dict). Imports nothing from the other kernel families.
+and state_dict). ResNet's stem, BatchNorm + ReLU + max-pool, is `_bn_relu_pool_fwd_kernel`
+-> `batch_norm_relu_max_pool2d` (it uses the window helpers of `pool.py`).
 
     y = act(x_hat * weight + bias + residual),  x_hat = (x - mean) / sqrt(var + eps)
 
@@ -37,6 +38,12 @@ Backward, with g = dL/d(bn output) = grad_out masked by the ReLU:
    written here (pass 3 then reads g instead of recomputing the mask).
 2. finalize: the sums, dweight and dbias.
 3. dx in one pass (eval: dx = g * weight * invstd).
+
+BatchNorm + ReLU + max-pool (ResNet's stem): the statistics as above, then one pass that
+normalizes, applies the ReLU and pools (candidates rounded to the storage dtype, so the
+winner is the unfused ops'); the normalized map is never written, only the pooled output
+and the int8 window codes. Backward routes the pooled gradient to the input pixels
+(`pool.max_pool2d_backward`), then runs the BatchNorm + ReLU backward above on it.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import triton.language as tl
 
 from ._utils import check_float_tensor, check_same, describe, memory_format, needs_int64, sm_count
 from .configs import autotune, interpreting
+from .pool import code_dtype, max_pool2d_backward, pixel_coords, pool_geometry, take_max
 
 ACTIVATIONS = (None, "relu")
 
@@ -324,6 +332,44 @@ def _bn_bwd_dx_kernel(
              dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
+@autotune("channel_tiles", key=["C", "OH", "OW", "KH", "KW", "SH", "SW"])
+@triton.jit
+def _bn_relu_pool_fwd_kernel(
+    x_ptr, y_ptr, code_ptr, mean_ptr, var_ptr, w_ptr, b_ptr,
+    # problem sizes: x [N, C, H, W]; y, code [N, C, OH, OW] (P = N*OH*OW); padding
+    P, C, H, W, OH, OW, PH, PW,
+    eps,
+    # strides (n, c, h, w): x, y, code
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    skn, skc, skh, skw,
+    HAS_AFFINE: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
+):
+    """y = max over each window of relu(x * scale + shift), code = its argmax."""
+    n, oh, ow, mask_p = pixel_coords(P, OH, OW, BLOCK_P, INDEX_64)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    _, _, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE)
+    x_base = x_ptr + (n * sxn)[:, None] + (offs_c * sxc)[None, :]
+    m = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
+    code = tl.full((BLOCK_P, BLOCK_C), -1, tl.int32)
+    for kh in tl.static_range(KH):
+        ih = oh * SH - PH + kh
+        for kw in tl.static_range(KW):
+            iw = ow * SW - PW + kw
+            ok = (mask_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))[:, None] & mask_c[None, :]
+            v = tl.load(x_base + (ih * sxh + iw * sxw)[:, None], mask=ok, other=0.0).to(tl.float32)
+            z = _pre_activation(v, x_base, ok, scale, shift, False)
+            z = tl.where(z < 0, 0.0, z).to(y_ptr.dtype.element_ty).to(tl.float32)  # as stored unfused
+            m, code = take_max(z, ok, m, code, kh * KW + kw)
+    mask = mask_p[:, None] & mask_c[None, :]
+    tl.store(y_ptr + (n * syn + oh * syh + ow * syw)[:, None] + (offs_c * syc)[None, :],
+             m.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(code_ptr + (n * skn + oh * skh + ow * skw)[:, None] + (offs_c * skc)[None, :],
+             code.to(code_ptr.dtype.element_ty), mask=mask)
+
+
 # --------------------------------------------------------------------------- launchers
 _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
@@ -514,6 +560,63 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                                    bool(training), momentum, eps, activation)
 
 
+def batch_norm_relu_pool_forward(x, mean, var, weight, bias, eps, kernel_size, stride, padding, ceil_mode):
+    """(y, code): max_pool2d(relu(x_hat * weight + bias)) with the given statistics, and the
+    window argmax codes; both in x's memory format."""
+    k, s, p, (OH, OW) = pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
+    N, C, H, W = x.shape
+    y = torch.empty((N, C, OH, OW), device=x.device, dtype=x.dtype, memory_format=memory_format(x))
+    code = torch.empty_like(y, dtype=code_dtype(k))
+    P = N * OH * OW
+    if P and C:
+        grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), triton.cdiv(C, meta["BLOCK_C"]))
+        _bn_relu_pool_fwd_kernel[grid](
+            x, y, code, mean, var, weight if weight is not None else mean, bias if bias is not None else mean,
+            P, C, H, W, OH, OW, p[0], p[1], float(eps), *x.stride(), *y.stride(), *code.stride(),
+            HAS_AFFINE=weight is not None, KH=k[0], KW=k[1], SH=s[0], SW=s[1], INDEX_64=needs_int64(x, y))
+    return y, code
+
+
+class BatchNormReLUMaxPool2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, num_batches_tracked, training, momentum, eps,
+                kernel_size, stride, padding, ceil_mode):
+        if training:
+            mean, var = batch_norm_stats(x, running_mean, running_var, num_batches_tracked, momentum)
+        else:
+            mean, var = running_mean, running_var
+        y, code = batch_norm_relu_pool_forward(x, mean, var, weight, bias, eps, kernel_size, stride, padding,
+                                               ceil_mode)
+        ctx.params = (eps, training, kernel_size, stride, padding)
+        ctx.mark_non_differentiable(code)
+        ctx.save_for_backward(x, mean, var, weight, bias, code)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, mean, var, weight, bias, code = ctx.saved_tensors
+        eps, training, kernel_size, stride, padding = ctx.params
+        g = max_pool2d_backward(grad_out, code, x.shape, kernel_size, stride, padding, fmt=memory_format(x))
+        dx, dw, db, _ = batch_norm_backward(g, x, mean, var, weight, bias, eps, activation="relu", training=training,
+                                            needs_param_grads=ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
+        return (dx, dw, db) + (None,) * 10
+
+
+def batch_norm_relu_max_pool2d(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                               eps=1e-5, *, kernel_size, stride=None, padding=0, ceil_mode=False,
+                               num_batches_tracked=None) -> torch.Tensor:
+    """== F.max_pool2d(F.relu(F.batch_norm(x, running_mean, running_var, weight, bias,
+    training, momentum, eps)), kernel_size, stride, padding, ceil_mode=ceil_mode), the
+    normalized map never written (ResNet's stem); running stats as `batch_norm`."""
+    _check_args(x, None, "relu", weight, bias, running_mean, running_var)
+    if not training and running_mean is None:
+        raise ValueError("running_mean and running_var are required when training=False")
+    pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
+    return BatchNormReLUMaxPool2dFunction.apply(x, weight, bias, running_mean, running_var, num_batches_tracked,
+                                                bool(training), momentum, eps, kernel_size, stride, padding,
+                                                ceil_mode)
+
+
 class BatchNorm2d(torch.nn.BatchNorm2d):
     """`nn.BatchNorm2d` run by the Triton kernels (same parameters, buffers, state_dict and
     running-stat updates), with an optional fused epilogue: forward(x, residual=None)
@@ -525,18 +628,43 @@ class BatchNorm2d(torch.nn.BatchNorm2d):
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.activation = activation
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        self._check_input_dim(x)
-        # nn.BatchNorm2d's rules: batch statistics in training or without running stats;
-        # running stats (and the batch count) updated only in training when tracked.
+    def _state(self):
+        """nn.BatchNorm2d's rules: batch statistics in training or without running stats;
+        running stats (and the batch count) updated only in training when tracked.
+        Returns (running_mean, running_var, training, num_batches_tracked) to pass on."""
         training = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
         counting = self.training and self.track_running_stats and self.num_batches_tracked is not None
-        return batch_norm(
-            x, self.running_mean if track else None, self.running_var if track else None,
-            self.weight, self.bias, training, self.momentum, self.eps, residual=residual,
-            activation=self.activation, num_batches_tracked=self.num_batches_tracked if counting else None)
+        return (self.running_mean if track else None, self.running_var if track else None, training,
+                self.num_batches_tracked if counting else None)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_input_dim(x)
+        running_mean, running_var, training, batches = self._state()
+        return batch_norm(x, running_mean, running_var, self.weight, self.bias, training, self.momentum, self.eps,
+                          residual=residual, activation=self.activation, num_batches_tracked=batches)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s + (f", activation={self.activation!r}" if self.activation else "")
+
+
+class BatchNormReLUMaxPool2d(BatchNorm2d):
+    """nn.BatchNorm2d, ReLU and nn.MaxPool2d in one module (ResNet's stem): BatchNorm2d's
+    parameters and buffers; the pool's geometry as keyword arguments."""
+
+    def __init__(self, *args, kernel_size, stride=None, padding=0, ceil_mode=False, **kwargs):
+        super().__init__(*args, activation="relu", **kwargs)
+        self.pool = (kernel_size, stride, padding, ceil_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        running_mean, running_var, training, batches = self._state()
+        k, s, p, ceil = self.pool
+        return batch_norm_relu_max_pool2d(x, running_mean, running_var, self.weight, self.bias, training,
+                                          self.momentum, self.eps, kernel_size=k, stride=s, padding=p,
+                                          ceil_mode=ceil, num_batches_tracked=batches)
+
+    def extra_repr(self) -> str:
+        k, s, p, ceil = self.pool
+        return super().extra_repr() + f", pool=(kernel_size={k}, stride={s}, padding={p}, ceil_mode={ceil})"

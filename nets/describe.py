@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+import kernels
+
 from .flops import flop_counter
 from .layers import (
     FusedLocalResponseNorm,
@@ -30,6 +32,8 @@ def _pool_op(kind: str, kernel_size, stride) -> str:
 
 
 def _op(m: nn.Module, takes_residual: bool) -> str:
+    if isinstance(m, kernels.BatchNormReLUMaxPool2d):
+        return f"batchnorm+relu+{_pool_op('max', *m.pool[:2])}"
     if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)):
         if isinstance(m, nn.Conv2d):
             r, s = m.kernel_size
@@ -73,7 +77,8 @@ def _runs_on(model: nn.Module) -> dict[str, tuple[str, str]]:
         elif is_triton_module(m):
             kernel = {"Conv2d": "conv2d", "LocalResponseNorm": "local_response_norm", "AddReLU": "add_relu",
                       "BatchNorm2d": "batch_norm", "MaxPool2d": "max_pool2d",
-                      "TritonLRNMaxPool2d": "lrn_max_pool2d", "TritonMaxPool2dLRN": "max_pool2d_lrn"}
+                      "TritonLRNMaxPool2d": "lrn_max_pool2d", "TritonMaxPool2dLRN": "max_pool2d_lrn",
+                      "BatchNormReLUMaxPool2d": "batch_norm_relu_max_pool2d"}
             out[name] = ("triton", kernel[type(m).__name__])
         else:
             torch_kernels = {"TorchConv2d": "F.conv2d (cuDNN)", "TorchAddReLU": "add_ + relu_",

@@ -8,6 +8,7 @@ import copy
 import torch
 from torch import nn
 
+from .layers import fuse_pairs, unfuse_pairs
 from .resnet import BasicBlock, Bottleneck, ResNet
 
 
@@ -33,6 +34,9 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     if not isinstance(fused, ResNet):
         return fused
+    # The triton backend's stem runs BatchNorm+ReLU+max-pool in the BatchNorm module:
+    # unfuse it (to the triton classes), so the max-pool survives the folding.
+    was_fused = unfuse_pairs(fused, "triton")
     _fold(fused.conv1, fused.bn1)
     fused.bn1 = nn.Identity()
     for block in fused.modules():
@@ -46,4 +50,6 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
             _fold(block.downsample[0], block.downsample[1])
             block.downsample[1] = nn.Identity()
         block.folded = True  # the last conv takes the shortcut: relu(conv + bias + residual)
+    if was_fused:
+        fuse_pairs(fused)  # every pair left (none in a ResNet once its stem BN is folded)
     return fused

@@ -8,10 +8,12 @@ are torch modules in both sets.
 
 Fused pairs: a net lists in `FUSED_PAIRS` the (first, second) module names of an LRN and
 a max-pool that follow each other (AlexNet's norm -> pool, GoogLeNet's maxpool1 -> norm1
-and norm2 -> maxpool2). On the triton backend the second module of a pair runs both as
-one kernel (`kernels.lrn_max_pool2d` / `kernels.max_pool2d_lrn`) and the first passes its
-input through, so every module that computes returns what its torch twin returns. The
-torch backend runs them apart.
+and norm2 -> maxpool2), or of ResNet's stem BatchNorm+ReLU and max-pool. On the triton
+backend one module of the pair runs both as one kernel (`kernels.lrn_max_pool2d`,
+`kernels.max_pool2d_lrn`, `kernels.batch_norm_relu_max_pool2d`) and the other passes its
+input through: of an LRN and a pool the second (so a module that computes returns what its
+torch twin returns), of a BatchNorm and a pool the BatchNorm (it owns the parameters and
+statistics). The torch backend runs them apart.
 """
 
 from __future__ import annotations
@@ -146,43 +148,64 @@ class TritonMaxPool2dLRN(nn.LocalResponseNorm):
         return kernels.max_pool2d_lrn(x, *self.pool, size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
 
 
-_FUSED = {FusedLocalResponseNorm: nn.LocalResponseNorm, FusedMaxPool2d: nn.MaxPool2d,
-          TritonLRNMaxPool2d: nn.MaxPool2d, TritonMaxPool2dLRN: nn.LocalResponseNorm}
+# fused-pair class -> (its torch backend class, its triton backend class) when unfused
+_FUSED = {
+    FusedLocalResponseNorm: (nn.LocalResponseNorm, kernels.LocalResponseNorm),
+    FusedMaxPool2d: (nn.MaxPool2d, kernels.MaxPool2d),
+    TritonLRNMaxPool2d: (nn.MaxPool2d, kernels.MaxPool2d),
+    TritonMaxPool2dLRN: (nn.LocalResponseNorm, kernels.LocalResponseNorm),
+    kernels.BatchNormReLUMaxPool2d: (TorchBatchNorm2d, kernels.BatchNorm2d),
+}
 
 
-def _unfuse_pairs(model: nn.Module) -> None:
-    """Every fused-pair module back to its plain torch class (attributes kept, extras dropped)."""
+def unfuse_pairs(model: nn.Module, backend: str = "torch") -> bool:
+    """Every fused-pair module back to its plain class of `backend` (attributes kept, the
+    pair's extras dropped). Returns whether there was any."""
+    found = False
     for m in model.modules():
         plain = _FUSED.get(type(m))
         if plain is not None:
-            m.__class__ = plain
+            m.__class__ = plain[backend == "triton"]
             for attr in ("fused_into", "lrn", "pool"):
                 m.__dict__.pop(attr, None)
+            found = True
+    return found
 
 
-def _fuse_pairs(model: nn.Module) -> None:
-    """Apply the model's FUSED_PAIRS for the triton backend (modules must be unfused)."""
+def fuse_pairs(model: nn.Module) -> None:
+    """Apply the model's FUSED_PAIRS for the triton backend (modules must be unfused).
+    The module that owns parameters does the work (BatchNorm of BatchNorm+ReLU -> max-pool);
+    of an LRN and a max-pool, the second. Pairs with a module folded away are skipped."""
     for first, second in getattr(model, "FUSED_PAIRS", ()):
         a, b = model.get_submodule(first), model.get_submodule(second)
-        if isinstance(a, nn.LocalResponseNorm) and isinstance(b, nn.MaxPool2d):
+        if isinstance(a, nn.Identity) or isinstance(b, nn.Identity):
+            continue
+        if isinstance(b, nn.MaxPool2d) and (b.dilation not in (1, (1, 1)) or b.return_indices):
+            raise ValueError(f"{second}: a fused max-pool needs dilation=1 and return_indices=False")
+        if isinstance(a, nn.MaxPool2d) and (a.dilation not in (1, (1, 1)) or a.return_indices):
+            raise ValueError(f"{first}: a fused max-pool needs dilation=1 and return_indices=False")
+        if isinstance(a, nn.BatchNorm2d) and getattr(a, "activation", None) == "relu" and isinstance(b, nn.MaxPool2d):
+            a.__class__, b.__class__ = kernels.BatchNormReLUMaxPool2d, FusedMaxPool2d
+            a.pool = (b.kernel_size, b.stride, b.padding, b.ceil_mode)
+            b.fused_into = first
+        elif isinstance(a, nn.LocalResponseNorm) and isinstance(b, nn.MaxPool2d):
             a.__class__, b.__class__ = FusedLocalResponseNorm, TritonLRNMaxPool2d
             b.lrn = (a.size, a.alpha, a.beta, a.k)
+            a.fused_into = second
         elif isinstance(a, nn.MaxPool2d) and isinstance(b, nn.LocalResponseNorm):
-            if a.dilation not in (1, (1, 1)) or a.return_indices:
-                raise ValueError(f"{first}: a fused max-pool needs dilation=1 and return_indices=False")
             a.__class__, b.__class__ = FusedMaxPool2d, TritonMaxPool2dLRN
             b.pool = (a.kernel_size, a.stride, a.padding, a.ceil_mode)
+            a.fused_into = second
         else:
-            raise TypeError(f"FUSED_PAIRS ({first!r}, {second!r}) must be an LRN and a max-pool, "
-                            f"got {type(a).__name__} and {type(b).__name__}")
-        a.fused_into = second
+            raise TypeError(f"FUSED_PAIRS ({first!r}, {second!r}) must be an LRN and a max-pool or a "
+                            f"BatchNorm+ReLU and a max-pool, got {type(a).__name__} and {type(b).__name__}")
 
 
 def apply_backend(model: nn.Module, backend: str) -> nn.Module:
     """Set up a model freshly built with `backend`'s layers: its fused pairs on the triton
     backend (in place); returns it."""
     if layers_for(backend) is TritonLayers:
-        _fuse_pairs(model)
+        fuse_pairs(model)
     return model
 
 
@@ -218,7 +241,7 @@ def convert(model: nn.Module, backend: str) -> nn.Module:
     src_index, dst_index = (0, 1) if backend == "triton" else (1, 0)
     swap = {pair[src_index]: pair[dst_index] for pair in _PAIRS}
     out = copy.deepcopy(model)
-    _unfuse_pairs(out)
+    unfuse_pairs(out, "torch")
     for m in out.modules():
         target = swap.get(type(m))
         if target is not None:
@@ -228,7 +251,7 @@ def convert(model: nn.Module, backend: str) -> nn.Module:
         if hasattr(m, "_run") and hasattr(m, "branch4"):  # an Inception block
             m._run = layers.inception
     if backend == "triton":
-        _fuse_pairs(out)
+        fuse_pairs(out)
     if hasattr(out, "backend"):
         out.backend = backend
     return out

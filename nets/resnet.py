@@ -67,6 +67,9 @@ class Bottleneck(BasicBlock):
 
 
 class ResNet(nn.Module):
+    # the stem's BatchNorm+ReLU and max-pool, one kernel on the triton backend (nets.layers)
+    FUSED_PAIRS = (("bn1", "maxpool"),)
+
     def __init__(self, layers, block, depths, num_classes=1000, zero_init_residual=False,
                  stride_in_3x3=False):
         super().__init__()

@@ -181,3 +181,41 @@ def test_batchnorm_real_layers_bf16(C, hw, residual):
     spread = check_step(mod.train(), ref.train(), x64, residual=residual, activation="relu", dtype=torch.bfloat16,
                         device="cuda", layout="channels_last", seed=13)
     check_running(mod, ref, spread, 4 * hw * hw)
+
+
+# --------------------------------------------------------------------------- BatchNorm + ReLU + max-pool
+@given(
+    C=st.integers(1, 9), H=st.integers(3, 8), W=st.integers(3, 8), layout=st.sampled_from(LAYOUTS),
+    pool=st.sampled_from([(3, 2, 1, False), (3, 2, 0, True), (2, 2, 0, False)]), training=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_batchnorm_relu_max_pool_fuzz(C, H, W, layout, pool, training, seed, device):
+    """ResNet's stem (3x3/2 pad 1) and other pools: == max_pool2d(relu(bn(x))), forward,
+    dx, dweight, dbias and running stats, in training and eval."""
+    k, s, p, ceil = pool
+    ref = torch.nn.BatchNorm2d(C, dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight.uniform_(-1.5, 1.5), ref.bias.uniform_(-0.5, 0.5)
+        ref.running_mean.uniform_(-1, 1), ref.running_var.uniform_(0.5, 2)
+    mod = kernels.BatchNormReLUMaxPool2d(C, kernel_size=k, stride=s, padding=p, ceil_mode=ceil, device=device)
+    mod.load_state_dict(ref.state_dict())
+    ref.load_state_dict(mod.state_dict())
+    ref.train(training), mod.train(training)
+    gen = torch.Generator().manual_seed(seed)
+    x64 = (torch.randn(2, C, H, W, generator=gen, dtype=torch.float64) * 2 + 1).float().double()
+    x = _view(x64.to(device, torch.float32), layout).requires_grad_()
+    x64.requires_grad_()
+    y, y64 = mod(x), F.max_pool2d(F.relu(ref(x64)), k, s, p, ceil_mode=ceil)
+    gy64 = torch.randn(y64.shape, generator=gen).float().double()
+    y.backward(gy64.to(device, torch.float32))
+    y64.backward(gy64)
+    P = 2 * H * W
+    stats = x64.detach() if training else None
+    std = (stats.std((0, 2, 3), unbiased=False) if training else ref.running_var.sqrt()).clamp_min(1e-3)
+    spread = (x64.detach().abs().amax((0, 2, 3)).add(1) / std).max().item()
+    g = gy64.abs().max().item()
+    assert_close(y, y64, reduction=P, scale=1.5 * spread, name="bn+relu+pool forward")
+    assert_close(x.grad, x64.grad, reduction=P + 4, scale=1.5 * 4 * g * spread / std.min().item(), name="dx")
+    assert_close(mod.weight.grad, ref.weight.grad, reduction=P, scale=4 * g * spread, name="dweight")
+    assert_close(mod.bias.grad, ref.bias.grad, reduction=P, scale=4 * g, name="dbias")
+    check_running(mod, ref, spread, P)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import kernels
 import nets
 from nets import data, recipe
 from nets.layers import convert
@@ -342,6 +343,7 @@ class _MiniResNet(torch.nn.Module):
     strided bottleneck with a projection shortcut, a basic block) at a few channels, so a
     training step runs on the interpreter in seconds."""
 
+    FUSED_PAIRS = (("bn1", "maxpool"),)  # as ResNet's stem
     HW = (13, 11)
 
     def __init__(self, layers):
@@ -444,6 +446,7 @@ def test_fuse_for_inference_folds_the_batchnorm_epilogues():
     """Folding moves each BatchNorm's ReLU (and the block end's residual) onto its conv."""
     fused = nets.fuse_for_inference(nets.build("resnet50", "triton"))
     assert fused.conv1.activation == "relu" and isinstance(fused.bn1, torch.nn.Identity)
+    assert type(fused.maxpool) is kernels.MaxPool2d  # the stem's pool, once run by its BN, runs alone
     block = fused.layer2[0]
     assert [block.conv1.activation, block.conv2.activation, block.conv3.activation] == ["relu"] * 3
     assert block.downsample[0].activation is None and block.folded
