@@ -11,7 +11,8 @@ and state_dict). ResNet's stem, BatchNorm + ReLU + max-pool, is `_bn_relu_pool_f
 
 Training forward, three launches:
 1. statistics: programs own a channel block and a range of pixels and write per-channel
-   partials (mean, M2 = sum of squared deviations) in fp32. Each block of BLOCK_R pixels is
+   partials (mean, M2 = sum of squared deviations) in fp32 (every statistic and sum here
+   is fp64 for float64 tensors). Each block of BLOCK_R pixels is
    reduced in registers about its own mean, and blocks merge with Chan's update
    (delta = mean_b - mean; M2 += M2_b + delta**2 * n * n_b / (n + n_b)). Why not fp32 sum
    and sum of squares: var = E[x**2] - E[x]**2 cancels when |mean| >> std. With mean 100
@@ -67,14 +68,15 @@ def _rows(offs, H, W):
 
 
 @triton.jit
-def _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE: tl.constexpr):
-    """Per-channel (mean, invstd, scale, shift), fp32: y = x * scale + shift."""
-    mean = tl.load(mean_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-    var = tl.load(var_ptr + offs_c, mask=mask_c, other=1.0).to(tl.float32)
-    invstd = 1.0 / tl.sqrt(var + eps)
+def _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE: tl.constexpr,
+                    ACC: tl.constexpr):
+    """Per-channel (mean, invstd, scale, shift) in ACC: y = x * scale + shift."""
+    mean = tl.load(mean_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)
+    var = tl.load(var_ptr + offs_c, mask=mask_c, other=1.0).to(ACC)
+    invstd = 1.0 / tl.sqrt(var + tl.full((), eps, ACC))
     if HAS_AFFINE:
-        scale = tl.load(w_ptr + offs_c, mask=mask_c, other=1.0).to(tl.float32) * invstd
-        shift = tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32) - mean * scale
+        scale = tl.load(w_ptr + offs_c, mask=mask_c, other=1.0).to(ACC) * invstd
+        shift = tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(ACC) - mean * scale
     else:
         scale = invstd
         shift = -mean * invstd
@@ -83,11 +85,11 @@ def _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AF
 
 @triton.jit
 def _pre_activation(x, r_ptrs, mask, scale, shift, HAS_RESIDUAL: tl.constexpr):
-    """x * scale + shift (+ residual) in fp32, one FMA: forward and backward round alike,
-    so the ReLU mask recomputed in backward is the forward's."""
+    """x * scale + shift (+ residual) in x's (the accumulator's) dtype, one FMA: forward and
+    backward round alike, so the ReLU mask recomputed in backward is the forward's."""
     z = tl.fma(x, scale[None, :], shift[None, :])
     if HAS_RESIDUAL:
-        z += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
+        z += tl.load(r_ptrs, mask=mask, other=0.0).to(x.dtype)
     return z
 
 
@@ -102,14 +104,15 @@ def _bn_stats_kernel(
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """(mean, M2) of each channel over this split's pixels, blocks merged by Chan's update."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
     split = tl.program_id(1)
     r_start = split * ROWS_PER_SPLIT
     r_end = tl.minimum(r_start + ROWS_PER_SPLIT, P)
-    count = 0.0
-    mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    count = tl.full((), 0.0, ACC)
+    mean = tl.zeros((BLOCK_C,), dtype=ACC)
+    m2 = tl.zeros((BLOCK_C,), dtype=ACC)
     for r0 in range(r_start, r_end, BLOCK_R):
         offs_r = r0 + tl.arange(0, BLOCK_R)
         if INDEX_64:
@@ -117,8 +120,8 @@ def _bn_stats_kernel(
         n, h, w = _rows(offs_r, H, W)
         mask = (offs_r < r_end)[:, None] & mask_c[None, :]
         v = tl.load(x_ptr + (n * sxn + h * sxh + w * sxw)[:, None] + (offs_c * sxc)[None, :],
-                    mask=mask, other=0.0).to(tl.float32)
-        nb = tl.minimum(r_end - r0, BLOCK_R).to(tl.float32)
+                    mask=mask, other=0.0).to(ACC)
+        nb = tl.minimum(r_end - r0, BLOCK_R).to(ACC)
         mean_b = tl.sum(v, axis=0) / nb
         d = tl.where(mask, v - mean_b[None, :], 0.0)
         m2_b = tl.sum(d * d, axis=0)
@@ -137,36 +140,37 @@ def _bn_finalize_kernel(
     # problem sizes: partials [SPLITS, C] over P pixels, ROWS_PER_SPLIT per split
     P, C, SPLITS, ROWS_PER_SPLIT,
     # running-average factor (unused when CUMULATIVE: 1 / num_batches_tracked)
-    momentum,
+    momentum: tl.float64,
     HAS_RUNNING: tl.constexpr, HAS_NBT: tl.constexpr, CUMULATIVE: tl.constexpr,
     BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """mean, biased var of each channel; running stats and num_batches_tracked updated.
     Channel blocks are visited grid-stride (one program when CUMULATIVE: every program
-    would otherwise race on num_batches_tracked)."""
-    factor = momentum
+    would otherwise race on num_batches_tracked). The partials' dtype is the accumulator's."""
+    ACC: tl.constexpr = mean_part_ptr.dtype.element_ty
+    factor = tl.full((), momentum, ACC)
     if HAS_NBT:
         batches = tl.load(nbt_ptr) + 1
         if CUMULATIVE:
-            factor = 1.0 / batches.to(tl.float32)
+            factor = 1.0 / batches.to(ACC)
         if tl.program_id(0) == 0:
             tl.store(nbt_ptr, batches)
     for c0 in range(tl.program_id(0) * BLOCK_C, C, tl.num_programs(0) * BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         mask_c = offs_c < C
-        total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        total = tl.zeros((BLOCK_C,), dtype=ACC)
         for s0 in range(0, SPLITS, BLOCK_S):
             offs_s = s0 + tl.arange(0, BLOCK_S)
             mask = (offs_s < SPLITS)[:, None] & mask_c[None, :]
-            cnt = tl.minimum(ROWS_PER_SPLIT, P - offs_s * ROWS_PER_SPLIT).to(tl.float32)
+            cnt = tl.minimum(ROWS_PER_SPLIT, P - offs_s * ROWS_PER_SPLIT).to(ACC)
             part = tl.load(mean_part_ptr + offs_s[:, None] * C + offs_c[None, :], mask=mask, other=0.0)
             total += tl.sum(part * cnt[:, None], axis=0)
         mean = total / P
-        m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        m2 = tl.zeros((BLOCK_C,), dtype=ACC)
         for s0 in range(0, SPLITS, BLOCK_S):
             offs_s = s0 + tl.arange(0, BLOCK_S)
             mask = (offs_s < SPLITS)[:, None] & mask_c[None, :]
-            cnt = tl.minimum(ROWS_PER_SPLIT, P - offs_s * ROWS_PER_SPLIT).to(tl.float32)
+            cnt = tl.minimum(ROWS_PER_SPLIT, P - offs_s * ROWS_PER_SPLIT).to(ACC)
             part = tl.load(mean_part_ptr + offs_s[:, None] * C + offs_c[None, :], mask=mask, other=0.0)
             d = tl.where(mask, part - mean[None, :], 0.0)
             m2 += tl.sum(tl.load(m2_part_ptr + offs_s[:, None] * C + offs_c[None, :], mask=mask, other=0.0)
@@ -175,8 +179,8 @@ def _bn_finalize_kernel(
         tl.store(mean_ptr + offs_c, mean, mask=mask_c)
         tl.store(var_ptr + offs_c, var, mask=mask_c)
         if HAS_RUNNING:
-            rm = tl.load(run_mean_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-            rv = tl.load(run_var_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+            rm = tl.load(run_mean_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)
+            rv = tl.load(run_var_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)
             unbiased = m2 / (P - 1)
             tl.store(run_mean_ptr + offs_c, (factor * mean + (1.0 - factor) * rm).to(run_mean_ptr.dtype.element_ty),
                      mask=mask_c)
@@ -190,7 +194,7 @@ def _bn_fwd_kernel(
     x_ptr, r_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr,
     # problem sizes: x, residual and y [N, C, H, W], P = N*H*W pixels
     P, C, H, W,
-    eps,
+    eps: tl.float64,
     # strides (n, c, h, w): x, residual, y
     sxn, sxc, sxh, sxw,
     srn, src, srh, srw,
@@ -199,6 +203,7 @@ def _bn_fwd_kernel(
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """y = act(x * scale + shift + residual) for a [BLOCK_P pixels, BLOCK_C channels] tile."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     if INDEX_64:
         offs_p = offs_p.to(tl.int64)
@@ -206,9 +211,9 @@ def _bn_fwd_kernel(
     mask_c = offs_c < C
     mask = (offs_p < P)[:, None] & mask_c[None, :]
     n, h, w = _rows(offs_p, H, W)
-    _, _, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE)
+    _, _, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE, ACC)
     x = tl.load(x_ptr + (n * sxn + h * sxh + w * sxw)[:, None] + (offs_c * sxc)[None, :],
-                mask=mask, other=0.0).to(tl.float32)
+                mask=mask, other=0.0).to(ACC)
     r_ptrs = r_ptr + (n * srn + h * srh + w * srw)[:, None] + (offs_c * src)[None, :]
     z = _pre_activation(x, r_ptrs, mask, scale, shift, HAS_RESIDUAL)
     if RELU:
@@ -222,7 +227,7 @@ def _bn_bwd_reduce_kernel(
     dy_ptr, x_ptr, r_ptr, g_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sg_part_ptr, sgx_part_ptr,
     # problem sizes: as _bn_stats_kernel
     P, C, H, W, ROWS_PER_SPLIT,
-    eps,
+    eps: tl.float64,
     # strides (n, c, h, w): dy, x, residual, g (g: the masked grad, written when WRITE_G)
     sdn, sdc, sdh, sdw,
     sxn, sxc, sxh, sxw,
@@ -234,14 +239,15 @@ def _bn_bwd_reduce_kernel(
 ):
     """Partials of sum g and sum g * (x - mean) over this split's pixels; g = dy masked by
     the ReLU (mask recomputed from x and the residual, rounded as the forward's output)."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
     split = tl.program_id(1)
     r_start = split * ROWS_PER_SPLIT
     r_end = tl.minimum(r_start + ROWS_PER_SPLIT, P)
-    mean, _, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE)
-    acc_g = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-    acc_gx = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    mean, _, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE, ACC)
+    acc_g = tl.zeros((BLOCK_R, BLOCK_C), dtype=ACC)
+    acc_gx = tl.zeros((BLOCK_R, BLOCK_C), dtype=ACC)
     for r0 in range(r_start, r_end, BLOCK_R):
         offs_r = r0 + tl.arange(0, BLOCK_R)
         if INDEX_64:
@@ -250,14 +256,14 @@ def _bn_bwd_reduce_kernel(
         mask = (offs_r < r_end)[:, None] & mask_c[None, :]
         cols = offs_c[None, :]
         g = tl.load(dy_ptr + (n * sdn + h * sdh + w * sdw)[:, None] + cols * sdc, mask=mask, other=0.0)
-        x = tl.load(x_ptr + (n * sxn + h * sxh + w * sxw)[:, None] + cols * sxc, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + (n * sxn + h * sxh + w * sxw)[:, None] + cols * sxc, mask=mask, other=0.0).to(ACC)
         if RELU:
             z = _pre_activation(x, r_ptr + (n * srn + h * srh + w * srw)[:, None] + cols * src, mask,
                                 scale, shift, HAS_RESIDUAL)
             g = tl.where(z.to(Y_DTYPE) <= 0, tl.zeros_like(g), g)
         if WRITE_G:
             tl.store(g_ptr + (n * sgn + h * sgh + w * sgw)[:, None] + cols * sgc, g, mask=mask)
-        g = g.to(tl.float32)
+        g = g.to(ACC)
         acc_g += g
         acc_gx += tl.where(mask, g * (x - mean[None, :]), 0.0)
     tl.store(sg_part_ptr + split * C + offs_c, tl.sum(acc_g, axis=0), mask=mask_c)
@@ -269,14 +275,15 @@ def _bn_bwd_finalize_kernel(
     sg_part_ptr, sgx_part_ptr, sg_ptr, sgx_ptr, var_ptr, dw_ptr, db_ptr,
     # problem sizes: partials [SPLITS, C]
     C, SPLITS,
-    eps,
+    eps: tl.float64,
     HAS_AFFINE: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """sum g and sum g * (x - mean) per channel (fp32), dbias and dweight."""
+    """sum g and sum g * (x - mean) per channel (in the partials' dtype), dbias and dweight."""
+    ACC: tl.constexpr = sg_part_ptr.dtype.element_ty
     offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    sg = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    sgx = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    sg = tl.zeros((BLOCK_C,), dtype=ACC)
+    sgx = tl.zeros((BLOCK_C,), dtype=ACC)
     for s0 in range(0, SPLITS, BLOCK_S):
         offs_s = s0 + tl.arange(0, BLOCK_S)
         mask = (offs_s < SPLITS)[:, None] & mask_c[None, :]
@@ -285,7 +292,7 @@ def _bn_bwd_finalize_kernel(
     tl.store(sg_ptr + offs_c, sg, mask=mask_c)
     tl.store(sgx_ptr + offs_c, sgx, mask=mask_c)
     if HAS_AFFINE:
-        invstd = 1.0 / tl.sqrt(tl.load(var_ptr + offs_c, mask=mask_c, other=1.0).to(tl.float32) + eps)
+        invstd = 1.0 / tl.sqrt(tl.load(var_ptr + offs_c, mask=mask_c, other=1.0).to(ACC) + tl.full((), eps, ACC))
         tl.store(dw_ptr + offs_c, (sgx * invstd).to(dw_ptr.dtype.element_ty), mask=mask_c)
         tl.store(db_ptr + offs_c, sg.to(db_ptr.dtype.element_ty), mask=mask_c)
 
@@ -296,7 +303,7 @@ def _bn_bwd_dx_kernel(
     g_ptr, x_ptr, r_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sg_ptr, sgx_ptr,
     # problem sizes: as _bn_fwd_kernel
     P, C, H, W,
-    eps,
+    eps: tl.float64,
     # strides (n, c, h, w): g (dy, or the masked grad), x, residual, dx
     sgn, sgc, sgh, sgw,
     sxn, sxc, sxh, sxw,
@@ -307,6 +314,7 @@ def _bn_bwd_dx_kernel(
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """dx for a [BLOCK_P, BLOCK_C] tile; RELU: mask g here (recomputed as in the reduce)."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     if INDEX_64:
         offs_p = offs_p.to(tl.int64)
@@ -315,9 +323,9 @@ def _bn_bwd_dx_kernel(
     mask = (offs_p < P)[:, None] & mask_c[None, :]
     n, h, w = _rows(offs_p, H, W)
     cols = offs_c[None, :]
-    mean, invstd, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE)
-    g = tl.load(g_ptr + (n * sgn + h * sgh + w * sgw)[:, None] + cols * sgc, mask=mask, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + (n * sxn + h * sxh + w * sxw)[:, None] + cols * sxc, mask=mask, other=0.0).to(tl.float32)
+    mean, invstd, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE, ACC)
+    g = tl.load(g_ptr + (n * sgn + h * sgh + w * sgw)[:, None] + cols * sgc, mask=mask, other=0.0).to(ACC)
+    x = tl.load(x_ptr + (n * sxn + h * sxh + w * sxw)[:, None] + cols * sxc, mask=mask, other=0.0).to(ACC)
     if RELU:
         z = _pre_activation(x, r_ptr + (n * srn + h * srh + w * srw)[:, None] + cols * src, mask,
                             scale, shift, HAS_RESIDUAL)
@@ -338,7 +346,7 @@ def _bn_relu_pool_fwd_kernel(
     x_ptr, y_ptr, code_ptr, mean_ptr, var_ptr, w_ptr, b_ptr,
     # problem sizes: x [N, C, H, W]; y, code [N, C, OH, OW] (P = N*OH*OW); padding
     P, C, H, W, OH, OW, PH, PW,
-    eps,
+    eps: tl.float64,
     # strides (n, c, h, w): x, y, code
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
@@ -347,21 +355,22 @@ def _bn_relu_pool_fwd_kernel(
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """y = max over each window of relu(x * scale + shift), code = its argmax."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     n, oh, ow, mask_p = pixel_coords(P, OH, OW, BLOCK_P, INDEX_64)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    _, _, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE)
+    _, _, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE, ACC)
     x_base = x_ptr + (n * sxn)[:, None] + (offs_c * sxc)[None, :]
-    m = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
+    m = tl.full((BLOCK_P, BLOCK_C), float("-inf"), ACC)
     code = tl.full((BLOCK_P, BLOCK_C), -1, tl.int32)
     for kh in tl.static_range(KH):
         ih = oh * SH - PH + kh
         for kw in tl.static_range(KW):
             iw = ow * SW - PW + kw
             ok = (mask_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))[:, None] & mask_c[None, :]
-            v = tl.load(x_base + (ih * sxh + iw * sxw)[:, None], mask=ok, other=0.0).to(tl.float32)
+            v = tl.load(x_base + (ih * sxh + iw * sxw)[:, None], mask=ok, other=0.0).to(ACC)
             z = _pre_activation(v, x_base, ok, scale, shift, False)
-            z = tl.where(z < 0, 0.0, z).to(y_ptr.dtype.element_ty).to(tl.float32)  # as stored unfused
+            z = tl.where(z < 0, 0.0, z).to(y_ptr.dtype.element_ty).to(ACC)  # as stored unfused
             m, code = take_max(z, ok, m, code, kh * KW + kw)
     mask = mask_p[:, None] & mask_c[None, :]
     tl.store(y_ptr + (n * syn + oh * syh + ow * syw)[:, None] + (offs_c * syc)[None, :],
@@ -371,7 +380,13 @@ def _bn_relu_pool_fwd_kernel(
 
 
 # --------------------------------------------------------------------------- launchers
-_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16,
+              torch.float64: tl.float64}
+
+
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    """The statistics' and partial sums' dtype: fp32, fp64 for float64 tensors."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _split_plan(P: int, C: int, device) -> tuple[int, int, int, int]:
@@ -420,7 +435,7 @@ def _stride4(t):
 
 
 def batch_norm_stats(x, running_mean=None, running_var=None, num_batches_tracked=None, momentum=0.1):
-    """(mean, var) of x per channel (fp32, var biased) for training; running stats and
+    """(mean, var) of x per channel (fp32, fp64 for float64 x; var biased) for training; running stats and
     num_batches_tracked updated in place when given (momentum=None: cumulative average)."""
     N, C, H, W = x.shape
     P = N * H * W
@@ -429,11 +444,11 @@ def batch_norm_stats(x, running_mean=None, running_var=None, num_batches_tracked
     if momentum is None and running_mean is not None and num_batches_tracked is None:
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
     block_r, block_c, splits, per_split = _split_plan(P, C, x.device)
-    part = torch.empty((2, splits, C), device=x.device, dtype=torch.float32)
+    part = torch.empty((2, splits, C), device=x.device, dtype=_acc_dtype(x))
     _bn_stats_kernel[(triton.cdiv(C, block_c), splits)](
         x, part[0], part[1], P, C, H, W, per_split, *x.stride(),
         BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=needs_int64(x))
-    stats = torch.empty((2, C), device=x.device, dtype=torch.float32)
+    stats = torch.empty((2, C), device=x.device, dtype=_acc_dtype(x))
     cumulative = momentum is None
     fin_c = 512 if interpreting() else 128
     grid = 1 if cumulative else triton.cdiv(C, fin_c)
@@ -481,13 +496,13 @@ def batch_norm_backward(grad_out, x, mean, var, weight, bias, eps, *, residual=N
     affine = weight is not None
     g = torch.empty(x.shape, device=x.device, dtype=x.dtype, memory_format=memory_format(x)) \
         if (relu and has_res) else grad_out
-    sums = torch.zeros((2, C), device=x.device, dtype=torch.float32)
+    sums = torch.zeros((2, C), device=x.device, dtype=_acc_dtype(x))
     dw = torch.empty_like(weight) if affine and needs_param_grads else None
     db = torch.empty_like(bias) if affine and needs_param_grads else None
     reduce = training or needs_param_grads or g is not grad_out
     if reduce and P:
         block_r, block_c, splits, per_split = _split_plan(P, C, x.device)
-        part = torch.empty((2, splits, C), device=x.device, dtype=torch.float32)
+        part = torch.empty((2, splits, C), device=x.device, dtype=_acc_dtype(x))
         _bn_bwd_reduce_kernel[(triton.cdiv(C, block_c), splits)](
             grad_out, x, residual if has_res else x, g, mean, var,
             weight if affine else mean, bias if affine else mean, part[0], part[1],

@@ -30,6 +30,9 @@ Pool then LRN (GoogLeNet's stem maxpool1 -> norm1):
   gradient of neighbouring windows, which other programs compute: overlapping windows
   make that an atomic scatter (non-deterministic) or a recomputation of the LRN backward
   of up to 4 windows per pixel, each with its own cross-channel scratch.
+
+The LRN math is `lrn.py`'s (torch's pow semantics and evaluation order, fp64 scalars):
+fp32 accumulation, fp64 for float64 tensors.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import triton.language as tl
 
 from ._utils import check_float_tensor, describe, memory_format, needs_int64
 from .configs import autotune
-from .lrn import MAX_CHANNELS, _pow, _prune_tiles, _window_sumsq, lrn_backward
+from .lrn import MAX_CHANNELS, _pow, _power_flags, _prune_tiles, _window_sumsq, lrn_backward
 from .pool import (
     code_dtype,
     max_pool2d_backward,
@@ -68,17 +71,18 @@ def _lrn_pool_fwd_kernel(
     sxn, sxc, sxh, sxw,
     syn, syc, syh, syw,
     skn, skc, skh, skw,
-    # LRN parameters
-    alpha_over_size, beta, k,
+    # LRN parameters (fp64 scalars, as lrn.py's); E_INT, E_ODD: beta is an integer, an odd one
+    alpha_over_size: tl.float64, beta: tl.float64, k: tl.float64, E_INT, E_ODD,
     # meta-parameters: LRN window, pool window and stride
     SIZE: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """y = max over each window of lrn(x), code = its argmax, [BLOCK_P pixels, all C]."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     n, oh, ow, mask_p = pixel_coords(P, OH, OW, BLOCK_P, INDEX_64)
     offs_c = tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    m = tl.full((BLOCK_P, BLOCK_C), float("-inf"), tl.float32)
+    m = tl.full((BLOCK_P, BLOCK_C), float("-inf"), ACC)
     code = tl.full((BLOCK_P, BLOCK_C), -1, tl.int32)
     for kh in tl.static_range(KH):
         ih = oh * SH - PH + kh
@@ -86,9 +90,10 @@ def _lrn_pool_fwd_kernel(
             iw = ow * SW - PW + kw
             ok_p = mask_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             sumsq, center = _window_sumsq(x_ptr, (n * sxn + ih * sxh + iw * sxw)[:, None], offs_c, ok_p, C, sxc,
-                                          SIZE, BLOCK_P, BLOCK_C)
-            v = center * _pow(k + alpha_over_size * sumsq, -beta)
-            v = v.to(y_ptr.dtype.element_ty).to(tl.float32)  # as the stored LRN output
+                                          SIZE, BLOCK_P, BLOCK_C, ACC)
+            scale = tl.full((), k, ACC) + tl.full((), alpha_over_size, ACC) * sumsq
+            v = center / _pow(scale, tl.log2(tl.abs(scale)), tl.full((), beta, ACC), E_INT, E_ODD)
+            v = v.to(y_ptr.dtype.element_ty).to(ACC)  # as the stored LRN output
             m, code = take_max(v, ok_p[:, None] & mask_c[None, :], m, code, kh * KW + kw)
     mask = mask_p[:, None] & mask_c[None, :]
     tl.store(y_ptr + (n * syn + oh * syh + ow * syw)[:, None] + (offs_c * syc)[None, :],
@@ -108,18 +113,20 @@ def _lrn_pool_bwd_kernel(
     sgn, sgc, sgh, sgw,
     skn, skc, skh, skw,
     sdn, sdc, sdh, sdw,
-    # LRN parameters; coef = 2 * alpha * beta / size
-    alpha_over_size, beta, k, coef,
+    # LRN parameters (fp64 scalars); coef = 2 * alpha / size; E_INT, E_ODD, E_EVEN: beta is
+    # an integer, an odd one, an even one
+    alpha_over_size: tl.float64, beta: tl.float64, k: tl.float64, coef: tl.float64, E_INT, E_ODD, E_EVEN,
     SIZE: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """dx for [BLOCK_P input pixels, all C]: the pooled grad gathered, then LRN backward."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     n, ih, iw, mask_p = pixel_coords(P, H, W, BLOCK_P, INDEX_64)
     offs_c = tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
     mask = mask_p[:, None] & mask_c[None, :]
     # dz: the gradient of the LRN output at this pixel, gathered from the windows that chose it
-    dz = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    dz = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
     for i in tl.static_range((KH + SH - 1) // SH):
         for j in tl.static_range((KW + SW - 1) // SW):
             oh, ow, ok, tap = window_hits(ih, iw, OH, OW, PH, PW, i, j, KH, KW, SH, SW)
@@ -128,22 +135,27 @@ def _lrn_pool_bwd_kernel(
                         mask=ok2, other=-1).to(tl.int32)
             g = tl.load(dy_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + (offs_c * sgc)[None, :],
                         mask=ok2 & (c == tap[:, None]), other=0.0)
-            dz += g.to(tl.float32)
-    # LRN backward on dz, as lrn._lrn_bwd_kernel (dx doubles as the cross-channel scratch)
+            dz += g.to(ACC)
+    # LRN backward on dz, as lrn._lrn_bwd_kernel (same formula and evaluation order; dx
+    # doubles as the cross-channel scratch)
     sumsq, x = _window_sumsq(x_ptr, (n * sxn + ih * sxh + iw * sxw)[:, None], offs_c, mask_p, C, sxc,
-                             SIZE, BLOCK_P, BLOCK_C)
-    scale = k + alpha_over_size * sumsq
-    scale_pow = _pow(scale, -beta)
+                             SIZE, BLOCK_P, BLOCK_C, ACC)
+    scale = tl.full((), k, ACC) + tl.full((), alpha_over_size, ACC) * sumsq
+    e = tl.full((), beta, ACC)
+    log2_abs_scale = tl.log2(tl.abs(scale))
+    d = _pow(scale, log2_abs_scale, e, E_INT, E_ODD)
+    u = dz * ((x / d) / d) * (e * _pow(scale, log2_abs_scale, e - 1, E_INT, E_EVEN))
+    u = tl.where(e == 0, 0.0, u)  # torch's pow backward is exactly 0 for a 0 exponent
     row = (n * sdn + ih * sdh + iw * sdw)[:, None]
     tile = dx_ptr + row + (offs_c * sdc)[None, :]
-    tl.store(tile, (dz * x * scale_pow / scale).to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(tile, u.to(dx_ptr.dtype.element_ty), mask=mask)
     tl.debug_barrier()
-    usum = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for d in tl.static_range(-((SIZE - 1) // 2), SIZE // 2 + 1):
-        cc = offs_c + d
+    usum = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    for dc in tl.static_range(-((SIZE - 1) // 2), SIZE // 2 + 1):
+        cc = offs_c + dc
         usum += tl.load(dx_ptr + row + (cc * sdc)[None, :], mask=mask_p[:, None] & ((cc >= 0) & (cc < C))[None, :],
-                        other=0.0).to(tl.float32)
-    dx = dz * scale_pow - coef * x * usum
+                        other=0.0).to(ACC)
+    dx = dz / d - tl.full((), coef, ACC) * x * usum
     tl.debug_barrier()  # every thread has read its neighbours' scratch before any overwrite
     tl.store(tile, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -157,12 +169,13 @@ def _pool_lrn_fwd_kernel(
     # strides (n, c, h, w): x; p, code and y share one layout
     sxn, sxc, sxh, sxw,
     son, soc, soh, sow,
-    # LRN parameters
-    alpha_over_size, beta, k,
+    # LRN parameters (fp64 scalars); E_INT, E_ODD: beta is an integer, an odd one
+    alpha_over_size: tl.float64, beta: tl.float64, k: tl.float64, E_INT, E_ODD,
     SIZE: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """p = max-pool(x), code = argmax, y = lrn(p) for [BLOCK_P pixels, all C]."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     n, oh, ow, mask_p = pixel_coords(P, OH, OW, BLOCK_P, INDEX_64)
     offs_c = tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
@@ -181,8 +194,9 @@ def _pool_lrn_fwd_kernel(
     tl.store(p_ptr + row + (offs_c * soc)[None, :], m, mask=mask)
     tl.store(code_ptr + row + (offs_c * soc)[None, :], code.to(code_ptr.dtype.element_ty), mask=mask)
     tl.debug_barrier()  # the pooled tile is complete before it is read back shifted
-    sumsq, center = _window_sumsq(p_ptr, row, offs_c, mask_p, C, soc, SIZE, BLOCK_P, BLOCK_C)
-    y = center * _pow(k + alpha_over_size * sumsq, -beta)
+    sumsq, center = _window_sumsq(p_ptr, row, offs_c, mask_p, C, soc, SIZE, BLOCK_P, BLOCK_C, ACC)
+    scale = tl.full((), k, ACC) + tl.full((), alpha_over_size, ACC) * sumsq
+    y = center / _pow(scale, tl.log2(tl.abs(scale)), tl.full((), beta, ACC), E_INT, E_ODD)
     tl.store(y_ptr + row + (offs_c * soc)[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -216,8 +230,8 @@ def lrn_max_pool2d_forward(x, size, alpha, beta, k, kernel_size, stride=None, pa
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]),)
         _lrn_pool_fwd_kernel[grid](
             x, y, code, P, C, H, W, OH, OW, p[0], p[1], *x.stride(), *y.stride(), *code.stride(),
-            alpha / size, beta, k, SIZE=size, **_pool_meta(kk, s), BLOCK_C=triton.next_power_of_2(C),
-            INDEX_64=needs_int64(x, y))
+            alpha / size, beta, k, *_power_flags(beta), SIZE=size, **_pool_meta(kk, s),
+            BLOCK_C=triton.next_power_of_2(C), INDEX_64=needs_int64(x, y))
     return y, code
 
 
@@ -234,7 +248,8 @@ def lrn_max_pool2d_backward(grad_out, code, x, size, alpha, beta, k, kernel_size
         _lrn_pool_bwd_kernel[grid](
             x, grad_out, code, dx, P, C, H, W, OH, OW, p[0], p[1],
             *x.stride(), *grad_out.stride(), *code.stride(), *dx.stride(),
-            alpha / size, beta, k, 2.0 * alpha * beta / size, SIZE=size, **_pool_meta(kk, s),
+            alpha / size, beta, k, 2.0 * alpha / size, *_power_flags(beta), *_power_flags(beta - 1)[1:],
+            SIZE=size, **_pool_meta(kk, s),
             BLOCK_C=triton.next_power_of_2(C), INDEX_64=needs_int64(x, dx, grad_out))
     return dx
 
@@ -253,8 +268,8 @@ def max_pool2d_lrn_forward(x, kernel_size, stride, padding, ceil_mode, size, alp
         grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]),)
         _pool_lrn_fwd_kernel[grid](
             x, pooled, code, y, P, C, H, W, OH, OW, p[0], p[1], *x.stride(), *pooled.stride(),
-            alpha / size, beta, k, SIZE=size, **_pool_meta(kk, s), BLOCK_C=triton.next_power_of_2(C),
-            INDEX_64=needs_int64(x, y))
+            alpha / size, beta, k, *_power_flags(beta), SIZE=size, **_pool_meta(kk, s),
+            BLOCK_C=triton.next_power_of_2(C), INDEX_64=needs_int64(x, y))
     return y, pooled, code
 
 

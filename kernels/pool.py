@@ -16,7 +16,8 @@ Backward is a gather, not a scatter: a program owns a tile of *input* pixels and
 upstream gradient of each window that contains the pixel and chose it (at most
 ceil(KH/SH) x ceil(KW/SW) windows: 4 for the nets' overlapping 3x3/2 pools). Every dx
 element is written once, no atomics, no zero-fill, and the sum order is fixed:
-deterministic, and safe to autotune.
+deterministic, and safe to autotune. The sum is fp32 (fp64 for float64 tensors); forward
+only compares and copies, exact in every dtype.
 """
 
 from __future__ import annotations
@@ -119,10 +120,11 @@ def _max_pool_bwd_kernel(
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
 ):
     """dx[pixel] = sum of dy over the windows that hold this pixel and chose it (a gather)."""
+    ACC: tl.constexpr = tl.float64 if dy_ptr.dtype.element_ty == tl.float64 else tl.float32
     n, ih, iw, mask_p = pixel_coords(P, H, W, BLOCK_P, INDEX_64)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
     for i in tl.static_range((KH + SH - 1) // SH):
         for j in tl.static_range((KW + SW - 1) // SW):
             oh, ow, ok, tap = window_hits(ih, iw, OH, OW, PH, PW, i, j, KH, KW, SH, SW)
@@ -131,7 +133,7 @@ def _max_pool_bwd_kernel(
                            mask=ok2, other=-1).to(tl.int32)
             g = tl.load(dy_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + (offs_c * sgc)[None, :],
                         mask=ok2 & (code == tap[:, None]), other=0.0)
-            acc += g.to(tl.float32)
+            acc += g.to(ACC)
     tl.store(dx_ptr + (n * sdn + ih * sdh + iw * sdw)[:, None] + (offs_c * sdc)[None, :],
              acc.to(dx_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 

@@ -219,3 +219,45 @@ def test_batchnorm_relu_max_pool_fuzz(C, H, W, layout, pool, training, seed, dev
     assert_close(mod.weight.grad, ref.weight.grad, reduction=P, scale=4 * g * spread, name="dweight")
     assert_close(mod.bias.grad, ref.bias.grad, reduction=P, scale=4 * g, name="dbias")
     check_running(mod, ref, spread, P)
+
+
+# --------------------------------------------------------------------------- float64
+@pytest.mark.parametrize("residual, activation", [(False, None), (True, "relu")])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batchnorm_float64(residual, activation, training, device):
+    """float64 modules: statistics, running stats and every sum in fp64, at float64's
+    tolerance (an fp32 mean, variance or eps would miss it by orders of magnitude)."""
+    mod, ref = _pair(5, torch.float64, device, activation)
+    with torch.no_grad():
+        ref.running_mean.uniform_(-1, 1), ref.running_var.uniform_(0.5, 2)
+    mod.load_state_dict(ref.state_dict())
+    mod.train(training), ref.train(training)
+    x64 = torch.randn(2, 5, 4, 3, generator=torch.Generator().manual_seed(22), dtype=torch.float64) * 2 + 3
+    spread = check_step(mod, ref, x64, residual=residual, activation=activation, dtype=torch.float64,
+                        device=device, layout="channels_last", seed=3)
+    assert mod.running_mean.dtype == torch.float64
+    check_running(mod, ref, spread, 2 * 4 * 3)
+
+
+def test_batchnorm_relu_max_pool_float64(device):
+    ref = torch.nn.BatchNorm2d(4, dtype=torch.float64)
+    mod = kernels.BatchNormReLUMaxPool2d(4, kernel_size=3, stride=2, padding=1, device=device, dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight.uniform_(-1.5, 1.5), ref.bias.uniform_(-0.5, 0.5)
+    mod.load_state_dict(ref.state_dict())
+    gen = torch.Generator().manual_seed(23)
+    x64 = torch.randn(2, 4, 7, 6, generator=gen, dtype=torch.float64) * 2 + 1
+    x = x64.to(device).requires_grad_()
+    x64.requires_grad_()
+    y, y64 = mod(x), F.max_pool2d(F.relu(ref(x64)), 3, 2, 1)
+    gy64 = torch.randn(y64.shape, generator=gen, dtype=torch.float64)
+    y.backward(gy64.to(device))
+    y64.backward(gy64)
+    std = x64.detach().std((0, 2, 3), unbiased=False)
+    spread = (x64.detach().abs().amax((0, 2, 3)).add(1) / std).max().item()
+    g = gy64.abs().max().item()
+    assert y.dtype == torch.float64
+    assert_close(y, y64, reduction=84, scale=1.5 * spread, name="bn+relu+pool forward (float64)")
+    assert_close(x.grad, x64.grad, reduction=88, scale=1.5 * 4 * g * spread / std.min().item(), name="dx (float64)")
+    assert_close(mod.weight.grad, ref.weight.grad, reduction=84, scale=4 * g * spread, name="dweight (float64)")
+    check_running(mod, ref, spread, 84)

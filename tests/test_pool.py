@@ -31,7 +31,7 @@ def _view(t: torch.Tensor, layout: str) -> torch.Tensor:
 def _inputs(x64: torch.Tensor, dtype, device, layout):
     """(kernel leaf in `layout`, float64 leaf with the same rounded values)."""
     x64 = x64.to(dtype).double()
-    x = _view(x64.to(device, dtype), layout)
+    x = _view(x64.to(device, dtype, copy=True), layout)  # a tensor of its own, float64 too
     torch.testing.assert_close(x.double().cpu(), x64, rtol=0, atol=0, equal_nan=True)
     return x.requires_grad_(), x64.clone().requires_grad_()
 
@@ -240,3 +240,17 @@ def test_lrn_pool_real_layers_bf16(name):
 def test_max_pool_real_layer_bf16():
     x64 = torch.randn(4, 64, 112, 112, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
     check_pool(x64, 3, 2, 1, False, dtype=torch.bfloat16, device="cuda", layout="channels_last")  # resnet.maxpool
+
+
+# --------------------------------------------------------------------------- float64
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_pool_kernels_float64(layout, device):
+    """float64 in, float64 out, fp64 sums: the max-pool (its backward gathers up to 4
+    gradients) and both fused LRN orders, at float64's tolerance (an fp32 accumulator or
+    fp32 LRN scalars would miss it by orders of magnitude)."""
+    x64 = torch.randn(2, 7, 9, 8, generator=torch.Generator().manual_seed(21), dtype=torch.float64) * 2
+    y = check_pool(x64, 3, 2, 1, True, dtype=torch.float64, device=device, layout=layout, seed=1)
+    assert y.dtype == torch.float64
+    for order in ("lrn_pool", "pool_lrn"):
+        check_lrn_pool(order, x64, (5, 0.5, 0.75, 2.0), (3, 2, 0, True), dtype=torch.float64, device=device,
+                       layout=layout, seed=2)
