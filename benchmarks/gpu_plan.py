@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 import torch
+import triton.language as tl
 
 from kernels import configs as kconfigs
 
@@ -106,10 +107,12 @@ def bench_seconds(kernel_ms: float) -> float:
 
 
 def _strip_dtype(sig: tuple) -> tuple:
+    """A compile signature without its dtypes (pointer dtypes, and constexprs that name a
+    dtype: they follow the tensors, bf16 on the GPU) and its config."""
     name, args, kwargs = sig
     args = tuple(a[:1] + a[2:] if a and a[0] == "ptr" else a for a in args)
     kwargs = tuple((k, v) for k, v in kwargs if k not in ("num_warps", "num_stages", "num_ctas")
-                   and not k.startswith("BLOCK") and k != "GROUP_M")
+                   and not k.startswith("BLOCK") and k != "GROUP_M" and not isinstance(v, tl.dtype))
     return name, args, kwargs
 
 

@@ -192,22 +192,28 @@ def test_batchnorm_real_layers_bf16(C, hw, residual):
 def test_batchnorm_relu_max_pool_fuzz(C, H, W, layout, pool, training, seed, device):
     """ResNet's stem (3x3/2 pad 1) and other pools: == max_pool2d(relu(bn(x))), forward,
     dx, dweight, dbias and running stats, in training and eval."""
+    check_bn_relu_pool(C, H, W, pool, training=training, layout=layout, seed=seed, device=device)
+
+
+def check_bn_relu_pool(C, H, W, pool, *, training=True, dtype=torch.float32, layout="nchw", seed=0, device="cpu"):
+    """kernels.BatchNormReLUMaxPool2d against float64 nn.BatchNorm2d -> ReLU -> max_pool2d."""
     k, s, p, ceil = pool
     ref = torch.nn.BatchNorm2d(C, dtype=torch.float64)
     with torch.no_grad():
         ref.weight.uniform_(-1.5, 1.5), ref.bias.uniform_(-0.5, 0.5)
         ref.running_mean.uniform_(-1, 1), ref.running_var.uniform_(0.5, 2)
-    mod = kernels.BatchNormReLUMaxPool2d(C, kernel_size=k, stride=s, padding=p, ceil_mode=ceil, device=device)
+    mod = kernels.BatchNormReLUMaxPool2d(C, kernel_size=k, stride=s, padding=p, ceil_mode=ceil, device=device,
+                                         dtype=dtype)
     mod.load_state_dict(ref.state_dict())
     ref.load_state_dict(mod.state_dict())
     ref.train(training), mod.train(training)
     gen = torch.Generator().manual_seed(seed)
-    x64 = (torch.randn(2, C, H, W, generator=gen, dtype=torch.float64) * 2 + 1).float().double()
-    x = _view(x64.to(device, torch.float32), layout).requires_grad_()
+    x64 = (torch.randn(2, C, H, W, generator=gen, dtype=torch.float64) * 2 + 1).to(dtype).double()
+    x = _view(x64.to(device, dtype), layout).requires_grad_()
     x64.requires_grad_()
     y, y64 = mod(x), F.max_pool2d(F.relu(ref(x64)), k, s, p, ceil_mode=ceil)
-    gy64 = torch.randn(y64.shape, generator=gen).float().double()
-    y.backward(gy64.to(device, torch.float32))
+    gy64 = torch.randn(y64.shape, generator=gen).to(dtype).double()
+    y.backward(gy64.to(device, dtype))
     y64.backward(gy64)
     P = 2 * H * W
     stats = x64.detach() if training else None

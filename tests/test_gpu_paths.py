@@ -29,7 +29,7 @@ from kernels.configs import configs, gemm_shared_bytes, prune_by_shared_memory
 from kernels.inception import pointwise_forward, pool3_backward_, pool3_gather
 from tests.helpers import LaunchRecorder, assert_close, triton_kernels
 from tests.test_batchnorm import _pair as _bn_pair
-from tests.test_batchnorm import check_step
+from tests.test_batchnorm import check_bn_relu_pool, check_step
 from tests.test_pool import check_lrn_pool, check_pool
 
 
@@ -160,23 +160,9 @@ def run_batchnorm(device):
 
 
 def run_bn_relu_pool(device):
-    """ResNet's stem, BatchNorm + ReLU + 3x3/2 max-pool, training: forward 60 output pixels x
-    70 channels; backward the pool gather and the BatchNorm backward."""
-    x64, g64 = _data((2, 70, 9, 11), (2, 70, 5, 6), seed=10)
-    ref = torch.nn.BatchNorm2d(70, dtype=torch.float64)
-    mod = kernels.BatchNormReLUMaxPool2d(70, kernel_size=3, stride=2, padding=1, device=device)
-    mod.load_state_dict(ref.state_dict())
-    x = x64.to(device, torch.float32).to(memory_format=torch.channels_last).requires_grad_()
-    x64.requires_grad_()
-    y, y64 = mod.train()(x), F.max_pool2d(F.relu(ref.train()(x64)), 3, 2, 1)
-    y.backward(g64.to(device, torch.float32))
-    y64.backward(g64)
-    std = x64.detach().std((0, 2, 3), unbiased=False)
-    spread = (x64.detach().abs().amax((0, 2, 3)).add(1) / std).max().item()
-    g = g64.abs().max().item()
-    assert_close(y, y64, reduction=198, scale=spread, name="bn+relu+pool")
-    assert_close(x.grad, x64.grad, reduction=202, scale=4 * g * spread / std.min().item(), name="bn+relu+pool grad")
-    assert_close(mod.weight.grad, ref.weight.grad, reduction=198, scale=4 * g * spread, name="bn+relu+pool dweight")
+    # ResNet's stem, BatchNorm + ReLU + 3x3/2 max-pool, training: forward 60 output pixels x
+    # 70 channels; backward the pool gather and the BatchNorm backward.
+    check_bn_relu_pool(70, 9, 11, (3, 2, 1, False), layout="channels_last", seed=10, device=device)
 
 
 def run_lrn_pool(device):
