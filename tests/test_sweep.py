@@ -123,6 +123,20 @@ def test_sweep_item_checks_every_config(monkeypatch, tmp_path):
     assert [r["status"] for r in csv.DictReader((tmp_path / "wrong.csv").open())] == ["wrong"] * 2
 
 
+def test_check_leaves_out_only_the_ambiguous_elements():
+    """A flipped ReLU decision (a whole gradient apart) fails the check unless its element
+    is marked ambiguous; an error elsewhere still fails."""
+    ref = torch.linspace(1, 2, 10)
+    out = ref.clone()
+    out[3] = 0.0
+    ambiguous = torch.zeros(10, dtype=torch.bool)
+    assert not sweep.check(out, ref, 1)[0]
+    ambiguous[3] = True
+    assert sweep.check(out, ref, 1, ambiguous)[0]
+    out[5] += 0.5
+    assert not sweep.check(out, ref, 1, ambiguous)[0]
+
+
 def test_best_entries_keep_the_fastest_split_and_make_a_usable_table(tmp_path):
     key = {k: 1 for k in configs.TUNABLE["_conv_wgrad_kernel"].keys}
     base = {"kernel": "_conv_wgrad_kernel", "family": "conv_wgrad", "dtype": "bfloat16", "layer": "l", "pass": "wgrad",
