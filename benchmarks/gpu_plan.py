@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 import torch
+import triton.language as tl
 
 from kernels import configs as kconfigs
 
@@ -53,9 +54,15 @@ FUZZ_TESTS = {"test_conv2d_fuzz": 5, "test_lrn_fuzz": 2, "test_add_relu_fuzz": 2
 CONFIG_TEST_VARIANTS = {"_conv_fwd_kernel": 2, "_pointwise_fwd_kernel": 2, "_conv_wgrad_kernel": 2}
 SPLIT_K_TEST_COMPILES = 6  # tests/test_conv.py's split-K test: wgrad x 2 outputs, column sums, forward
 TUNED_TEST_COMPILES = 10  # tests/test_tuned.py: add+ReLU under 2 to 4 block sizes, one small conv
+# tests/test_tuned_configs.py's max-pool, LRN+max-pool and BatchNorm cases run forward and
+# backward: the kernels not forced there compile once each at their first config (the pool
+# gathers, LRN backward, BatchNorm's statistics, finalize and reduction passes, by count).
+CONFIG_TEST_OTHER_COMPILES = 15
+# BatchNorm's four untuned kernels (statistics, finalize, backward reduce and finalize).
+UNTUNED_TEST_KERNELS = 4
 # C launchers of the correctness step: each kernel a test launches, with and without an
 # integer equal to 1 among its arguments (a guess: the fuzz tests draw sizes of 1 too).
-CORRECT_LAUNCHERS = 2 * (sum(FUZZ_TESTS.values()) + 8)
+CORRECT_LAUNCHERS = 2 * (sum(FUZZ_TESTS.values()) + len(kconfigs.TUNABLE) + UNTUNED_TEST_KERNELS)
 # Nets step: torch.compile's inductor build of a training step is not in gpu-facts.md;
 # assumed 45 s per net on 16 cores. Eager first steps: 3 s (cuDNN heuristics, allocator).
 INDUCTOR_S = 45.0
@@ -106,10 +113,12 @@ def bench_seconds(kernel_ms: float) -> float:
 
 
 def _strip_dtype(sig: tuple) -> tuple:
+    """A compile signature without its dtypes (pointer dtypes, and constexprs that name a
+    dtype: they follow the tensors, bf16 on the GPU) and its config."""
     name, args, kwargs = sig
     args = tuple(a[:1] + a[2:] if a and a[0] == "ptr" else a for a in args)
     kwargs = tuple((k, v) for k, v in kwargs if k not in ("num_warps", "num_stages", "num_ctas")
-                   and not k.startswith("BLOCK") and k != "GROUP_M")
+                   and not k.startswith("BLOCK") and k != "GROUP_M" and not isinstance(v, tl.dtype))
     return name, args, kwargs
 
 
@@ -153,7 +162,8 @@ def plan() -> list[Step]:
     fuzz_compiles = FUZZ_EXAMPLES * sum(FUZZ_TESTS.values())
     config_compiles = sum(CONFIG_TEST_VARIANTS.get(name, 1) * config_counts[t.family]
                           for name, t in kconfigs.TUNABLE.items())
-    correct_compiles = fuzz_compiles + config_compiles + SPLIT_K_TEST_COMPILES + TUNED_TEST_COMPILES
+    correct_compiles = (fuzz_compiles + config_compiles + CONFIG_TEST_OTHER_COMPILES + SPLIT_K_TEST_COMPILES
+                        + TUNED_TEST_COMPILES)
     # A hypothesis test runs its examples in one worker, one after another: the longest is a
     # serial path. Graham's bound for the xdist schedule: start + longest + the rest shared.
     longest = max(FUZZ_EXAMPLES * k * COMPILE_S + k * LAUNCHER_S for k in FUZZ_TESTS.values())

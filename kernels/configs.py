@@ -67,6 +67,12 @@ LRN = [
     triton.Config({"BLOCK_P": p}, num_warps=w)
     for p, w in ((8, 4), (16, 4), (32, 4), (32, 8), (64, 8), (128, 8))
 ]
+# Pixel x channel tiles (max-pool, BatchNorm normalize and backward): BLOCK_P pixels by
+# BLOCK_C channels. Source: the LRN sizing (4-32 KB tiles), channels innermost for NHWC.
+CHANNEL_TILES = [
+    triton.Config({"BLOCK_P": p, "BLOCK_C": c}, num_warps=w)
+    for p, c, w in ((32, 64, 4), (64, 64, 4), (16, 128, 4), (64, 128, 8), (128, 64, 8))
+]
 
 # One config per family on the interpreter. Its cost is per program and per block op,
 # nearly independent of the block's size, so tiles are large (fewer loop trips on the nets'
@@ -76,8 +82,10 @@ _INTERPRET = {
     "conv_wgrad": [_cfg(64, 64, 64, 4, 1)],
     "mem_bound": [triton.Config({"BLOCK": 4096}, num_warps=4)],
     "lrn": [triton.Config({"BLOCK_P": 16}, num_warps=4)],
+    "channel_tiles": [triton.Config({"BLOCK_P": 32, "BLOCK_C": 256}, num_warps=4)],
 }
-_GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "mem_bound": MEM_BOUND, "lrn": LRN}
+_GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "mem_bound": MEM_BOUND, "lrn": LRN,
+        "channel_tiles": CHANNEL_TILES}
 
 
 def configs(family: str) -> list[triton.Config]:

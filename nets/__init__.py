@@ -15,7 +15,7 @@ from .alexnet import AlexNet
 from .describe import describe
 from .fuse import fuse_for_inference
 from .googlenet import GoogLeNet, GoogLeNetOutputs
-from .layers import layers_for
+from .layers import apply_backend, layers_for
 from .resnet import DEPTHS, ResNet
 
 ARCHS = ("alexnet", "googlenet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -50,7 +50,7 @@ def build(arch: str, backend: str = "torch", num_classes: int = 1000, **options)
         raise TypeError(f"unknown option(s) for {arch}: {sorted(unknown)}; accepted: {sorted(_OPTIONS[arch])}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    model = _BUILDERS[arch](layers, num_classes, **options)
+    model = apply_backend(_BUILDERS[arch](layers, num_classes, **options), backend)
     model.arch, model.backend, model.build_options = arch, backend, dict(options, num_classes=num_classes)
     return model
 

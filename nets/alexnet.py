@@ -12,20 +12,23 @@ from torch import nn
 
 
 class AlexNet(nn.Module):
+    # LRN -> max-pool pairs the triton backend runs as one kernel (nets.layers)
+    FUSED_PAIRS = (("features.norm1", "features.pool1"), ("features.norm2", "features.pool2"))
+
     def __init__(self, layers, num_classes: int = 1000, groups: int = 2, dropout: float = 0.5):
         super().__init__()
-        conv, lrn = layers.Conv2d, layers.LocalResponseNorm
+        conv, lrn, pool = layers.Conv2d, layers.LocalResponseNorm, layers.MaxPool2d
         self.features = nn.Sequential(OrderedDict([
             ("conv1", conv(3, 96, 11, stride=4, padding=2, activation="relu")),        # 96 x 55 x 55
             ("norm1", lrn(5, alpha=1e-4, beta=0.75, k=2.0)),
-            ("pool1", nn.MaxPool2d(3, stride=2)),                                       # 96 x 27 x 27
+            ("pool1", pool(3, stride=2)),                                              # 96 x 27 x 27
             ("conv2", conv(96, 256, 5, padding=2, groups=groups, activation="relu")),  # 256 x 27 x 27
             ("norm2", lrn(5, alpha=1e-4, beta=0.75, k=2.0)),
-            ("pool2", nn.MaxPool2d(3, stride=2)),                                       # 256 x 13 x 13
+            ("pool2", pool(3, stride=2)),                                              # 256 x 13 x 13
             ("conv3", conv(256, 384, 3, padding=1, activation="relu")),                # 384 x 13 x 13
             ("conv4", conv(384, 384, 3, padding=1, groups=groups, activation="relu")),
             ("conv5", conv(384, 256, 3, padding=1, groups=groups, activation="relu")),  # 256 x 13 x 13
-            ("pool5", nn.MaxPool2d(3, stride=2)),                                       # 256 x 6 x 6
+            ("pool5", pool(3, stride=2)),                                              # 256 x 6 x 6
         ]))
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # identity at 224x224 input
         self.classifier = nn.Sequential(OrderedDict([

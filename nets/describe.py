@@ -11,28 +11,50 @@ import pandas as pd
 import torch
 from torch import nn
 
+import kernels
+
 from .flops import flop_counter
-from .layers import convert, is_triton_inception, is_triton_module
+from .layers import (
+    FusedLocalResponseNorm,
+    FusedMaxPool2d,
+    TritonLRNMaxPool2d,
+    TritonMaxPool2dLRN,
+    convert,
+    is_triton_inception,
+    is_triton_module,
+)
 
 
-def _op(m: nn.Module, folded_last: bool) -> str:
-    if isinstance(m, nn.Conv2d):
-        r, s = m.kernel_size
-        op = f"conv{r}x{s}/{m.stride[0]}" + (f" g{m.groups}" if m.groups > 1 else "")
-        epi = ["bias"] if m.bias is not None else []
-        if folded_last:
+def _pool_op(kind: str, kernel_size, stride) -> str:
+    k = kernel_size if isinstance(kernel_size, int) else kernel_size[0]
+    st = stride if isinstance(stride, int) else stride[0]
+    return f"{kind}pool{k}x{k}/{st}"
+
+
+def _op(m: nn.Module, takes_residual: bool) -> str:
+    if isinstance(m, kernels.BatchNormReLUMaxPool2d):
+        return f"batchnorm+relu+{_pool_op('max', *m.pool[:2])}"
+    if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)):
+        if isinstance(m, nn.Conv2d):
+            r, s = m.kernel_size
+            op = f"conv{r}x{s}/{m.stride[0]}" + (f" g{m.groups}" if m.groups > 1 else "")
+            epi = ["bias"] if m.bias is not None else []
+        else:
+            op, epi = "batchnorm", []
+        if takes_residual:
             epi.append("residual")
         if getattr(m, "activation", None):
             epi.append(m.activation)
         return op + ("+" + "+".join(epi) if epi else "")
+    if isinstance(m, TritonLRNMaxPool2d):  # the second of a pair runs both
+        return f"lrn(size={m.lrn[0]})+{_pool_op('max', m.kernel_size, m.stride)}"
+    if isinstance(m, TritonMaxPool2dLRN):
+        return f"{_pool_op('max', *m.pool[:2])}+lrn(size={m.size})"
     if isinstance(m, nn.LocalResponseNorm):
         return f"lrn(size={m.size})"
     if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-        k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
-        st = m.stride if isinstance(m.stride, int) else m.stride[0]
-        return f"{'max' if isinstance(m, nn.MaxPool2d) else 'avg'}pool{k}x{k}/{st}"
-    names = {nn.AdaptiveAvgPool2d: "adaptive_avgpool", nn.Linear: "linear", nn.BatchNorm2d: "batchnorm",
-             nn.ReLU: "relu", nn.Dropout: "dropout"}
+        return _pool_op("max" if isinstance(m, nn.MaxPool2d) else "avg", m.kernel_size, m.stride)
+    names = {nn.AdaptiveAvgPool2d: "adaptive_avgpool", nn.Linear: "linear", nn.ReLU: "relu", nn.Dropout: "dropout"}
     for cls, name in names.items():
         if isinstance(m, cls):
             return name
@@ -50,11 +72,17 @@ def _runs_on(model: nn.Module) -> dict[str, tuple[str, str]]:
             kernel = ("inception_block (max-pool fused into pool_proj's operand load)"
                       if isinstance(m, nn.MaxPool2d) else "inception_block")
             out[name] = ("triton", kernel)
+        elif isinstance(m, (FusedLocalResponseNorm, FusedMaxPool2d)):
+            out[name] = ("triton", f"fused into {m.fused_into}")
         elif is_triton_module(m):
-            kernel = {"Conv2d": "conv2d", "LocalResponseNorm": "local_response_norm", "AddReLU": "add_relu"}
+            kernel = {"Conv2d": "conv2d", "LocalResponseNorm": "local_response_norm", "AddReLU": "add_relu",
+                      "BatchNorm2d": "batch_norm", "MaxPool2d": "max_pool2d",
+                      "TritonLRNMaxPool2d": "lrn_max_pool2d", "TritonMaxPool2dLRN": "max_pool2d_lrn",
+                      "BatchNormReLUMaxPool2d": "batch_norm_relu_max_pool2d"}
             out[name] = ("triton", kernel[type(m).__name__])
         else:
-            torch_kernels = {"TorchConv2d": "F.conv2d (cuDNN)", "TorchAddReLU": "add_ + relu_"}
+            torch_kernels = {"TorchConv2d": "F.conv2d (cuDNN)", "TorchAddReLU": "add_ + relu_",
+                             "TorchBatchNorm2d": "F.batch_norm (cuDNN) + add_ + relu_"}
             out[name] = ("torch", torch_kernels.get(type(m).__name__, f"torch.nn.{type(m).__name__}"))
     return out
 
@@ -85,8 +113,13 @@ def describe(model: nn.Module, input_shape, *, dtype: torch.dtype = torch.float3
     counts = counter.get_flop_counts()
     prefix = type(twin).__name__
     runs_on = _runs_on(model)
-    folded_last = {f"{n}.{'conv3' if hasattr(b, 'conv3') else 'conv2'}"
-                   for n, b in model.named_modules() if getattr(b, "folded", False)}
+    # Which module of each residual block takes the shortcut: its last BN, or once folded
+    # for inference its last conv.
+    takes_residual = set()
+    for n, b in model.named_modules():
+        if hasattr(b, "folded"):
+            last = "3" if hasattr(b, "conv3") else "2"
+            takes_residual.add(f"{n}.{'conv' if b.folded else 'bn'}{last}")
     rows = []
     for name, m in model.named_modules():
         if not name or list(m.children()) or isinstance(m, nn.Identity):
@@ -94,7 +127,7 @@ def describe(model: nn.Module, input_shape, *, dtype: torch.dtype = torch.float3
         backend, kernel = runs_on[name]
         rows.append({
             "layer": name,
-            "op": _op(m, name in folded_last),
+            "op": _op(m, name in takes_residual),
             "backend": backend,
             "kernel": kernel,
             "output_shape": shapes.get(name),

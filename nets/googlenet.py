@@ -43,7 +43,7 @@ class Inception(nn.Module):
                                      conv(r3, c3, 3, padding=1, activation="relu"))
         self.branch3 = nn.Sequential(conv(in_ch, r5, 1, activation="relu"),
                                      conv(r5, c5, 5, padding=2, activation="relu"))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1),
+        self.branch4 = nn.Sequential(layers.MaxPool2d(3, stride=1, padding=1),
                                      conv(in_ch, pool_proj, 1, activation="relu"))
         self._run = layers.inception
 
@@ -69,23 +69,26 @@ class InceptionAux(nn.Module):
 
 
 class GoogLeNet(nn.Module):
+    # max-pool -> LRN and LRN -> max-pool pairs the triton backend runs as one kernel (nets.layers)
+    FUSED_PAIRS = (("maxpool1", "norm1"), ("norm2", "maxpool2"))
+
     def __init__(self, layers, num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.4):
         super().__init__()
-        conv, lrn = layers.Conv2d, layers.LocalResponseNorm
+        conv, lrn, pool = layers.Conv2d, layers.LocalResponseNorm, layers.MaxPool2d
         self.conv1 = conv(3, 64, 7, stride=2, padding=3, activation="relu")    # 64 x 112 x 112
-        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)               # 64 x 56 x 56
+        self.maxpool1 = pool(3, stride=2, ceil_mode=True)                       # 64 x 56 x 56
         self.norm1 = lrn(5, alpha=1e-4, beta=0.75, k=1.0)
         self.conv2 = conv(64, 64, 1, activation="relu")                         # 64 x 56 x 56
         self.conv3 = conv(64, 192, 3, padding=1, activation="relu")             # 192 x 56 x 56
         self.norm2 = lrn(5, alpha=1e-4, beta=0.75, k=1.0)
-        self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)               # 192 x 28 x 28
+        self.maxpool2 = pool(3, stride=2, ceil_mode=True)                       # 192 x 28 x 28
         blocks = {name: Inception(layers, *cfg) for name, *cfg in TABLE1}
         self.inception3a, self.inception3b = blocks["inception3a"], blocks["inception3b"]  # 480 x 28 x 28
-        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)                           # 480 x 14 x 14
+        self.maxpool3 = pool(3, stride=2, ceil_mode=True)                                   # 480 x 14 x 14
         self.inception4a, self.inception4b = blocks["inception4a"], blocks["inception4b"]
         self.inception4c, self.inception4d = blocks["inception4c"], blocks["inception4d"]
         self.inception4e = blocks["inception4e"]                                            # 832 x 14 x 14
-        self.maxpool4 = nn.MaxPool2d(3, stride=2, ceil_mode=True)                           # 832 x 7 x 7
+        self.maxpool4 = pool(3, stride=2, ceil_mode=True)                                   # 832 x 7 x 7
         self.inception5a, self.inception5b = blocks["inception5a"], blocks["inception5b"]  # 1024 x 7 x 7
         self.aux1 = InceptionAux(layers, 512, num_classes) if aux_logits else None
         self.aux2 = InceptionAux(layers, 528, num_classes) if aux_logits else None
@@ -103,10 +106,8 @@ class GoogLeNet(nn.Module):
                 nn.init.constant_(m.bias, 0.2 if isinstance(m, nn.Conv2d) else 0.0)
 
     def forward(self, x):
-        x = self.maxpool1(self.conv1(x))
-        x = self.norm1(x)
-        x = self.norm2(self.conv3(self.conv2(x)))
-        x = self.maxpool2(x)
+        x = self.norm1(self.maxpool1(self.conv1(x)))
+        x = self.maxpool2(self.norm2(self.conv3(self.conv2(x))))
         x = self.maxpool3(self.inception3b(self.inception3a(x)))
         x = self.inception4a(x)
         aux1 = self.aux1(x) if self.aux1 is not None and self.training else None

@@ -1,9 +1,19 @@
 """The layers a net is built from, one set per backend, injected into each net definition.
 
 `TorchLayers` runs torch/cuDNN ops; `TritonLayers` runs our kernels. Both build modules with
-the same parameters under the same names (`Conv2d` subclasses of `nn.Conv2d`, LRN and
-add+ReLU without parameters), so a net's state_dict is the same for either backend.
-Pools, linear layers, BatchNorm and dropout are torch modules in both sets.
+the same parameters and buffers under the same names (`Conv2d` subclasses of `nn.Conv2d`,
+`BatchNorm2d` of `nn.BatchNorm2d`, LRN, max-pool and add+ReLU without parameters), so a
+net's state_dict is the same for either backend. Linear layers, dropout and average pools
+are torch modules in both sets.
+
+Fused pairs: a net lists in `FUSED_PAIRS` the (first, second) module names of an LRN and
+a max-pool that follow each other (AlexNet's norm -> pool, GoogLeNet's maxpool1 -> norm1
+and norm2 -> maxpool2), or of ResNet's stem BatchNorm+ReLU and max-pool. On the triton
+backend one module of the pair runs both as one kernel (`kernels.lrn_max_pool2d`,
+`kernels.max_pool2d_lrn`, `kernels.batch_norm_relu_max_pool2d`) and the other passes its
+input through: of an LRN and a pool the second (so a module that computes returns what its
+torch twin returns), of a BatchNorm and a pool the BatchNorm (it owns the parameters and
+statistics). The torch backend runs them apart.
 """
 
 from __future__ import annotations
@@ -22,6 +32,27 @@ class TorchConv2d(nn.Conv2d):
 
     The add and ReLU run in place on the conv's fresh output, as torchvision's blocks do.
     """
+
+    def __init__(self, *args, activation: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        y = super().forward(x)
+        if residual is not None:
+            y = y.add_(residual)
+        return F.relu(y, inplace=True) if self.activation == "relu" else y
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", activation={self.activation!r}" if self.activation else "")
+
+
+class TorchBatchNorm2d(nn.BatchNorm2d):
+    """cuDNN BatchNorm with the same optional epilogue as `kernels.BatchNorm2d`:
+    act(bn(x) + residual), the add and ReLU in place on BatchNorm's fresh output."""
 
     def __init__(self, *args, activation: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -60,6 +91,8 @@ def _triton_inception(x, block):
 class TorchLayers:
     name = "torch"
     Conv2d = TorchConv2d
+    BatchNorm2d = TorchBatchNorm2d
+    MaxPool2d = nn.MaxPool2d
     LocalResponseNorm = nn.LocalResponseNorm
     AddReLU = TorchAddReLU
     # forward(x, block) of a whole Inception block from its branch modules
@@ -69,9 +102,111 @@ class TorchLayers:
 class TritonLayers:
     name = "triton"
     Conv2d = kernels.Conv2d
+    BatchNorm2d = kernels.BatchNorm2d
+    MaxPool2d = kernels.MaxPool2d
     LocalResponseNorm = kernels.LocalResponseNorm
     AddReLU = kernels.AddReLU
     inception = staticmethod(_triton_inception)
+
+
+# --------------------------------------------------------------------------- fused pairs
+class _PassThrough:
+    """The first module of a fused pair on the triton backend: the second one runs both."""
+
+    fused_into: str
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class FusedLocalResponseNorm(_PassThrough, nn.LocalResponseNorm):
+    """An LRN whose work the following max-pool does (`TritonLRNMaxPool2d`)."""
+
+
+class FusedMaxPool2d(_PassThrough, nn.MaxPool2d):
+    """A max-pool whose work the following LRN does (`TritonMaxPool2dLRN`)."""
+
+
+class TritonLRNMaxPool2d(nn.MaxPool2d):
+    """The max-pool of an LRN -> max-pool pair: both in one kernel. `lrn` holds the LRN's
+    (size, alpha, beta, k)."""
+
+    lrn: tuple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.lrn_max_pool2d(x, *self.lrn, kernel_size=self.kernel_size, stride=self.stride,
+                                      padding=self.padding, ceil_mode=self.ceil_mode)
+
+
+class TritonMaxPool2dLRN(nn.LocalResponseNorm):
+    """The LRN of a max-pool -> LRN pair: both in one kernel. `pool` holds the pool's
+    (kernel_size, stride, padding, ceil_mode)."""
+
+    pool: tuple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.max_pool2d_lrn(x, *self.pool, size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+
+
+# fused-pair class -> (its torch backend class, its triton backend class) when unfused
+_FUSED = {
+    FusedLocalResponseNorm: (nn.LocalResponseNorm, kernels.LocalResponseNorm),
+    FusedMaxPool2d: (nn.MaxPool2d, kernels.MaxPool2d),
+    TritonLRNMaxPool2d: (nn.MaxPool2d, kernels.MaxPool2d),
+    TritonMaxPool2dLRN: (nn.LocalResponseNorm, kernels.LocalResponseNorm),
+    kernels.BatchNormReLUMaxPool2d: (TorchBatchNorm2d, kernels.BatchNorm2d),
+}
+
+
+def unfuse_pairs(model: nn.Module, backend: str = "torch") -> bool:
+    """Every fused-pair module back to its plain class of `backend` (attributes kept, the
+    pair's extras dropped). Returns whether there was any."""
+    found = False
+    for m in model.modules():
+        plain = _FUSED.get(type(m))
+        if plain is not None:
+            m.__class__ = plain[backend == "triton"]
+            for attr in ("fused_into", "lrn", "pool"):
+                m.__dict__.pop(attr, None)
+            found = True
+    return found
+
+
+def fuse_pairs(model: nn.Module) -> None:
+    """Apply the model's FUSED_PAIRS for the triton backend (modules must be unfused).
+    The module that owns parameters does the work (BatchNorm of BatchNorm+ReLU -> max-pool);
+    of an LRN and a max-pool, the second. Pairs with a module folded away are skipped."""
+    for first, second in getattr(model, "FUSED_PAIRS", ()):
+        a, b = model.get_submodule(first), model.get_submodule(second)
+        if isinstance(a, nn.Identity) or isinstance(b, nn.Identity):
+            continue
+        if isinstance(b, nn.MaxPool2d) and (b.dilation not in (1, (1, 1)) or b.return_indices):
+            raise ValueError(f"{second}: a fused max-pool needs dilation=1 and return_indices=False")
+        if isinstance(a, nn.MaxPool2d) and (a.dilation not in (1, (1, 1)) or a.return_indices):
+            raise ValueError(f"{first}: a fused max-pool needs dilation=1 and return_indices=False")
+        if isinstance(a, nn.BatchNorm2d) and getattr(a, "activation", None) == "relu" and isinstance(b, nn.MaxPool2d):
+            a.__class__, b.__class__ = kernels.BatchNormReLUMaxPool2d, FusedMaxPool2d
+            a.pool = (b.kernel_size, b.stride, b.padding, b.ceil_mode)
+            b.fused_into = first
+        elif isinstance(a, nn.LocalResponseNorm) and isinstance(b, nn.MaxPool2d):
+            a.__class__, b.__class__ = FusedLocalResponseNorm, TritonLRNMaxPool2d
+            b.lrn = (a.size, a.alpha, a.beta, a.k)
+            a.fused_into = second
+        elif isinstance(a, nn.MaxPool2d) and isinstance(b, nn.LocalResponseNorm):
+            a.__class__, b.__class__ = FusedMaxPool2d, TritonMaxPool2dLRN
+            b.pool = (a.kernel_size, a.stride, a.padding, a.ceil_mode)
+            a.fused_into = second
+        else:
+            raise TypeError(f"FUSED_PAIRS ({first!r}, {second!r}) must be an LRN and a max-pool or a "
+                            f"BatchNorm+ReLU and a max-pool, got {type(a).__name__} and {type(b).__name__}")
+
+
+def apply_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Set up a model freshly built with `backend`'s layers: its fused pairs on the triton
+    backend (in place); returns it."""
+    if layers_for(backend) is TritonLayers:
+        fuse_pairs(model)
+    return model
 
 
 BACKENDS = {"torch": TorchLayers, "triton": TritonLayers}
@@ -90,12 +225,13 @@ def is_triton_inception(block: nn.Module) -> bool:
 
 
 def is_triton_module(m: nn.Module) -> bool:
-    return isinstance(m, (kernels.Conv2d, kernels.LocalResponseNorm, kernels.AddReLU))
+    return isinstance(m, (kernels.Conv2d, kernels.BatchNorm2d, kernels.MaxPool2d, kernels.LocalResponseNorm,
+                          kernels.AddReLU, *_FUSED))
 
 
 # Module classes that correspond one to one across the sets (same parameters and attributes).
-_PAIRS = [(TorchConv2d, kernels.Conv2d), (nn.LocalResponseNorm, kernels.LocalResponseNorm),
-          (TorchAddReLU, kernels.AddReLU)]
+_PAIRS = [(TorchConv2d, kernels.Conv2d), (TorchBatchNorm2d, kernels.BatchNorm2d), (nn.MaxPool2d, kernels.MaxPool2d),
+          (nn.LocalResponseNorm, kernels.LocalResponseNorm), (TorchAddReLU, kernels.AddReLU)]
 
 
 def convert(model: nn.Module, backend: str) -> nn.Module:
@@ -105,6 +241,7 @@ def convert(model: nn.Module, backend: str) -> nn.Module:
     src_index, dst_index = (0, 1) if backend == "triton" else (1, 0)
     swap = {pair[src_index]: pair[dst_index] for pair in _PAIRS}
     out = copy.deepcopy(model)
+    unfuse_pairs(out, "torch")
     for m in out.modules():
         target = swap.get(type(m))
         if target is not None:
@@ -113,6 +250,8 @@ def convert(model: nn.Module, backend: str) -> nn.Module:
                 m.inplace = False
         if hasattr(m, "_run") and hasattr(m, "branch4"):  # an Inception block
             m._run = layers.inception
+    if backend == "triton":
+        fuse_pairs(out)
     if hasattr(out, "backend"):
         out.backend = backend
     return out

@@ -7,8 +7,11 @@ Stride: the paper (and its Caffe models) downsample in a bottleneck's first 1x1 
 torchvision ("ResNet v1.5") moves it to the 3x3. Option `stride_in_3x3=True` builds the
 latter. Both have the same parameters.
 
-In training the residual add and ReLU run after BatchNorm as one `AddReLU` module; once
-BatchNorm is folded for inference (`nets.fuse_for_inference`), each block's last conv
+Every BatchNorm carries its epilogue: `bn(x)` applies the ReLU that follows it, and a
+block's last BatchNorm takes the shortcut, `bn(x, residual=identity)` = relu(bn(x) +
+identity) (the triton backend runs each as one kernel pass; the torch backend runs cuDNN's
+BatchNorm, then add_ and relu_ in place). Once BatchNorm is folded for inference
+(`nets.fuse_for_inference`), the convs take over these epilogues: each block's last conv
 takes the shortcut as its residual and the add+ReLU run in that conv's store.
 """
 
@@ -22,18 +25,16 @@ class BasicBlock(nn.Module):
 
     def __init__(self, layers, in_ch, width, stride=1, downsample=None, stride_in_3x3=True):
         super().__init__()
-        conv = layers.Conv2d
+        conv, bn = layers.Conv2d, layers.BatchNorm2d
         self.conv1 = conv(in_ch, width, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu1 = nn.ReLU(inplace=True)
+        self.bn1 = bn(width, activation="relu")
         self.conv2 = conv(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = bn(width, activation="relu")  # relu(bn2(x) + identity)
         self.downsample = downsample
-        self.add_relu = layers.AddReLU()
         self.folded = False  # set by fuse_for_inference
 
     def _body(self, x):
-        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn1(self.conv1(x))
         return out, self.conv2, self.bn2
 
     def forward(self, x):
@@ -41,7 +42,7 @@ class BasicBlock(nn.Module):
         out, last_conv, last_bn = self._body(x)
         if self.folded:  # BN folded: bias + residual + ReLU in the conv's epilogue
             return last_conv(out, residual=identity)
-        return self.add_relu(last_bn(last_conv(out)), identity)
+        return last_bn(last_conv(out), residual=identity)
 
 
 class Bottleneck(BasicBlock):
@@ -49,34 +50,32 @@ class Bottleneck(BasicBlock):
 
     def __init__(self, layers, in_ch, width, stride=1, downsample=None, stride_in_3x3=False):
         nn.Module.__init__(self)
-        conv = layers.Conv2d
+        conv, bn = layers.Conv2d, layers.BatchNorm2d
         s1, s3 = (1, stride) if stride_in_3x3 else (stride, 1)
         self.conv1 = conv(in_ch, width, 1, stride=s1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu1 = nn.ReLU(inplace=True)
+        self.bn1 = bn(width, activation="relu")
         self.conv2 = conv(width, width, 3, stride=s3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.relu2 = nn.ReLU(inplace=True)
+        self.bn2 = bn(width, activation="relu")
         self.conv3 = conv(width, width * self.expansion, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width * self.expansion)
+        self.bn3 = bn(width * self.expansion, activation="relu")  # relu(bn3(x) + identity)
         self.downsample = downsample
-        self.add_relu = layers.AddReLU()
         self.folded = False
 
     def _body(self, x):
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
         return out, self.conv3, self.bn3
 
 
 class ResNet(nn.Module):
+    # the stem's BatchNorm+ReLU and max-pool, one kernel on the triton backend (nets.layers)
+    FUSED_PAIRS = (("bn1", "maxpool"),)
+
     def __init__(self, layers, block, depths, num_classes=1000, zero_init_residual=False,
                  stride_in_3x3=False):
         super().__init__()
         self.conv1 = layers.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)   # 64 x 112 x 112
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)                      # 64 x 56 x 56
+        self.bn1 = layers.BatchNorm2d(64, activation="relu")
+        self.maxpool = layers.MaxPool2d(3, stride=2, padding=1)                  # 64 x 56 x 56
         in_ch = 64
         for i, (width, depth) in enumerate(zip((64, 128, 256, 512), depths)):
             stride = 1 if i == 0 else 2
@@ -85,7 +84,7 @@ class ResNet(nn.Module):
                 down = None
                 if j == 0 and (stride != 1 or in_ch != width * block.expansion):
                     down = nn.Sequential(layers.Conv2d(in_ch, width * block.expansion, 1, stride=stride, bias=False),
-                                         nn.BatchNorm2d(width * block.expansion))
+                                         layers.BatchNorm2d(width * block.expansion))
                 stage.append(block(layers, in_ch, width, stride if j == 0 else 1, down, stride_in_3x3))
                 in_ch = width * block.expansion
             # layer1: 64e x 56 x 56, layer2: 128e x 28 x 28, layer3: 256e x 14 x 14, layer4: 512e x 7 x 7
@@ -109,7 +108,7 @@ class ResNet(nn.Module):
                     nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
 

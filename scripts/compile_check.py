@@ -21,10 +21,11 @@ import traceback
 os.environ.pop("TRITON_INTERPRET", None)  # must be unset before `kernels` is imported
 
 import triton
+import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import _reduce, conv, inception, lrn, residual
+from kernels import _reduce, batchnorm, conv, inception, lrn, lrn_pool, pool, residual
 from kernels import configs as cfg
 
 DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -56,11 +57,84 @@ UNIT_STRIDES = {
     "pointwise": ["sxc", "swc", "syak", "sybk", "sic"],
     "route": ["ssc", "sic", "sdc"],
     "colsum": ["s_in_c", "s_out_c"],
+    "max_pool_fwd": ["sxc", "syc", "skc"],
+    "max_pool_bwd": ["sgc", "skc", "sdc"],
+    "bn_fwd": ["sxc", "src", "syc"],
+    "bn_bwd_reduce": ["sdc", "sxc", "src", "sgc"],
+    "bn_bwd_dx": ["sgc", "sxc", "src", "sdc"],
+    "bn_relu_pool": ["sxc", "syc", "skc"],
+    "bn_stats": ["sxc"],
+    "lrn_pool_fwd": ["sxc", "syc", "skc"],
+    "lrn_pool_bwd": ["sxc", "sgc", "skc", "sdc"],
+    "pool_lrn_fwd": ["sxc", "soc"],
 }
 
 
 def _unit(family):
     return dict.fromkeys(UNIT_STRIDES[family], 1)
+
+
+TL_DTYPES = {"fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16}
+POOL_3x3_2 = dict(KH=3, KW=3, SH=2, SW=2)  # the nets' overlapping pools
+
+
+def pool_bn_variants(dt: str, quick: bool):
+    """Max-pool, LRN + max-pool and BatchNorm kernels on channels_last (channel strides 1),
+    each constexpr branch on and off (--quick: on), at every config of their families."""
+    stats = dict.fromkeys(["mean_ptr", "var_ptr"], "fp32")
+    params = dict.fromkeys(["w_ptr", "b_ptr"], dt)
+    eps = {"eps": "fp64"}
+    lrn_scalars = dict.fromkeys(["alpha_over_size", "beta", "k"], "fp64")
+    ons = (True,) if quick else (True, False)
+    for conf in _ends(cfg.CHANNEL_TILES, quick):
+        meta, w = conf.kwargs, conf.num_warps
+        for on in ons:
+            yield (f"max_pool fwd {dt} i64={not on} {meta}", pool._max_pool_fwd_kernel,
+                   {"x_ptr": dt, "y_ptr": dt, "code_ptr": "i8"}, {},
+                   dict(INDEX_64=not on, **POOL_3x3_2, **_unit("max_pool_fwd"), **meta), w, 2)
+            yield (f"max_pool bwd {dt} i64={not on} {meta}", pool._max_pool_bwd_kernel,
+                   {"dy_ptr": dt, "code_ptr": "i8", "dx_ptr": dt}, {},
+                   dict(INDEX_64=not on, **POOL_3x3_2, **_unit("max_pool_bwd"), **meta), w, 2)
+            yield (f"bn fwd {dt} affine/residual/relu={on} i64={not on} {meta}", batchnorm._bn_fwd_kernel,
+                   {**dict.fromkeys(["x_ptr", "r_ptr", "y_ptr"], dt), **stats, **params}, eps,
+                   dict(HAS_AFFINE=on, HAS_RESIDUAL=on, RELU=on, INDEX_64=not on, **_unit("bn_fwd"), **meta), w, 2)
+            yield (f"bn bwd dx {dt} residual/relu/training={on} i64={not on} {meta}", batchnorm._bn_bwd_dx_kernel,
+                   {**dict.fromkeys(["g_ptr", "x_ptr", "r_ptr", "dx_ptr"], dt), **stats, **params,
+                    **dict.fromkeys(["sg_ptr", "sgx_ptr"], "fp32")}, eps,
+                   dict(HAS_AFFINE=True, HAS_RESIDUAL=on, RELU=on, TRAINING=on, Y_DTYPE=TL_DTYPES[dt],
+                        INDEX_64=not on, **_unit("bn_bwd_dx"), **meta), w, 2)
+            yield (f"bn+relu+pool fwd {dt} affine={on} i64={not on} {meta}", batchnorm._bn_relu_pool_fwd_kernel,
+                   {"x_ptr": dt, "y_ptr": dt, "code_ptr": "i8", **stats, **params}, eps,
+                   dict(HAS_AFFINE=on, INDEX_64=not on, **POOL_3x3_2, **_unit("bn_relu_pool"), **meta), w, 2)
+    # the per-channel reductions, at the launcher's GPU block sizes (not autotuned)
+    for on in ons:
+        yield (f"bn stats {dt} i64={not on}", batchnorm._bn_stats_kernel,
+               {"x_ptr": dt, "mean_part_ptr": "fp32", "m2_part_ptr": "fp32"}, {},
+               dict(BLOCK_R=64, BLOCK_C=32, INDEX_64=not on, **_unit("bn_stats")), 4, 2)
+        yield (f"bn finalize running={on} cumulative={not on}", batchnorm._bn_finalize_kernel,
+               {**dict.fromkeys(["mean_part_ptr", "m2_part_ptr", "mean_ptr", "var_ptr"], "fp32"),
+                "run_mean_ptr": dt, "run_var_ptr": dt, "nbt_ptr": "i64"}, {"momentum": "fp64"},
+               dict(HAS_RUNNING=on, HAS_NBT=True, CUMULATIVE=not on, BLOCK_S=32, BLOCK_C=128), 4, 1)
+        yield (f"bn bwd reduce {dt} residual/relu/write_g={on} i64={not on}", batchnorm._bn_bwd_reduce_kernel,
+               {**dict.fromkeys(["dy_ptr", "x_ptr", "r_ptr", "g_ptr"], dt), **stats, **params,
+                **dict.fromkeys(["sg_part_ptr", "sgx_part_ptr"], "fp32")}, eps,
+               dict(HAS_AFFINE=True, HAS_RESIDUAL=on, RELU=on, WRITE_G=on, Y_DTYPE=TL_DTYPES[dt], BLOCK_R=64,
+                    BLOCK_C=32, INDEX_64=not on, **_unit("bn_bwd_reduce")), 4, 2)
+        yield (f"bn bwd finalize {dt} affine={on}", batchnorm._bn_bwd_finalize_kernel,
+               {**dict.fromkeys(["sg_part_ptr", "sgx_part_ptr", "sg_ptr", "sgx_ptr", "var_ptr"], "fp32"),
+                "dw_ptr": dt, "db_ptr": dt}, eps, dict(HAS_AFFINE=on, BLOCK_S=32, BLOCK_C=64), 4, 1)
+    # LRN + max-pool: AlexNet's norm2 -> pool2 (256 channels), GoogLeNet's maxpool1 -> norm1 (64)
+    for block_c in (256,) if quick else (256, 64):
+        conf = lrn._prune_tiles(cfg.LRN, {}, BLOCK_C=block_c)[0]
+        meta = dict(SIZE=5, BLOCK_C=block_c, INDEX_64=False, **POOL_3x3_2, **conf.kwargs)
+        yield (f"lrn+pool fwd {dt} {meta}", lrn_pool._lrn_pool_fwd_kernel, {"x_ptr": dt, "y_ptr": dt, "code_ptr": "i8"},
+               lrn_scalars, {**meta, **_unit("lrn_pool_fwd")}, conf.num_warps, 2)
+        yield (f"lrn+pool bwd {dt} {meta}", lrn_pool._lrn_pool_bwd_kernel,
+               {"x_ptr": dt, "dy_ptr": dt, "code_ptr": "i8", "dx_ptr": dt}, {**lrn_scalars, "coef": "fp64"},
+               {**meta, **_unit("lrn_pool_bwd")}, conf.num_warps, 2)
+        yield (f"pool+lrn fwd {dt} {meta}", lrn_pool._pool_lrn_fwd_kernel,
+               {"x_ptr": dt, "p_ptr": dt, "code_ptr": "i8", "y_ptr": dt}, lrn_scalars,
+               {**meta, **_unit("pool_lrn_fwd")}, conf.num_warps, 2)
 
 
 def variants(quick: bool):
@@ -118,6 +192,7 @@ def variants(quick: bool):
             yield (f"lrn bwd {dt} {layout} {meta}", lrn._lrn_bwd_kernel,
                    dict.fromkeys(["x_ptr", "dy_ptr", "dx_ptr"], dt), {**scalars, "coef": "fp32"}, meta,
                    conf.num_warps, 2)
+        yield from pool_bn_variants(dt, quick)
     if not quick:  # fp32 with TF32 off: the IEEE path of tl.dot
         conf = cfg.CONV_GEMM[0]
         yield (f"conv fwd fp32 ieee {conf.kwargs}", conv._conv_fwd_kernel,

@@ -7,9 +7,11 @@
 #            sharing one TRITON_CACHE_DIR (python -m benchmarks.sweep compile)
 #   correct  the fuzz tests (hypothesis profile gpu-check), the split-K test, the tuned-table
 #            tests and every config of every kernel against float64 references, pytest -n 14
-#   sweep    every distinct conv / Inception / LRN / add+ReLU layer of AlexNet, GoogLeNet and
-#            ResNet-50, batch 128 bf16 channels_last, forward / data-grad / weight-grad apart,
-#            every config checked against cuDNN and timed beside it; writes the tuned table
+#            (the max-pool, LRN+max-pool and BatchNorm kernels: their every-config tests)
+#   sweep    every distinct conv / Inception / max-pool / LRN+max-pool / BatchNorm(+ReLU)
+#            (+residual) layer of AlexNet, GoogLeNet and ResNet-50, batch 128 bf16
+#            channels_last, each pass apart, every config checked against torch's eager op
+#            (cuDNN conv and BatchNorm, max_pool2d, LRN) and timed beside it; the tuned table
 #   nets     training images/s of the three nets on torch, compile and triton (the fresh table)
 #   pack     summary.txt, the tuned table, steps.txt and one gpu-check.tar.gz of everything
 # Results go to $OUT when set (the device tool's folder), else ./gpu-check-out: 4 files.
@@ -24,7 +26,7 @@ fi
 
 # Seconds per step: `python -m benchmarks.gpu_plan --limits` (tests/test_gpu_plan.py keeps
 # these equal to it; written here so the GPU spends no time re-counting).
-LIMIT_env=10 LIMIT_compile=44 LIMIT_correct=107 LIMIT_sweep=122 LIMIT_nets=239 LIMIT_pack=10
+LIMIT_env=10 LIMIT_compile=51 LIMIT_correct=114 LIMIT_sweep=102 LIMIT_nets=249 LIMIT_pack=10
 
 OUT_DIR="${OUT:-gpu-check-out}"
 mkdir -p "$OUT_DIR"

@@ -3,9 +3,9 @@
 - `column_sum` with several splits (the interpreter's sizes and a GPU's block sizes and
   split count);
 - every autotune config of every family in kernels/configs.py, forced one at a time on the
-  kernels that use it, on tiny shapes that still leave several tiles and masked edges,
-  against float64 torch (the interpreter ignores num_warps / num_stages; block sizes,
-  GROUP_M and masks are what it checks);
+  kernels that use it (conv, Inception, LRN, add+ReLU, max-pool, LRN+max-pool, BatchNorm),
+  on tiny shapes that still leave several tiles and masked edges, against float64 torch
+  (the interpreter ignores num_warps / num_stages; block sizes, GROUP_M and masks are what it checks);
 - the configs a GPU prunes (shared memory, LRN tile size), and CONVBENCH_AUTOTUNE=first;
 - the `tl.dot` precision each launcher passes under torch's TF32 flags (the interpreter
   ignores `input_precision`, so the value passed is what is checked).
@@ -28,6 +28,9 @@ from kernels._reduce import column_sum
 from kernels.configs import configs, gemm_shared_bytes, prune_by_shared_memory
 from kernels.inception import pointwise_forward, pool3_backward_, pool3_gather
 from tests.helpers import LaunchRecorder, assert_close, triton_kernels
+from tests.test_batchnorm import _pair as _bn_pair
+from tests.test_batchnorm import check_bn_relu_pool, check_step
+from tests.test_pool import check_lrn_pool, check_pool
 
 
 def _data(*shapes, seed=0, dtype=torch.float32):
@@ -139,6 +142,38 @@ def run_lrn(device):
     assert_close(x.grad, x64.grad, reduction=10, name="lrn grad")
 
 
+def run_max_pool(device):
+    # 3x3/2 pad 1 (ResNet's stem pool), channels_last: forward P = 60 output pixels (1 to 4
+    # programs at BLOCK_P 128 .. 16), backward P = 198 input pixels (2 to 13); 70 channels:
+    # 2 channel tiles at BLOCK_C 64, 1 masked tile at 128.
+    (x64,) = _data((2, 70, 9, 11), seed=8)
+    check_pool(x64, 3, 2, 1, False, device=device, layout="channels_last", seed=8)
+
+
+def run_batchnorm(device):
+    # Training BatchNorm + residual + ReLU, forward and backward: P = 135 pixels (2 to 9
+    # pixel tiles), 70 channels (masked channel tiles at 64 and 128).
+    mod, ref = _bn_pair(70, torch.float32, device, "relu")
+    (x64,) = _data((3, 70, 5, 9), seed=9)
+    check_step(mod.train(), ref.train(), x64, residual=True, activation="relu", device=device,
+               layout="channels_last", seed=9)
+
+
+def run_bn_relu_pool(device):
+    # ResNet's stem, BatchNorm + ReLU + 3x3/2 max-pool, training: forward 60 output pixels x
+    # 70 channels; backward the pool gather and the BatchNorm backward.
+    check_bn_relu_pool(70, 9, 11, (3, 2, 1, False), layout="channels_last", seed=10, device=device)
+
+
+def run_lrn_pool(device):
+    # Both fused orders at 3x3/2 (ceil_mode): forward 40 output pixels (1 to 5 programs at
+    # BLOCK_P 128 .. 8), the fused LRN+pool backward 198 input pixels (2 to 25).
+    (x64,) = _data((2, 11, 9, 11), seed=11)
+    for order in ("lrn_pool", "pool_lrn"):
+        check_lrn_pool(order, x64, (5, 1.5, 0.75, 2.0), (3, 2, 0, True), device=device, layout="channels_last",
+                       seed=11)
+
+
 # Every autotuned kernel, the family of configs it draws from, and the run that exercises it.
 AUTOTUNED = {
     "_conv_fwd_kernel": ("conv_gemm", run_conv),
@@ -149,6 +184,14 @@ AUTOTUNED = {
     "_relu_grad_kernel": ("mem_bound", run_add_relu),
     "_lrn_fwd_kernel": ("lrn", run_lrn),
     "_lrn_bwd_kernel": ("lrn", run_lrn),
+    "_lrn_pool_fwd_kernel": ("lrn", run_lrn_pool),
+    "_lrn_pool_bwd_kernel": ("lrn", run_lrn_pool),
+    "_pool_lrn_fwd_kernel": ("lrn", run_lrn_pool),
+    "_max_pool_fwd_kernel": ("channel_tiles", run_max_pool),
+    "_max_pool_bwd_kernel": ("channel_tiles", run_max_pool),
+    "_bn_fwd_kernel": ("channel_tiles", run_batchnorm),
+    "_bn_bwd_dx_kernel": ("channel_tiles", run_batchnorm),
+    "_bn_relu_pool_fwd_kernel": ("channel_tiles", run_bn_relu_pool),
 }
 FAMILIES = kernels.configs._GPU
 

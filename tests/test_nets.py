@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import kernels
 import nets
 from nets import data, recipe
 from nets.layers import convert
@@ -96,23 +99,52 @@ def test_torch_and_triton_backends_agree(arch, device, ieee_fp32):
 
 def _check_training_gradients(arch, hw, batch, device, names, **options):
     """One training forward + backward on each backend (same weights, same dropout masks):
-    the loss and the named parameters' gradients agree."""
+    the loss and the named parameters' gradients agree, and the triton step runs no torch
+    op for BatchNorm, max-pool or LRN."""
     torch.manual_seed(0)
     ref = nets.build(arch, "torch", num_classes=10, **options).to(device).train()
     tri = convert(ref, "triton")
     x = torch.randn(batch, 3, hw, hw, device=device)
     target = torch.randint(0, 10, (batch,), device=device)
-    losses = []
+    losses, ops = [], []
     for model in (ref, tri):
         torch.manual_seed(1)  # identical dropout masks
-        value = recipe.loss(model(x), target)
-        value.backward()
+        with _AtenOps() as recorded:
+            value = recipe.loss(model(x), target)
+            value.backward()
         losses.append(value.detach())
+        ops.append(recorded.names)
+    _assert_no_torch_norm_or_pool(ops, arch)
     assert_close(losses[1], losses[0].double(), reduction=4096, name=f"{arch} training loss")
     for name in names:
         g_ref = ref.get_parameter(name).grad
         assert_close(tri.get_parameter(name).grad, g_ref, reduction=4096,
                      scale=max(g_ref.abs().max().item(), 1e-3), name=f"{arch} grad {name}")
+
+
+class _AtenOps(TorchDispatchMode):
+    """Records the name of every aten op that runs (forward and autograd's backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+# torch's BatchNorm (native/cudnn, forward and backward), max-pool (with indices, and its
+# backward) and LRN (F.local_response_norm pools the squares with avg_pool3d).
+_TORCH_NORM_POOL = ("batch_norm", "max_pool", "avg_pool3d")
+
+
+def _assert_no_torch_norm_or_pool(ops, what):
+    """`ops`: the op names of the torch backend's step (the control: the recorder sees
+    them) and of the triton backend's."""
+    torch_ops, triton_ops = ({n for n in names if any(word in n for word in _TORCH_NORM_POOL)} for names in ops)
+    assert torch_ops, f"{what}: the recorder saw no BatchNorm/pool/LRN op of the torch backend"
+    assert not triton_ops, f"{what}: the triton backend ran torch ops {sorted(triton_ops)}"
 
 
 def test_backends_agree_in_training_alexnet(device, ieee_fp32):
@@ -165,8 +197,8 @@ def test_describe_lists_every_layer_and_who_runs_it():
     rows = frame.set_index("layer")
     assert rows.loc["features.conv1", "backend"] == "triton"
     assert rows.loc["features.conv1", "op"] == "conv11x11/4+bias+relu"
-    assert rows.loc["features.norm1", "kernel"] == "local_response_norm"
-    assert rows.loc["features.pool1", "backend"] == "torch"
+    assert rows.loc["features.norm1", "kernel"] == "fused into features.pool1"
+    assert rows.loc["features.pool1", "kernel"] == "lrn_max_pool2d"
     assert rows.loc["classifier.fc6", "backend"] == "torch"
     assert rows.loc["features.conv2", "output_shape"] == (2, 256, 27, 27)
     assert rows["params"].sum() == PARAMS["alexnet"]
@@ -303,3 +335,119 @@ def test_torchvision_resnet_state_dict_loads(arch):
         tv = getattr(torchvision.models, arch)()
     ours = _meta(arch, "triton")
     ours.load_state_dict(tv.state_dict(), assign=True)  # strict: every key and shape matches
+
+
+# --------------------------------------------------------------------------- fused BatchNorm, pools, LRN
+class _MiniResNet(torch.nn.Module):
+    """ResNet's stem (conv, BN+ReLU, 3x3/2 pad-1 max-pool) and the nets' own blocks (a
+    strided bottleneck with a projection shortcut, a basic block) at a few channels, so a
+    training step runs on the interpreter in seconds."""
+
+    FUSED_PAIRS = (("bn1", "maxpool"),)  # as ResNet's stem
+    HW = (13, 11)
+
+    def __init__(self, layers):
+        super().__init__()
+        from nets.resnet import BasicBlock, Bottleneck
+
+        self.conv1 = layers.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = layers.BatchNorm2d(8, activation="relu")
+        self.maxpool = layers.MaxPool2d(3, stride=2, padding=1)
+        down = torch.nn.Sequential(layers.Conv2d(8, 16, 1, stride=2, bias=False), layers.BatchNorm2d(16))
+        self.block1 = Bottleneck(layers, 8, 4, stride=2, downsample=down)
+        self.block2 = BasicBlock(layers, 16, 16)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.block2(self.block1(self.maxpool(self.bn1(self.conv1(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+class _MiniLRNPools(torch.nn.Module):
+    """The LRN/max-pool orders of the paper nets: GoogLeNet's maxpool1 -> norm1 and norm2 ->
+    maxpool2 (ceil_mode), AlexNet's norm -> pool, declared as FUSED_PAIRS as they do."""
+
+    FUSED_PAIRS = (("pool1", "norm1"), ("norm2", "pool2"), ("features.norm3", "features.pool3"))
+    HW = (17, 15)
+
+    def __init__(self, layers):
+        super().__init__()
+        self.conv1 = layers.Conv2d(3, 8, 3, padding=1, activation="relu")
+        self.pool1 = layers.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.norm1 = layers.LocalResponseNorm(5, alpha=1e-1, beta=0.75, k=1.0)
+        self.conv2 = layers.Conv2d(8, 12, 3, padding=1, activation="relu")
+        self.norm2 = layers.LocalResponseNorm(5, alpha=1e-1, beta=0.75, k=1.0)
+        self.pool2 = layers.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.features = torch.nn.Sequential(OrderedDict([
+            ("conv3", layers.Conv2d(12, 12, 3, padding=1, activation="relu")),
+            ("norm3", layers.LocalResponseNorm(5, alpha=1e-1, beta=0.75, k=2.0)),
+            ("pool3", layers.MaxPool2d(3, stride=2)),
+        ]))
+        self.fc = torch.nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = self.norm1(self.pool1(self.conv1(x)))
+        x = self.features(self.pool2(self.norm2(self.conv2(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("mini", [_MiniResNet, _MiniLRNPools], ids=["resnet-blocks", "lrn-pools"])
+def test_fused_layers_train_like_torch(mini, device):
+    """Two SGD steps on each backend from the same weights: losses, every gradient and the
+    BatchNorm running statistics agree; the triton steps run no torch BatchNorm, max-pool
+    or LRN op; build, convert and convert back keep the state_dict."""
+    from nets.layers import TorchLayers, TritonLayers, apply_backend
+
+    torch.manual_seed(0)
+    ref = mini(TorchLayers).to(device)
+    tri = convert(ref, "triton")
+    built = apply_backend(mini(TritonLayers), "triton")
+    assert [type(m) for m in built.modules()] == [type(m) for m in tri.modules()]
+    back = convert(tri, "torch")
+    assert [type(m) for m in back.modules()] == [type(m) for m in ref.modules()]
+    assert list(tri.state_dict()) == list(ref.state_dict())
+
+    gen = torch.Generator().manual_seed(1)
+    ops = []
+    for step in range(2):
+        x = torch.randn(2, 3, *mini.HW, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+        target = torch.randint(0, 10, (2,), generator=gen).to(device)
+        losses, step_ops = [], []
+        for model in (ref, tri):
+            model.zero_grad()
+            with _AtenOps() as recorded:
+                loss = F.cross_entropy(model(x), target)
+                loss.backward()
+            step_ops.append(recorded.names)
+            losses.append(loss.detach())
+        ops = step_ops
+        assert_close(losses[1], losses[0].double(), reduction=4096, name=f"step {step} loss")
+        for (name, p_ref), p_tri in zip(ref.named_parameters(), tri.parameters()):
+            assert_close(p_tri.grad, p_ref.grad.double(), reduction=4096,
+                         scale=max(p_ref.grad.abs().max().item(), 1e-3), name=f"step {step} grad {name}")
+        with torch.no_grad():
+            for p_ref, p_tri in zip(ref.parameters(), tri.parameters()):
+                p_ref -= 0.1 * p_ref.grad
+                p_tri -= 0.1 * p_tri.grad
+    for (name, b_ref), b_tri in zip(ref.named_buffers(), tri.buffers()):
+        if b_ref.dtype == torch.int64:
+            assert torch.equal(b_tri, b_ref), name
+        else:
+            assert_close(b_tri, b_ref.double(), reduction=4096, scale=max(b_ref.abs().max().item(), 1.0), name=name)
+    _assert_no_torch_norm_or_pool(ops, mini.__name__)
+    with torch.no_grad():  # eval: BatchNorm on the running statistics
+        x = torch.randn(2, 3, *mini.HW, generator=gen).to(device)
+        expected = ref.eval()(x)
+        assert_close(tri.eval()(x), expected.double(), reduction=4096, scale=max(expected.abs().max().item(), 1.0),
+                     name="eval logits")
+
+
+def test_fuse_for_inference_folds_the_batchnorm_epilogues():
+    """Folding moves each BatchNorm's ReLU (and the block end's residual) onto its conv."""
+    fused = nets.fuse_for_inference(nets.build("resnet50", "triton"))
+    assert fused.conv1.activation == "relu" and isinstance(fused.bn1, torch.nn.Identity)
+    assert type(fused.maxpool) is kernels.MaxPool2d  # the stem's pool, once run by its BN, runs alone
+    block = fused.layer2[0]
+    assert [block.conv1.activation, block.conv2.activation, block.conv3.activation] == ["relu"] * 3
+    assert block.downsample[0].activation is None and block.folded
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())

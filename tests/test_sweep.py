@@ -28,17 +28,37 @@ def layers():
 
 def test_layers_come_from_the_nets_and_cover_the_named_shapes(layers):
     kinds = {layer.kind for layer in layers}
-    assert kinds == {"conv", "inception", "lrn", "add_relu"}
+    # every LRN runs fused with its max-pool, ResNet's add+ReLU as its BatchNorm's epilogue
+    assert kinds == {"conv", "inception", "max_pool", "lrn_pool", "batchnorm"}
     keys = [gpu_shapes._key(layer.kind, layer.shape) for layer in layers]
     assert len(keys) == len(set(keys))
     named = {name: layer.shape for layer in layers for name in layer.names}
     # every hand-written shape of benchmarks/shapes.py that names a layer of these nets is one
+    # (an LRN: the LRN of its LRN + max-pool pair, at the LRN's own input)
     for s in shapes.CONV + shapes.LRN:
         if s.name.split(".")[0] in gpu_shapes.ARCHS:
             assert s.name in named, s.name
-            assert gpu_shapes._key("x", named[s.name]) == gpu_shapes._key("x", s), s.name
+            got = named[s.name].lrn() if isinstance(named[s.name], gpu_shapes.LRNPoolShape) else named[s.name]
+            assert gpu_shapes._key("x", got) == gpu_shapes._key("x", s), s.name
     assert len([lay for lay in layers if lay.kind == "inception"]) == 9
-    assert sum(layer.count for layer in layers if layer.kind == "add_relu") == 16  # ResNet-50's 16 blocks
+    by_kind = lambda kind: [lay for lay in layers if lay.kind == kind]
+    # ResNet-50: 53 BatchNorms (the stem's, 3 per block in 16 blocks, 4 projection shortcuts);
+    # each block's last one takes the residual add; all but the shortcuts' carry the ReLU
+    bns = by_kind("batchnorm")
+    assert sum(lay.count for lay in bns) == 53
+    assert sum(lay.count for lay in bns if lay.shape.residual) == 16
+    assert sum(lay.count for lay in bns if not lay.shape.relu) == 4
+    (stem,) = [lay for lay in bns if lay.shape.pool is not None]
+    assert stem.names == ["resnet50.bn1"] and stem.shape.C == 64 and stem.shape.H == 112
+    assert gpu_shapes._key("p", stem.shape.pool) == ("p", 64, 112, 3, 2, 1, False)
+    # the LRN + max-pool pairs, both orders, and the max-pools in no pair nor Inception block
+    pairs = {(lay.shape.name, lay.shape.name_pool, lay.shape.order) for lay in by_kind("lrn_pool")}
+    assert pairs == {("alexnet.features.norm1", "alexnet.features.pool1", "lrn_pool"),
+                     ("alexnet.features.norm2", "alexnet.features.pool2", "lrn_pool"),
+                     ("googlenet.norm1", "googlenet.maxpool1", "pool_lrn"),
+                     ("googlenet.norm2", "googlenet.maxpool2", "lrn_pool")}
+    pools = sorted(name for lay in by_kind("max_pool") for name in lay.names)
+    assert pools == ["alexnet.features.pool5", "googlenet.maxpool3", "googlenet.maxpool4"]
 
 
 def test_items_cover_every_layer_once(layers):
@@ -48,7 +68,16 @@ def test_items_cover_every_layer_once(layers):
     names = {i.layer for i in items}
     for layer in layers:
         assert any(n == layer.name or n.startswith(layer.name + ".") for n in names), layer.name
-    assert {i.kernel for i in items} == set(configs.TUNABLE)
+    # every autotuned kernel runs in some item but the plain LRN forward and add+ReLU, which
+    # no net runs any more (its LRNs are fused with their pools, its add+ReLU into BatchNorm)
+    assert set(configs.TUNABLE) - {i.kernel for i in items} == {"_lrn_fwd_kernel", "_add_relu_fwd_kernel",
+                                                                 "_relu_grad_kernel"}
+    assert {i.kernel for i in items} <= set(configs.TUNABLE)
+    # the new kinds, forward and backward, at each of their layers
+    for layer in layers:
+        if layer.kind in ("max_pool", "lrn_pool", "batchnorm"):
+            passes = {i.pass_ for i in items if i.layer == layer.name}
+            assert {"forward", "backward"} <= passes, (layer.name, passes)
     conv_shapes = {lay.name: lay.shape for lay in layers if lay.kind == "conv"}
     for item in items:
         assert sweep.configs_for(item), item.id
@@ -94,6 +123,20 @@ def test_sweep_item_checks_every_config(monkeypatch, tmp_path):
     assert [r["status"] for r in csv.DictReader((tmp_path / "wrong.csv").open())] == ["wrong"] * 2
 
 
+def test_check_leaves_out_only_the_ambiguous_elements():
+    """A flipped ReLU decision (a whole gradient apart) fails the check unless its element
+    is marked ambiguous; an error elsewhere still fails."""
+    ref = torch.linspace(1, 2, 10)
+    out = ref.clone()
+    out[3] = 0.0
+    ambiguous = torch.zeros(10, dtype=torch.bool)
+    assert not sweep.check(out, ref, 1)[0]
+    ambiguous[3] = True
+    assert sweep.check(out, ref, 1, ambiguous)[0]
+    out[5] += 0.5
+    assert not sweep.check(out, ref, 1, ambiguous)[0]
+
+
 def test_best_entries_keep_the_fastest_split_and_make_a_usable_table(tmp_path):
     key = {k: 1 for k in configs.TUNABLE["_conv_wgrad_kernel"].keys}
     base = {"kernel": "_conv_wgrad_kernel", "family": "conv_wgrad", "dtype": "bfloat16", "layer": "l", "pass": "wgrad",
@@ -126,14 +169,22 @@ def test_summary_reads_a_work_folder(tmp_path, capsys):
 def _tiny_items():
     conv = sweep.conv_items(shapes.ConvShape("conv", 20, 9, 6, 3, stride=2, padding=1))
     block = sweep.inception_items(gpu_shapes.InceptionShape("block", 19, 5, 4, 3, 5, 2, 3, 4))
-    return conv + block + sweep.lrn_items(shapes.LRNShape("lrn", 7, 5)) + sweep.add_relu_items(
-        shapes.EltwiseShape("add", 5, 3))
+    pool = gpu_shapes.PoolShape("pool", 6, 7, 3, 2, 1)
+    lrn_pool = [gpu_shapes.LRNPoolShape("norm", "pool", order, 7, 7, 5, 0.5, 0.75, 2.0, 3, 2, 0, True)
+                for order in ("lrn_pool", "pool_lrn")]
+    bns = [gpu_shapes.BNShape("bn", 5, 4), gpu_shapes.BNShape("bn_relu_add", 5, 4, relu=True, residual=True),
+           gpu_shapes.BNShape("stem", 5, 7, relu=True, pool=pool)]
+    return (conv + block + sweep.lrn_items(shapes.LRNShape("lrn", 7, 5))
+            + sweep.add_relu_items(shapes.EltwiseShape("add", 5, 3)) + sweep.max_pool_items(pool)
+            + [i for s in lrn_pool for i in sweep.lrn_pool_items(s)] + [i for s in bns for i in sweep.bn_items(s)])
 
 
 @pytest.mark.parametrize("n", range(len(_tiny_items())))
 def test_every_item_kind_agrees_with_its_reference(n, monkeypatch, tmp_path):
     """Each pass of each kind (conv forward / data-grad / weight-grad, the Inception GEMMs and
-    their 1x1 backward, LRN and add+ReLU forward and backward) under two configs."""
+    their 1x1 backward, LRN, add+ReLU, max-pool, both LRN + max-pool orders, BatchNorm plain,
+    with ReLU and residual, and the stem's BatchNorm + ReLU + max-pool, forward and backward)
+    under two configs."""
     monkeypatch.setattr(sweep, "BATCH", 2)
     item = _tiny_items()[n]
     rows = sweep.Rows(tmp_path / "rows.csv", sweep.SWEEP_FIELDS)

@@ -1,14 +1,22 @@
-"""The triton backend runs our kernels, and no torch convolution, LRN or Inception path.
+"""The triton backend runs our kernels, and no torch convolution, LRN, BatchNorm, max-pool
+or Inception path.
 
 A net's training forward and backward run under a dispatch-level recorder of aten ops and a
 recorder of Triton kernel launches (tests/helpers.py). Checked:
 - no aten op of a torch convolution (convolution, its backward, cudnn / mkldnn / slow_conv,
-  im2col), of torch's LRN (F.local_response_norm's avg_pool3d) or of the torch Inception
-  path (its stride-1 max-pool before the pool projection) runs, forward or backward;
-- every conv, LRN, add+ReLU module and Inception block the net calls launches its Triton
-  kernel during that call;
-- backward launches one data-grad and one weight-grad GEMM per forward GEMM and one LRN
-  backward per LRN forward, and every parameter gets a gradient.
+  im2col), of torch's LRN (F.local_response_norm's avg_pool3d), BatchNorm (native /
+  cudnn batch_norm), max-pool (max_pool2d, with indices, its backward) or of the torch
+  Inception path (its stride-1 max-pool before the pool projection) runs, forward or backward;
+- every conv, LRN, BatchNorm (+ReLU, +residual), max-pool, add+ReLU module and Inception
+  block the net calls launches its Triton kernel during that call; each pair of the net's
+  FUSED_PAIRS runs as one fused kernel (LRN + max-pool either order, the stem's BatchNorm +
+  ReLU + max-pool) in the module that does the work, and its pass-through partner launches
+  nothing;
+- backward launches one data-grad and one weight-grad GEMM per forward GEMM, one LRN
+  backward per LRN forward (a max-pool + LRN's backward runs the plain LRN backward), one
+  max-pool gather per max-pool forward (plain, pool + LRN, BatchNorm + ReLU + pool), one
+  fused LRN + max-pool backward per forward, and per training BatchNorm one statistics pass
+  forward and one reduction and one dx pass backward; every parameter gets a gradient.
 
 AlexNet runs its kernels for real on the interpreter. The other nets record the launches
 without running them (outputs stay uninitialized): what is checked is where each layer
@@ -36,8 +44,8 @@ from nets import recipe
 from nets.googlenet import Inception
 from tests.helpers import LaunchRecorder
 
-# aten ops that only a torch convolution, torch LRN or torch im2col path would run.
-FORBIDDEN_OPS = re.compile(r"conv|cudnn|mkldnn|miopen|im2col|col2im|avg_pool3d")
+# aten ops that only a torch convolution, LRN, BatchNorm, max-pool or im2col path would run.
+FORBIDDEN_OPS = re.compile(r"conv|cudnn|mkldnn|miopen|im2col|col2im|avg_pool3d|batch_norm|max_pool")
 
 
 class OpRecorder(TorchDispatchMode):
@@ -58,12 +66,28 @@ class OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+PASS_THROUGH = "(nothing: fused into its partner)"
+
+
 def _forward_kernel(module: nn.Module) -> str | None:
-    """The Triton kernel a module of the triton backend must launch in its forward."""
+    """The Triton kernel a module of the triton backend must launch in its forward
+    (PASS_THROUGH: the first module of a fused pair, which must launch nothing)."""
+    if isinstance(module, nets.layers._PassThrough):
+        return PASS_THROUGH
     if isinstance(module, Inception):
         return "_pointwise_fwd_kernel"
     if isinstance(module, nn.Conv2d):
         return "_conv_fwd_kernel"
+    if isinstance(module, nets.layers.TritonLRNMaxPool2d):
+        return "_lrn_pool_fwd_kernel"
+    if isinstance(module, nets.layers.TritonMaxPool2dLRN):
+        return "_pool_lrn_fwd_kernel"
+    if isinstance(module, kernels.BatchNormReLUMaxPool2d):
+        return "_bn_relu_pool_fwd_kernel"
+    if isinstance(module, nn.BatchNorm2d):
+        return "_bn_fwd_kernel"
+    if isinstance(module, nn.MaxPool2d):
+        return "_max_pool_fwd_kernel"
     if isinstance(module, nn.LocalResponseNorm):
         return "_lrn_fwd_kernel"
     if isinstance(module, (nets.layers.TorchAddReLU, kernels.AddReLU)):
@@ -92,7 +116,12 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
     def after(module, name):
         called.add(name)
         want = _forward_kernel(module)
-        if rec.names(starts[name])[want] == 0:
+        launched = len(rec.launches) - starts[name]
+        if want == PASS_THROUGH:
+            if launched:
+                problems.append(f"{name} ({type(module).__name__}) is fused into {module.fused_into} but launched "
+                                f"{launched} kernels")
+        elif rec.names(starts[name])[want] == 0:
             problems.append(f"{name} ({type(module).__name__}) launched no {want}")
 
     handles = []
@@ -114,13 +143,30 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
     if rec_ops.stride1_pools:
         problems.append(f"{rec_ops.stride1_pools} stride-1 max-pools ran in torch (the torch Inception path)")
     problems += [f"{name} was never called" for name in sorted(expected - called)]
+    for first, second in getattr(model, "FUSED_PAIRS", ()):
+        kinds = {_forward_kernel(model.get_submodule(n)) for n in (first, second)}
+        if PASS_THROUGH not in kinds:
+            problems.append(f"{first} -> {second} ran unfused ({', '.join(sorted(map(str, kinds)))})")
     gemms = fwd["_conv_fwd_kernel"] + fwd["_pointwise_fwd_kernel"]
     for kernel in ("_conv_dgrad_kernel", "_conv_wgrad_kernel"):
         if bwd[kernel] != gemms:
             problems.append(f"backward launched {kernel} {bwd[kernel]}x for {gemms} forward GEMMs")
-    if bwd["_lrn_bwd_kernel"] != fwd["_lrn_fwd_kernel"]:
-        problems.append(f"backward launched _lrn_bwd_kernel {bwd['_lrn_bwd_kernel']}x "
-                        f"for {fwd['_lrn_fwd_kernel']} LRN forwards")
+    # backward kernel -> the forward kernels each of whose launches needs exactly one of it
+    per_forward = {
+        "_lrn_bwd_kernel": ("_lrn_fwd_kernel", "_pool_lrn_fwd_kernel"),
+        "_lrn_pool_bwd_kernel": ("_lrn_pool_fwd_kernel",),
+        "_max_pool_bwd_kernel": ("_max_pool_fwd_kernel", "_pool_lrn_fwd_kernel", "_bn_relu_pool_fwd_kernel"),
+        "_bn_bwd_reduce_kernel": ("_bn_fwd_kernel", "_bn_relu_pool_fwd_kernel"),  # training: every BatchNorm
+        "_bn_bwd_dx_kernel": ("_bn_fwd_kernel", "_bn_relu_pool_fwd_kernel"),
+    }
+    for kernel, forwards in per_forward.items():
+        want = sum(fwd[f] for f in forwards)
+        if bwd[kernel] != want:
+            problems.append(f"backward launched {kernel} {bwd[kernel]}x for {want} forwards ({', '.join(forwards)})")
+    bn_forwards = fwd["_bn_fwd_kernel"] + fwd["_bn_relu_pool_fwd_kernel"]
+    if fwd["_bn_stats_kernel"] != bn_forwards:
+        problems.append(f"forward launched _bn_stats_kernel {fwd['_bn_stats_kernel']}x for {bn_forwards} "
+                        f"training BatchNorms")
     if bwd["_relu_grad_kernel"] < fwd["_add_relu_fwd_kernel"]:
         problems.append(f"backward launched _relu_grad_kernel {bwd['_relu_grad_kernel']}x "
                         f"for {fwd['_add_relu_fwd_kernel']} add+ReLU forwards")
@@ -160,11 +206,17 @@ def test_triton_backend_runs_only_our_kernels(arch, how, device):
 # --------------------------------------------------------------------------- negative controls
 @pytest.mark.parametrize("arch, must_see", [
     ("alexnet", ["aten.convolution ran", "aten.convolution_backward ran", "aten.avg_pool3d ran",
-                 "features.norm1 (LocalResponseNorm) launched no _lrn_fwd_kernel"]),
+                 "aten.max_pool2d_with_indices ran", "aten.max_pool2d_with_indices_backward ran",
+                 "features.norm1 (LocalResponseNorm) launched no _lrn_fwd_kernel",
+                 "features.pool5 (MaxPool2d) launched no _max_pool_fwd_kernel",
+                 "features.norm2 -> features.pool2 ran unfused"]),
     ("googlenet", ["aten.convolution ran", "stride-1 max-pools ran in torch",
-                   "inception3a (Inception) launched no _pointwise_fwd_kernel"]),
-    ("resnet18", ["aten.convolution_backward ran",
-                  "layer1.0.add_relu (TorchAddReLU) launched no _add_relu_fwd_kernel"]),
+                   "inception3a (Inception) launched no _pointwise_fwd_kernel",
+                   "maxpool1 -> norm1 ran unfused"]),
+    ("resnet18", ["aten.convolution_backward ran", "aten.native_batch_norm ran",
+                  "aten.native_batch_norm_backward ran",
+                  "layer1.0.bn2 (TorchBatchNorm2d) launched no _bn_fwd_kernel",
+                  "maxpool (MaxPool2d) launched no _max_pool_fwd_kernel", "bn1 -> maxpool ran unfused"]),
 ])
 def test_the_check_sees_the_torch_backend(arch, must_see, device):
     size, batch, _ = NETS[arch]
@@ -183,17 +235,32 @@ def _swap_nothing(model, backend):
     # convert() that swaps no module: every layer stays on torch.
     ("googlenet", lambda mp: mp.setattr(nets.layers, "convert", _swap_nothing),
      ["aten.convolution ran", "aten.avg_pool3d ran", "stride-1 max-pools ran"]),
-    # convert() that forgets one layer kind: LRN, or the add+ReLU of the residual blocks.
+    # convert() that forgets one layer kind: the max-pool (AlexNet's pool5 is in no fused
+    # pair), or the BatchNorm of the residual blocks (the stem's is fused regardless).
     ("alexnet", lambda mp: mp.setattr(nets.layers, "_PAIRS", [p for p in nets.layers._PAIRS
-                                                               if p[0] is not nn.LocalResponseNorm]),
-     ["aten.avg_pool3d ran", "features.norm2 (LocalResponseNorm) launched no _lrn_fwd_kernel"]),
+                                                               if p[0] is not nn.MaxPool2d]),
+     ["aten.max_pool2d_with_indices ran", "aten.max_pool2d_with_indices_backward ran",
+      "features.pool5 (MaxPool2d) launched no _max_pool_fwd_kernel"]),
     ("resnet18", lambda mp: mp.setattr(nets.layers, "_PAIRS", [p for p in nets.layers._PAIRS
-                                                                if p[0] is not nets.layers.TorchAddReLU]),
-     ["layer4.1.add_relu (TorchAddReLU) launched no _add_relu_fwd_kernel"]),
-    # The triton layer set running Inception blocks branch by branch (torch pool + cat).
+                                                                if p[0] is not nets.layers.TorchBatchNorm2d]),
+     ["aten.native_batch_norm ran", "aten.native_batch_norm_backward ran",
+      "layer4.1.bn2 (TorchBatchNorm2d) launched no _bn_fwd_kernel",
+      "layer2.0.downsample.1 (TorchBatchNorm2d) launched no _bn_fwd_kernel"]),
+    # convert() that forgets LRN and fuses no pair: every LRN stays torch's.
+    ("alexnet", lambda mp: (mp.setattr(nets.layers, "_PAIRS", [p for p in nets.layers._PAIRS
+                                                                if p[0] is not nn.LocalResponseNorm]),
+                            mp.setattr(nets.layers, "fuse_pairs", lambda model: None)),
+     ["aten.avg_pool3d ran", "features.norm2 (LocalResponseNorm) launched no _lrn_fwd_kernel",
+      "features.norm1 -> features.pool1 ran unfused"]),
+    # convert() that swaps every layer but fuses no pair: our kernels, unfused.
+    ("googlenet", lambda mp: mp.setattr(nets.layers, "fuse_pairs", lambda model: None),
+     ["maxpool1 -> norm1 ran unfused", "norm2 -> maxpool2 ran unfused"]),
+    # The triton layer set running Inception blocks branch by branch (its Triton max-pool,
+    # separate convs, cat): the fused block kernel is missing.
     ("googlenet", lambda mp: mp.setattr(nets.layers.TritonLayers, "inception",
                                         staticmethod(nets.layers._torch_inception_unfused)),
-     ["stride-1 max-pools ran", "inception5b (Inception) launched no _pointwise_fwd_kernel"]),
+     ["inception3a (Inception) launched no _pointwise_fwd_kernel",
+      "inception5b (Inception) launched no _pointwise_fwd_kernel"]),
 ])
 def test_the_check_fails_when_convert_leaves_torch_layers(arch, patch, must_see, monkeypatch, device):
     patch(monkeypatch)

@@ -97,9 +97,18 @@ def test_every_other_tunable_is_rerun_safe():
     """The audit, kept honest: kernels that may write over an input carry restore_value;
     none accumulates (split-K partials are stored, not added), so no reset_to_zero."""
     safe_by_design = {"_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv_wgrad_kernel", "_pointwise_fwd_kernel",
-                      "_lrn_fwd_kernel", "_lrn_bwd_kernel", "_relu_grad_kernel"}
+                      "_lrn_fwd_kernel", "_lrn_bwd_kernel", "_relu_grad_kernel",
+                      # outputs freshly allocated by their launchers, every element stored
+                      # (not added): the pool gather sums in registers; the LRN + pool
+                      # backward writes its dx scratch before reading it, as the LRN backward;
+                      # the pool + LRN forward re-stores the pooled map it reads back
+                      "_max_pool_fwd_kernel", "_max_pool_bwd_kernel", "_lrn_pool_fwd_kernel",
+                      "_lrn_pool_bwd_kernel", "_pool_lrn_fwd_kernel", "_bn_fwd_kernel", "_bn_bwd_dx_kernel",
+                      "_bn_relu_pool_fwd_kernel"}
     assert set(configs.TUNABLE) == safe_by_design | {"_add_relu_fwd_kernel"}
     assert configs.TUNABLE["_add_relu_fwd_kernel"].restore_value == ["x_ptr"]
+    assert all(not configs.TUNABLE[name].restore_value and not configs.TUNABLE[name].reset_to_zero
+               for name in safe_by_design)
 
 
 def test_forced_config_overrides_table_and_restores(monkeypatch, tmp_path, device):

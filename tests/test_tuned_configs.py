@@ -17,6 +17,9 @@ from kernels.lrn import lrn_backward, lrn_forward
 from kernels.residual import add_relu_forward, relu_grad
 
 from .helpers import assert_close
+from .test_batchnorm import _pair as _bn_pair
+from .test_batchnorm import check_bn_relu_pool, check_step
+from .test_pool import check_lrn_pool, check_pool
 
 
 def _dtype(device):
@@ -85,6 +88,32 @@ def _run_lrn(device, kernel):
         assert_close(lrn_backward(dy, x, 5, 1e-2, 0.75, 2.0), ref_dx, reduction=10)
 
 
+def _run_channel_tiles(device, kernel):
+    """Max-pool, BatchNorm (+residual +ReLU, training) and the stem's BatchNorm + ReLU +
+    max-pool on 70 channels (partial channel tiles), channels_last, forward and backward."""
+    dtype = _dtype(device)
+    x64 = torch.randn(3, 70, 9, 11, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    if kernel.startswith("_max_pool"):
+        check_pool(x64, 3, 2, 1, False, dtype=dtype, device=device, layout="channels_last", seed=1)
+    elif kernel == "_bn_relu_pool_fwd_kernel":
+        check_bn_relu_pool(70, 9, 11, (3, 2, 1, False), dtype=dtype, layout="channels_last", seed=2, device=device)
+    else:
+        mod, ref = _bn_pair(70, dtype, device, "relu")
+        check_step(mod.train(), ref.train(), x64, residual=True, activation="relu", dtype=dtype, device=device,
+                   layout="channels_last", seed=3)
+
+
+def _run_lrn_pool(device, kernel):
+    """The fused LRN + max-pool (AlexNet's order) or max-pool + LRN (GoogLeNet's stem)."""
+    order = "pool_lrn" if kernel == "_pool_lrn_fwd_kernel" else "lrn_pool"
+    x64 = torch.randn(2, 11, 9, 11, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    check_lrn_pool(order, x64, (5, 1e-2, 0.75, 2.0), (3, 2, 0, True), dtype=_dtype(device), device=device,
+                   layout="channels_last", seed=4)
+
+
+LRN_POOL = ("_lrn_pool_fwd_kernel", "_lrn_pool_bwd_kernel", "_pool_lrn_fwd_kernel")
+
+
 def _cases():
     for kernel, tuner in sorted(configs.TUNABLE.items()):
         for n, config in enumerate(configs._GPU[tuner.family]):
@@ -101,6 +130,11 @@ def test_every_config_of_every_kernel(kernel, config, device):
             _run_wgrad(device)
         elif family == "mem_bound":
             _run_mem_bound(device, kernel)
+        elif family == "channel_tiles":
+            _run_channel_tiles(device, kernel)
+        elif kernel in LRN_POOL:
+            _run_lrn_pool(device, kernel)
         else:
+            assert kernel in ("_lrn_fwd_kernel", "_lrn_bwd_kernel"), f"no run for {kernel} ({family})"
             _run_lrn(device, kernel)
     assert configs.TUNABLE[kernel].best_config is config  # the forced config is what ran
