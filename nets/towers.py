@@ -124,19 +124,19 @@ class AlexNetTower(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 2 or num_classes % WORLD_SIZE:
             raise ValueError(f"num_classes must be an even int >= 2 (fc8 is split in halves), got {num_classes!r}")
         self.rank, self.group = rank, group
-        conv = layers.Conv2d
+        conv, pool = layers.Conv2d, layers.MaxPool2d
         self.features = nn.Sequential(OrderedDict([
             ("conv1", conv(3, 48, 11, stride=4, padding=2, activation="relu")),       # 48 x 55 x 55
             ("norm1", _HaloLRN(layers, rank, group)),
-            ("pool1", nn.MaxPool2d(3, stride=2)),                                      # 48 x 27 x 27
+            ("pool1", pool(3, stride=2)),                                              # 48 x 27 x 27
             ("conv2", conv(48, 128, 5, padding=2, activation="relu")),                # 128 x 27 x 27
             ("norm2", _HaloLRN(layers, rank, group)),
-            ("pool2", nn.MaxPool2d(3, stride=2)),                                      # 128 x 13 x 13
+            ("pool2", pool(3, stride=2)),                                              # 128 x 13 x 13
             # conv3 reads both towers: its input is gathered in forward()
             ("conv3", conv(256, 192, 3, padding=1, activation="relu")),               # 192 x 13 x 13
             ("conv4", conv(192, 192, 3, padding=1, activation="relu")),
             ("conv5", conv(192, 128, 3, padding=1, activation="relu")),               # 128 x 13 x 13
-            ("pool5", nn.MaxPool2d(3, stride=2)),                                      # 128 x 6 x 6
+            ("pool5", pool(3, stride=2)),                                              # 128 x 6 x 6
         ]))
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(OrderedDict([
