@@ -96,7 +96,7 @@ def build_compare(dir_a: Path, dir_b: Path, out_dir: Path, warnings: list[str]) 
     parts += [f'<p class="banner">{_e(w)}</p>' for w in warnings]
     net = cmp[cmp.layer == NETWORK]
     if not net.empty:
-        rows = [[_e(r.arch), _e(r.backend), _e(r["mode"]), _e(r["pass"]), _e(r.dtype), _fmt(r.batch_size),
+        rows = [[_e(r.arch), _e(r.backend), _e(r["mode"]), _e(r["pass"]), _e(r["dtype"]), _fmt(r.batch_size),
                  _fmt(r.images_per_s_a), _fmt(r.images_per_s_b), _fmt(r.speedup) + "x", _e(r.verdict)]
                 for _, r in net.iterrows()]
         parts.append("<h2>Whole network</h2>" + _table(

@@ -13,6 +13,7 @@ with their arithmetic in a comment, never the formula under test.
 from __future__ import annotations
 
 import argparse
+import html
 import types
 from html.parser import HTMLParser
 
@@ -135,10 +136,17 @@ class _FakeTimer:
         return types.SimpleNamespace(times=[t * 1e-3 for t in _samples(self.fn())])  # seconds per call
 
 
-@pytest.fixture
-def report_run(tmp_path, monkeypatch):
-    """A profiler run of alexnet (train and infer, torch and triton) through the real row path."""
-    monkeypatch.setattr(tbench, "Timer", _FakeTimer)
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory):
+    """A profiler run of alexnet (train and infer, torch and triton) through the real row path,
+    and its report (built once: the tests below only read it)."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tbench, "Timer", _FakeTimer)
+        return _profile_and_report(tmp_path)
+
+
+def _profile_and_report(tmp_path):
     args = argparse.Namespace(dtype="fp32", batch_size=BATCH, image_size=224, rep_ms=10, trace=False,
                               attribution=False)
     bar = types.SimpleNamespace(set_postfix_str=lambda s: None, update=lambda n: None)
@@ -274,51 +282,148 @@ COMPARED = {
 NET_A, NET_B = (20.0, 19.6, 20.4, 3200.0), (16.0, 15.8, 16.2, 4000.0)
 
 
-def _compare_run(out, run_id, which):
+ENV = {"a": {"gpu": "NVIDIA H100 80GB HBM3", "date": "2026-11-27T10:00"},
+       "b": {"cpu": "AMD EPYC 9654", "date": "2026-11-27T11:00"}}
+
+
+def _compare_run(out, run_id, which, scale=1.0):
+    """A run of the compare tests: A's or B's rows of COMPARED and NET_A / NET_B (times x scale)."""
     with RunStore(out, run_id=run_id) as store:
         common = dict(run_id=run_id, arch="alexnet", backend="triton", dtype="float32", batch_size=BATCH,
                       image_size=224, mode="infer", device="cuda")
         for layer, (a, b, _, _) in COMPARED.items():
-            ms, p20, p80 = a if which == "a" else b
+            ms, p20, p80 = (scale * v for v in (a if which == "a" else b))
             store.results.write(**common, layer=layer, op="conv", **{"pass": "fwd"}, ms=ms, ms_p20=p20, ms_p80=p80)
         ms, p20, p80, images = NET_A if which == "a" else NET_B
-        store.results.write(**common, layer=NETWORK, op="network", **{"pass": "fwd"}, ms=ms, ms_p20=p20,
-                            ms_p80=p80, images_per_s=images)
+        store.results.write(**common, layer=NETWORK, op="network", **{"pass": "fwd"}, ms=scale * ms,
+                            ms_p20=scale * p20, ms_p80=scale * p80, images_per_s=images / scale)
         if which == "b":  # only B has it: not compared; a failed row is not compared either
             store.results.write(**common, layer="features.conv4", op="conv", **{"pass": "fwd"}, ms=9.0,
                                 ms_p20=8.0, ms_p80=10.0)
         store.results.write(**common, layer="features.fc6", op="linear", **{"pass": "fwd"}, status="failed",
                             error="RuntimeError: synthetic")
-        write_summary(store.dir, {"run_id": run_id, "env": {"gpu": "H100", "date": run_id}, "config": {}})
+        write_summary(store.dir, {"run_id": run_id, "env": ENV[which], "config": {}})
     return out / RUNS / run_id
 
 
-def _check_compare_page(page: str):
-    assert page.index("A: <code>") < page.index(RUN_A) < page.index("B: <code>") < page.index(RUN_B)
+class _BodyText(HTMLParser):
+    """Text that sits directly in <body>, outside any element."""
+
+    def __init__(self):
+        super().__init__()
+        self.depth, self.stray = None, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "body":
+            self.depth = 0
+        elif self.depth is not None and tag not in ("br", "img", "meta"):
+            self.depth += 1
+
+    def handle_endtag(self, tag):
+        if tag == "body":
+            self.depth = None
+        elif self.depth:
+            self.depth -= 1
+
+    def handle_data(self, data):
+        if self.depth == 0 and data.strip():
+            self.stray.append(data)
+
+
+def _check_compare_page(page: str, dir_a, dir_b):
+    assert f"A: <code>{dir_a}</code> (NVIDIA H100 80GB HBM3, 2026-11-27T10:00)<br>" in page
+    assert f"B: <code>{dir_b}</code> (AMD EPYC 9654, 2026-11-27T11:00)</p>" in page
+    # every environment field that differs, including those only one run has
+    for field, va, vb in (("env.cpu", None, "'AMD EPYC 9654'"), ("env.gpu", "'NVIDIA H100 80GB HBM3'", None)):
+        assert html.escape(f"A and B differ in {field}: {va} vs {vb}") in page, field
     t = tables(page)
+    assert t["Per layer (B ms / A ms)"]["header"] == ["arch", "backend", "mode", "layer", "pass", "A ms", "B ms",
+                                                       "ratio", "verdict"]
     layers = {r["layer"]: r for r in records(t["Per layer (B ms / A ms)"])}
     assert set(layers) == set(COMPARED)
     for layer, (a, b, ratio, verdict) in COMPARED.items():
         r = layers[layer]
+        assert (r["arch"], r["backend"], r["mode"], r["pass"]) == ("alexnet", "triton", "infer", "fwd")
         assert (num(r["A ms"]), num(r["B ms"]), num(r["ratio"])) == pytest.approx((a[0], b[0], ratio)), layer
         assert r["verdict"] == verdict, layer
         assert r["verdict class"] - {"l"} == ({"win"} if verdict == "faster" else {"bad"} if verdict == "slower"
                                               else set()), layer
+        # names left-aligned, numbers right-aligned
+        assert all("l" in r[f"{h} class"] for h in ("arch", "backend", "mode", "layer", "pass"))
+        assert not any("l" in r[f"{h} class"] for h in ("A ms", "B ms", "ratio"))
+    assert t["Whole network"]["header"] == ["arch", "backend", "mode", "pass", "dtype", "batch", "A images/s",
+                                            "B images/s", "B speedup", "verdict"]
     (net,) = records(t["Whole network"])
+    assert (net["arch"], net["backend"], net["mode"], net["pass"], net["dtype"]) == (
+        "alexnet", "triton", "infer", "fwd", "float32")
     assert (num(net["A images/s"]), num(net["B images/s"]), num(net["B speedup"])) == pytest.approx(
         (3200.0, 4000.0, 1.25))
     assert net["verdict"] == "faster" and net["batch"] == "64"
+    assert all("l" in net[f"{h} class"] for h in ("arch", "backend", "mode", "pass", "dtype"))
+    assert not any("l" in net[f"{h} class"] for h in ("batch", "A images/s", "B images/s", "B speedup"))
+    assert ('<p class="note">Rows are matched on arch, mode, layer, pass, backend, dtype, batch_size, image_size. '
+            "within noise: the runs' 20th-80th percentile bands overlap. Whole-network speedups are images/s "
+            "ratios.</p>") in page
+    body = _BodyText()
+    body.feed(page)
+    assert body.stray == []
 
 
 def test_compare_cells_two_folders(tmp_path):
     dir_a = _compare_run(tmp_path / "a", RUN_A, "a")
     dir_b = _compare_run(tmp_path / "b", RUN_B, "b")
-    assert compare_mod.main([str(dir_a), str(dir_b), "--out", str(tmp_path / "cmp")]) == 0
-    _check_compare_page((tmp_path / "cmp" / "compare.html").read_text())
+    out = tmp_path / "cmp" / "nested"  # made with its parents
+    assert compare_mod.main([str(dir_a), str(dir_b), "--out", str(out)]) == 0
+    _check_compare_page((out / "compare.html").read_text(), dir_a, dir_b)
 
 
 def test_compare_cells_one_folder_a_is_the_earlier_run(tmp_path):
-    _compare_run(tmp_path, RUN_A, "a")
+    dir_a = _compare_run(tmp_path, RUN_A, "a")
     dir_b = _compare_run(tmp_path, RUN_B, "b")
     assert compare_mod.main([str(tmp_path), str(tmp_path)]) == 0
-    _check_compare_page((dir_b / "compare.html").read_text())
+    _check_compare_page((dir_b / "compare.html").read_text(), dir_a, dir_b)
+
+
+def test_compare_cells_of_runs_named_by_id(tmp_path):
+    """--run-a / --run-b pick those runs, not the folders' latest (here ten times slower)."""
+    dir_a = _compare_run(tmp_path / "a", RUN_A, "a")
+    dir_b = _compare_run(tmp_path / "b", RUN_B, "b")
+    _compare_run(tmp_path / "a", "20261127-120000.000-cccccc", "a", scale=10.0)
+    _compare_run(tmp_path / "b", "20261127-130000.000-dddddd", "b", scale=10.0)
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--run-a", RUN_A, "--run-b", RUN_B]) == 0
+    _check_compare_page((dir_b / "compare.html").read_text(), dir_a, dir_b)
+
+
+def test_compare_help_documents_every_argument(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        compare_mod.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: python -m reports.compare [-h] [--run-a RUN_A] [--run-b RUN_B] [--out OUT] a b")
+    for phrase in ("python -m reports.compare A B [--run-a ID] [--run-b ID] [--out DIR]: how run B differs from run A, "
+                   "like with like only.",
+                   "a results folder (or run folder) of the baseline run A",
+                   "b results folder (or run folder) of run B",
+                   "--run-a RUN_A run id in A (default: the latest; the one before B's if A is B)",
+                   "--run-b RUN_B run id in B (default: the latest)",
+                   "--out OUT where compare.html goes (default: B's run folder)"):
+        assert phrase in text, phrase
+
+
+def test_compare_with_nothing_in_common_names_both_runs(tmp_path, capsys):
+    dir_a = _compare_run(tmp_path / "a", RUN_A, "a")
+    with RunStore(tmp_path / "b", run_id=RUN_B) as store:
+        for batch, image in ((32, 224), (16, 227)):
+            store.results.write(run_id=RUN_B, arch="googlenet", backend="torch", dtype="bfloat16", batch_size=batch,
+                                image_size=image, mode="train", layer=NETWORK, **{"pass": "fwd"}, ms=1.0)
+    assert compare_mod.main([str(dir_a), str(store.dir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == ("python -m reports.compare: error: nothing to compare: no measured row of A "
+                   "(alexnet/infer/triton float32 batch 64 image 224) matches one of B "
+                   "(googlenet/train/torch bfloat16 batch 32 image 224; googlenet/train/torch bfloat16 batch 16 "
+                   "image 227) on arch, mode, layer, pass, backend, dtype, batch_size, image_size")
+    with RunStore(tmp_path / "c", run_id=RUN_B) as store:
+        store.results.write(run_id=RUN_B, arch="alexnet", backend="triton", dtype="float32", batch_size=BATCH,
+                            image_size=224, mode="infer", layer=NETWORK, **{"pass": "fwd"}, status="failed")
+    assert compare_mod.main([str(dir_a), str(store.dir)]) == 1
+    assert "matches one of B (no rows) on" in capsys.readouterr().err
