@@ -427,3 +427,11 @@ def test_compare_with_nothing_in_common_names_both_runs(tmp_path, capsys):
                             image_size=224, mode="infer", layer=NETWORK, **{"pass": "fwd"}, status="failed")
     assert compare_mod.main([str(dir_a), str(store.dir)]) == 1
     assert "matches one of B (no rows) on" in capsys.readouterr().err
+
+
+def test_compare_bad_arguments_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        compare_mod.main(["a", "b", "--bogus"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("python -m reports.compare: error: unrecognized arguments: --bogus "
+                                       "(see --help)\n")

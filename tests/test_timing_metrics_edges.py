@@ -12,7 +12,7 @@ import torch
 import torch.utils.benchmark as tbench
 import triton.testing
 
-from benchmarks.metrics import max_rel_error
+from benchmarks.metrics import derive, max_rel_error
 from benchmarks.timing import MIN_SAMPLES, Timing, measure, summarize, synchronized
 
 
@@ -132,3 +132,9 @@ def test_non_finite_elements(actual, expected, want):
         assert math.isnan(got)
     else:
         assert got == pytest.approx(want, rel=1e-15)
+
+
+def test_derive_holds_rows_without_a_dtype_to_the_float32_peak():
+    # 2e12 FLOP in 4 ms = 500 TFLOP/s; 500 / 800 (the float32 peak, not bfloat16's 1600) = 62.5 %.
+    ceilings = {"matmul_tflops": {"float32": 800.0, "bfloat16": 1600.0}}
+    assert derive(4.0, flops=2e12, ceilings=ceilings)["pct_peak"] == pytest.approx(62.5, rel=1e-12)
