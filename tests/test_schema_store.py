@@ -19,6 +19,7 @@ from reports.schema import (
     KernelWriter,
     ResultFileError,
     ResultWriter,
+    beyond_tolerance,
     list_runs,
     load_kernels,
     load_results,
@@ -233,3 +234,9 @@ def test_summary_absent_invalid_or_not_an_object(tmp_path):
     (tmp_path / "summary.json").write_bytes(b"\xff\xfe")
     with pytest.raises(ResultFileError, match=r"summary\.json is not valid JSON"):
         load_summary(tmp_path)
+
+
+def test_an_error_equal_to_its_bound_is_within_it():
+    frame = pd.DataFrame({"max_rel_err": [8e-3, 8e-3, 1e-3], "rel_tol": [8e-3, 8e-3, 8e-3],
+                          "grad_max_rel_err": [math.nan, 1.6e-2, 1.6e-2], "grad_rel_tol": [math.nan, 1.6e-2, 1e-2]})
+    assert list(beyond_tolerance(frame)) == [False, False, True]

@@ -72,7 +72,7 @@ def test_gpu_measure_default_budget(monkeypatch):
 
 def test_summarize_one_sample_and_none():
     assert summarize([2.5]) == Timing(2.5, 2.5, 2.5, 1)
-    with pytest.raises(ValueError, match="summarize: no samples"):
+    with pytest.raises(ValueError, match=r"^summarize: no samples$"):
         summarize([])
 
 
@@ -138,3 +138,8 @@ def test_derive_holds_rows_without_a_dtype_to_the_float32_peak():
     # 2e12 FLOP in 4 ms = 500 TFLOP/s; 500 / 800 (the float32 peak, not bfloat16's 1600) = 62.5 %.
     ceilings = {"matmul_tflops": {"float32": 800.0, "bfloat16": 1600.0}}
     assert derive(4.0, flops=2e12, ceilings=ceilings)["pct_peak"] == pytest.approx(62.5, rel=1e-12)
+
+
+def test_speedup_over_a_baseline_under_a_millisecond():
+    # torch takes 0.5 ms, we take 0.25 ms: 2x.
+    assert derive(0.25, baseline_ms=0.5)["speedup"] == pytest.approx(2.0, rel=1e-12)
