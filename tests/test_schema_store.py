@@ -240,3 +240,14 @@ def test_an_error_equal_to_its_bound_is_within_it():
     frame = pd.DataFrame({"max_rel_err": [8e-3, 8e-3, 1e-3], "rel_tol": [8e-3, 8e-3, 8e-3],
                           "grad_max_rel_err": [math.nan, 1.6e-2, 1.6e-2], "grad_rel_tol": [math.nan, 1.6e-2, 1e-2]})
     assert list(beyond_tolerance(frame)) == [False, False, True]
+
+
+def test_kernel_names_layers_and_run_ids_stay_text(tmp_path):
+    """A Sequential's layer "0", a run id "007", a kernel called "1": text, not numbers."""
+    with ResultWriter(tmp_path) as w:
+        w.write(**ROW)
+    with KernelWriter(tmp_path) as w:
+        w.write(run_id="007", arch="alexnet", mode="infer", backend="torch", layer="0", **{"pass": "fwd"},
+                kernel="1", calls=1, us=1.0, share=1.0, source="cpu ops")
+    row = load_kernels(tmp_path).iloc[0]
+    assert (row.run_id, row.layer, row.kernel) == ("007", "0", "1")
