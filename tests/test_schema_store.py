@@ -251,3 +251,24 @@ def test_kernel_names_layers_and_run_ids_stay_text(tmp_path):
                 kernel="1", calls=1, us=1.0, share=1.0, source="cpu ops")
     row = load_kernels(tmp_path).iloc[0]
     assert (row.run_id, row.layer, row.kernel) == ("007", "0", "1")
+
+
+def test_text_columns_stay_text_even_when_they_look_like_numbers(tmp_path):
+    text = {"run_id": "007", "layer": "0", "op": "1", "kernel": "2", "ceiling": "3", "ceiling_unit": "4",
+            "reference": "5", "error": "6"}
+    with ResultWriter(tmp_path) as w:
+        w.write(**ROW | text, ms=1.0)
+    row = load_results(tmp_path).iloc[0]
+    assert {k: row[k] for k in text} == text
+
+
+def test_a_row_cut_mid_line_leaves_the_rows_before_it_whole(tmp_path):
+    with ResultWriter(tmp_path) as w:
+        w.write(**ROW, ms=1.0, status="failed", error="RuntimeError: boom")  # error is the last column
+        w.write(**ROW, ms=2.0)
+    path = tmp_path / "results.csv"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: raw.rfind(b"\n", 0, len(raw) - 1) + 10])  # 9 bytes of the second row
+    frame = load_results(tmp_path)
+    assert frame.attrs["truncated"] is True and len(frame) == 1
+    assert frame.error[0] == "RuntimeError: boom" and frame.ms[0] == 1.0
