@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 unset PYTHONPATH  # the tests must import the mutated copy under mutants/, never this tree
+# One thread per process: mutmut forks a test process per mutant, and a fork of a process whose
+# OpenMP pool is running can deadlock (a hang mutmut would count as a kill, by timeout).
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 rm -rf mutants    # a fresh run: no verdict carried over from an older tree
 mkdir -p mutants
 "$PY" -m mutmut run --max-children "${MUTMUT_CHILDREN:-1}" > mutants/run.log 2>&1 || { tail -c 3000 mutants/run.log; exit 2; }
