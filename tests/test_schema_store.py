@@ -4,6 +4,7 @@ they may meet. No charts are drawn here, so these run in a fraction of a second.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -272,3 +273,27 @@ def test_a_row_cut_mid_line_leaves_the_rows_before_it_whole(tmp_path):
     frame = load_results(tmp_path)
     assert frame.attrs["truncated"] is True and len(frame) == 1
     assert frame.error[0] == "RuntimeError: boom" and frame.ms[0] == 1.0
+
+
+def test_a_bad_pass_is_named(tmp_path):
+    with ResultWriter(tmp_path) as w, pytest.raises(ValueError, match=r", got 'sideways'$"):
+        w.write(**ROW | {"pass": "sideways"})
+
+
+@pytest.mark.parametrize("n, more", [(5, ""), (6, " ...")])
+def test_an_unknown_run_lists_the_last_five(tmp_path, n, more):
+    ids = [f"20261127-1{i}0000.000-aaaaaa" for i in range(n)]
+    out = _store(tmp_path, *ids)
+    with pytest.raises(ResultFileError) as err:
+        run_dir(out, "x")
+    assert str(err.value) == f"{out} has no run 'x'; runs there: {', '.join(ids[-5:])}{more}"
+
+
+def test_an_unparsable_csv_says_what_the_parser_said(tmp_path):
+    raw = b'run_id,"arch\n'
+    with pytest.raises(pd.errors.ParserError) as parser:
+        pd.read_csv(io.BytesIO(raw))
+    (tmp_path / "results.csv").write_bytes(raw)
+    with pytest.raises(ResultFileError) as err:
+        load_results(tmp_path)
+    assert str(err.value) == f"{tmp_path / 'results.csv'} is not a readable CSV: {str(parser.value).splitlines()[0]}"
