@@ -27,11 +27,10 @@ from torch import nn
 import kernels
 
 
-class TorchConv2d(nn.Conv2d):
-    """cuDNN conv with the same optional epilogue as `kernels.Conv2d`: act(conv + residual).
-
-    The add and ReLU run in place on the conv's fresh output, as torchvision's blocks do.
-    """
+class _TorchEpilogue:
+    """act(layer(x) + residual) after a torch layer, the add and ReLU in place on the layer's
+    fresh output, as torchvision's blocks do: the torch twin of the Triton kernels' fused
+    epilogue (`kernels.Conv2d`, `kernels.BatchNorm2d`)."""
 
     def __init__(self, *args, activation: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -50,25 +49,13 @@ class TorchConv2d(nn.Conv2d):
         return s + (f", activation={self.activation!r}" if self.activation else "")
 
 
-class TorchBatchNorm2d(nn.BatchNorm2d):
+class TorchConv2d(_TorchEpilogue, nn.Conv2d):
+    """cuDNN conv with the same optional epilogue as `kernels.Conv2d`: act(conv + residual)."""
+
+
+class TorchBatchNorm2d(_TorchEpilogue, nn.BatchNorm2d):
     """cuDNN BatchNorm with the same optional epilogue as `kernels.BatchNorm2d`:
-    act(bn(x) + residual), the add and ReLU in place on BatchNorm's fresh output."""
-
-    def __init__(self, *args, activation: str | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if activation not in (None, "relu"):
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        y = super().forward(x)
-        if residual is not None:
-            y = y.add_(residual)
-        return F.relu(y, inplace=True) if self.activation == "relu" else y
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        return s + (f", activation={self.activation!r}" if self.activation else "")
+    act(bn(x) + residual)."""
 
 
 class TorchAddReLU(nn.Module):
