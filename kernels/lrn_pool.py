@@ -46,12 +46,12 @@ from .configs import autotune
 from .lrn import MAX_CHANNELS, _pow, _power_flags, _prune_tiles, _window_sumsq, lrn_backward
 from .pool import (
     code_dtype,
+    gather_window_grads,
     max_pool2d_backward,
     new_like_layout,
     pixel_coords,
     pool_geometry,
     take_max,
-    window_hits,
 )
 
 
@@ -126,16 +126,8 @@ def _lrn_pool_bwd_kernel(
     mask_c = offs_c < C
     mask = mask_p[:, None] & mask_c[None, :]
     # dz: the gradient of the LRN output at this pixel, gathered from the windows that chose it
-    dz = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
-    for i in tl.static_range((KH + SH - 1) // SH):
-        for j in tl.static_range((KW + SW - 1) // SW):
-            oh, ow, ok, tap = window_hits(ih, iw, OH, OW, PH, PW, i, j, KH, KW, SH, SW)
-            ok2 = (mask_p & ok)[:, None] & mask_c[None, :]
-            c = tl.load(code_ptr + (n * skn + oh * skh + ow * skw)[:, None] + (offs_c * skc)[None, :],
-                        mask=ok2, other=-1).to(tl.int32)
-            g = tl.load(dy_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + (offs_c * sgc)[None, :],
-                        mask=ok2 & (c == tap[:, None]), other=0.0)
-            dz += g.to(ACC)
+    dz = gather_window_grads(dy_ptr, code_ptr, n, ih, iw, mask_p, offs_c, mask_c, OH, OW, PH, PW,
+                             sgn, sgh, sgw, sgc, skn, skh, skw, skc, KH, KW, SH, SW, ACC, BLOCK_P, BLOCK_C)
     # LRN backward on dz, as lrn._lrn_bwd_kernel (same formula and evaluation order; dx
     # doubles as the cross-channel scratch)
     sumsq, x = _window_sumsq(x_ptr, (n * sxn + ih * sxh + iw * sxw)[:, None], offs_c, mask_p, C, sxc,

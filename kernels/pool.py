@@ -66,6 +66,26 @@ def window_hits(ih, iw, OH, OW, PH, PW, i, j, KH: tl.constexpr, KW: tl.constexpr
     return oh, ow, ok, kh * KW + kw
 
 
+@triton.jit
+def gather_window_grads(dy_ptr, code_ptr, n, ih, iw, mask_p, offs_c, mask_c, OH, OW, PH, PW,
+                        sgn, sgh, sgw, sgc, skn, skh, skw, skc,
+                        KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                        ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Sum of dy over the windows that hold each input pixel (ih, iw) and chose it (their
+    saved code is the pixel's tap): max-pool's backward as a gather, no atomics."""
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    for i in tl.static_range((KH + SH - 1) // SH):
+        for j in tl.static_range((KW + SW - 1) // SW):
+            oh, ow, ok, tap = window_hits(ih, iw, OH, OW, PH, PW, i, j, KH, KW, SH, SW)
+            ok2 = (mask_p & ok)[:, None] & mask_c[None, :]
+            code = tl.load(code_ptr + (n * skn + oh * skh + ow * skw)[:, None] + (offs_c * skc)[None, :],
+                           mask=ok2, other=-1).to(tl.int32)
+            g = tl.load(dy_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + (offs_c * sgc)[None, :],
+                        mask=ok2 & (code == tap[:, None]), other=0.0)
+            acc += g.to(ACC)
+    return acc
+
+
 # --------------------------------------------------------------------------- kernels
 @autotune("channel_tiles", key=["C", "OH", "OW", "KH", "KW", "SH", "SW"])
 @triton.jit
@@ -124,16 +144,8 @@ def _max_pool_bwd_kernel(
     n, ih, iw, mask_p = pixel_coords(P, H, W, BLOCK_P, INDEX_64)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
-    for i in tl.static_range((KH + SH - 1) // SH):
-        for j in tl.static_range((KW + SW - 1) // SW):
-            oh, ow, ok, tap = window_hits(ih, iw, OH, OW, PH, PW, i, j, KH, KW, SH, SW)
-            ok2 = (mask_p & ok)[:, None] & mask_c[None, :]
-            code = tl.load(code_ptr + (n * skn + oh * skh + ow * skw)[:, None] + (offs_c * skc)[None, :],
-                           mask=ok2, other=-1).to(tl.int32)
-            g = tl.load(dy_ptr + (n * sgn + oh * sgh + ow * sgw)[:, None] + (offs_c * sgc)[None, :],
-                        mask=ok2 & (code == tap[:, None]), other=0.0)
-            acc += g.to(ACC)
+    acc = gather_window_grads(dy_ptr, code_ptr, n, ih, iw, mask_p, offs_c, mask_c, OH, OW, PH, PW,
+                              sgn, sgh, sgw, sgc, skn, skh, skw, skc, KH, KW, SH, SW, ACC, BLOCK_P, BLOCK_C)
     tl.store(dx_ptr + (n * sdn + ih * sdh + iw * sdw)[:, None] + (offs_c * sdc)[None, :],
              acc.to(dx_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 
