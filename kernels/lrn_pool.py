@@ -227,10 +227,11 @@ def lrn_max_pool2d_forward(x, size, alpha, beta, k, kernel_size, stride=None, pa
     return y, code
 
 
-def lrn_max_pool2d_backward(grad_out, code, x, size, alpha, beta, k, kernel_size, stride=None, padding=0):
+def lrn_max_pool2d_backward(grad_out, code, x, size, alpha, beta, k, kernel_size, stride=None, padding=0,
+                            ceil_mode=False):
     """dx of `lrn_max_pool2d_forward` from the upstream grad, the codes and the input x."""
     check_float_tensor(grad_out, "grad_out", ndim=4)
-    kk, s, p, _ = pool_geometry(x, kernel_size, stride, padding)
+    kk, s, p, _ = pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
     N, C, H, W = x.shape
     OH, OW = grad_out.shape[2:]
     dx = new_like_layout(x.shape, x)
@@ -276,7 +277,7 @@ class LRNMaxPool2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode):
         y, code = lrn_max_pool2d_forward(x, size, alpha, beta, k, kernel_size, stride, padding, ceil_mode)
-        ctx.params = (size, alpha, beta, k, kernel_size, stride, padding)
+        ctx.params = (size, alpha, beta, k, kernel_size, stride, padding, ceil_mode)
         ctx.mark_non_differentiable(code)
         ctx.save_for_backward(code, x)
         return y

@@ -254,3 +254,17 @@ def test_pool_kernels_float64(layout, device):
     for order in ("lrn_pool", "pool_lrn"):
         check_lrn_pool(order, x64, (5, 0.5, 0.75, 2.0), (3, 2, 0, True), dtype=torch.float64, device=device,
                        layout=layout, seed=2)
+
+
+def test_lrn_pool_backward_when_only_ceil_mode_gives_an_output(device):
+    # floor mode would give a 0x0 output here; the backward must use the forward's ceil_mode
+    x = torch.randn(1, 4, 2, 2, device=device, dtype=torch.float64, requires_grad=True)
+    ref = x.detach().clone().requires_grad_(True)
+    y = kernels.lrn_max_pool2d(x, 3, kernel_size=3, stride=2, ceil_mode=True)
+    y64 = F.max_pool2d(F.local_response_norm(ref, 3), 3, 2, ceil_mode=True)
+    assert y.shape == y64.shape == (1, 4, 1, 1)
+    g = torch.randn_like(y64)
+    y.backward(g)
+    y64.backward(g)
+    assert_close(y, y64, reduction=3)
+    assert_close(x.grad, ref.grad, reduction=3)
