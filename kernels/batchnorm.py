@@ -439,10 +439,16 @@ def batch_norm_stats(x, running_mean=None, running_var=None, num_batches_tracked
     num_batches_tracked updated in place when given (momentum=None: cumulative average)."""
     N, C, H, W = x.shape
     P = N * H * W
-    if P < 2:
+    if P == 1:
         raise ValueError(f"BatchNorm in training needs more than 1 value per channel, got x {describe(x)}")
     if momentum is None and running_mean is not None and num_batches_tracked is None:
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
+    if P == 0:
+        # torch: an empty batch leaves the running stats as they are and still counts a batch
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+        acc = _acc_dtype(x)
+        return (torch.zeros(C, device=x.device, dtype=acc), torch.ones(C, device=x.device, dtype=acc))
     block_r, block_c, splits, per_split = _split_plan(P, C, x.device)
     part = torch.empty((2, splits, C), device=x.device, dtype=_acc_dtype(x))
     _bn_stats_kernel[(triton.cdiv(C, block_c), splits)](

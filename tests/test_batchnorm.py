@@ -267,3 +267,24 @@ def test_batchnorm_relu_max_pool_float64(device):
     assert_close(x.grad, x64.grad, reduction=88, scale=1.5 * 4 * g * spread / std.min().item(), name="dx (float64)")
     assert_close(mod.weight.grad, ref.weight.grad, reduction=84, scale=4 * g * spread, name="dweight (float64)")
     check_running(mod, ref, spread, 84)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_empty_batch_in_training_follows_torch(momentum, device):
+    # torch returns the empty output, leaves the running stats and still counts the batch
+    ours = kernels.BatchNorm2d(3, momentum=momentum).to(device)
+    ref = torch.nn.BatchNorm2d(3, momentum=momentum).to(device)
+    for m in (ours, ref):
+        m.running_mean.fill_(0.5)
+        m.running_var.fill_(2.0)
+    x = torch.randn(0, 3, 4, 4, device=device, requires_grad=True)
+    y = ours(x)
+    y.sum().backward()
+    y_ref = ref(x.detach())
+    assert y.shape == y_ref.shape == x.shape and x.grad.shape == x.shape
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(ours, name), getattr(ref, name)), name
+    assert int(ours.num_batches_tracked) == 1
+    assert torch.equal(ours.weight.grad, torch.zeros(3, device=device))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        ours(torch.randn(1, 3, 1, 1, device=device))
