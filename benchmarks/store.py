@@ -13,11 +13,20 @@ from pathlib import Path
 
 from reports.schema import RUNS, KernelWriter, ResultWriter, write_summary
 
+_last_start: datetime.datetime | None = None
+
 
 def new_run_id(now: datetime.datetime | None = None) -> str:
-    """UTC start time to the millisecond, then a random suffix: ids sort as the runs started."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y%m%d-%H%M%S.") + f"{now.microsecond // 1000:03d}-" + uuid.uuid4().hex[:6]
+    """UTC start time to the microsecond, then a random suffix: ids sort as the runs started
+    ("latest" and compare's A/B order depend on it). Within one process a start is moved one
+    microsecond past the previous one, so two runs in the same clock tick still sort in order."""
+    global _last_start
+    if now is None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if _last_start is not None and now <= _last_start:
+            now = _last_start + datetime.timedelta(microseconds=1)
+        _last_start = now
+    return now.strftime("%Y%m%d-%H%M%S.%f-") + uuid.uuid4().hex[:6]
 
 
 def check_out_dir(out: Path) -> None:

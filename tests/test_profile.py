@@ -356,8 +356,11 @@ def test_run_ids_sort_as_the_runs_started():
     from benchmarks.store import new_run_id
 
     t0 = datetime.datetime(2026, 11, 27, 9, 59, 59, 999000, tzinfo=datetime.timezone.utc)
-    ids = [new_run_id(t0 + datetime.timedelta(milliseconds=ms)) for ms in (0, 1, 1000, 3600_000)]
-    assert ids == sorted(ids) and ids[0].startswith("20261127-095959.999-") and len(set(ids)) == 4
+    ids = [new_run_id(t0 + datetime.timedelta(microseconds=us)) for us in (0, 1, 500, 1000, 1_000_000, 3600_000_000)]
+    assert ids == sorted(ids) and ids[0].startswith("20261127-095959.999000-") and len(set(ids)) == 6
+    # runs started back to back in one process (often within one clock tick) sort in order
+    ids = [new_run_id() for _ in range(200)]
+    assert ids == sorted(ids) and len(set(ids)) == 200
 
 
 def test_derive_names_its_ceiling_with_value_and_unit():
