@@ -204,13 +204,10 @@ def _bn_fwd_kernel(
 ):
     """y = act(x * scale + shift + residual) for a [BLOCK_P pixels, BLOCK_C channels] tile."""
     ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    if INDEX_64:
-        offs_p = offs_p.to(tl.int64)
+    n, h, w, mask_p = pixel_coords(P, H, W, BLOCK_P, INDEX_64)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    mask = (offs_p < P)[:, None] & mask_c[None, :]
-    n, h, w = _rows(offs_p, H, W)
+    mask = mask_p[:, None] & mask_c[None, :]
     _, _, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE, ACC)
     x = tl.load(x_ptr + (n * sxn + h * sxh + w * sxw)[:, None] + (offs_c * sxc)[None, :],
                 mask=mask, other=0.0).to(ACC)
@@ -315,13 +312,10 @@ def _bn_bwd_dx_kernel(
 ):
     """dx for a [BLOCK_P, BLOCK_C] tile; RELU: mask g here (recomputed as in the reduce)."""
     ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    if INDEX_64:
-        offs_p = offs_p.to(tl.int64)
+    n, h, w, mask_p = pixel_coords(P, H, W, BLOCK_P, INDEX_64)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    mask = (offs_p < P)[:, None] & mask_c[None, :]
-    n, h, w = _rows(offs_p, H, W)
+    mask = mask_p[:, None] & mask_c[None, :]
     cols = offs_c[None, :]
     mean, invstd, scale, shift = _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE, ACC)
     g = tl.load(g_ptr + (n * sgn + h * sgh + w * sgw)[:, None] + cols * sgc, mask=mask, other=0.0).to(ACC)
