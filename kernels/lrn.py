@@ -165,15 +165,20 @@ def _lrn_bwd_kernel(
     tl.store(dx_ptr + tile, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-def _check_args(x, size, alpha, beta, k) -> None:
-    check_float_tensor(x, "x")
-    if x.dim() < 3:
-        raise ValueError(f"x must have at least 3 dimensions (N, C, *), got {describe(x)}")
+def check_lrn_params(size, alpha, beta, k) -> None:
+    """`size` a positive int; alpha, beta and k plain numbers (raising, naming the argument)."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ValueError(f"size must be an int >= 1, got {size!r}")
     for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+
+
+def _check_args(x, size, alpha, beta, k) -> None:
+    check_float_tensor(x, "x")
+    if x.dim() < 3:
+        raise ValueError(f"x must have at least 3 dimensions (N, C, *), got {describe(x)}")
+    check_lrn_params(size, alpha, beta, k)
     if x.shape[1] > MAX_CHANNELS:
         raise ValueError(f"x has {x.shape[1]} channels; the LRN kernel holds all channels of a "
                          f"position in one tile and supports at most {MAX_CHANNELS}")

@@ -43,7 +43,7 @@ import triton.language as tl
 
 from ._utils import check_float_tensor, describe, memory_format, needs_int64
 from .configs import autotune
-from .lrn import MAX_CHANNELS, _pow, _power_flags, _prune_tiles, _window_sumsq, lrn_backward
+from .lrn import MAX_CHANNELS, _pow, _power_flags, _prune_tiles, _window_sumsq, check_lrn_params, lrn_backward
 from .pool import (
     code_dtype,
     gather_window_grads,
@@ -195,11 +195,7 @@ def _pool_lrn_fwd_kernel(
 # --------------------------------------------------------------------------- launchers
 def _check(x, size, alpha, beta, k) -> None:
     check_float_tensor(x, "x", ndim=4)
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"size must be an int >= 1, got {size!r}")
-    for name, v in (("alpha", alpha), ("beta", beta), ("k", k)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+    check_lrn_params(size, alpha, beta, k)
     if x.shape[1] > MAX_CHANNELS:
         raise ValueError(f"x has {x.shape[1]} channels; the fused LRN + max-pool holds all channels of a "
                          f"pixel in one tile and supports at most {MAX_CHANNELS} ({describe(x)})")
