@@ -49,6 +49,9 @@ step() {  # step NAME COMMAND...: run under its limit (SIGINT, then KILL 10 s la
     local rc=$?
     echo "$name rc=$rc $((SECONDS - start))s limit=${!limit_var}s" | tee -a "$WORK/steps.txt"
     cp "$WORK/steps.txt" "$OUT_DIR/"  # back even if the command is cut off later
+    # so is everything measured so far: the archive and any table, re-packed after each step
+    tar czf "$OUT_DIR/gpu-check.tar.gz" -C "$(dirname "$WORK")" gpu-check 2>/dev/null
+    cp "$WORK"/tuned/*.json "$OUT_DIR/" 2>/dev/null
     tail -n 3 "$WORK/$name.log"
     [ "$rc" -eq 0 ] || status=1
 }
