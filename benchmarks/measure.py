@@ -24,7 +24,7 @@ from nets.flops import unit_flops
 from nets.layers import convert, is_triton_inception
 from reports.schema import CAPTURE, NETWORK
 
-from . import accuracy, attribution
+from . import accuracy, attribution, graphs
 from .ceilings import DTYPES
 from .layers import backward_closure, capture, forward_closure, replay_inputs, units
 from .metrics import derive
@@ -284,7 +284,9 @@ def profile_network(run: Run, arch, backend, mode, model, x, y, flops_total) -> 
 
     if mode == "infer":
         with torch.inference_mode():
-            timed("fwd", lambda: net(x), fwd_flops, first_call=True, peak=True)
+            fwd = timed("fwd", lambda: net(x), fwd_flops, first_call=True, peak=True)
+            if fwd is not None and getattr(run.args, "cuda_graphs", False):
+                entry["graph"] = profile_graph(run, arch, backend, mode, fwd, fwd_flops, batch)
         run.bar.update(1)
         return entry
 
@@ -304,7 +306,41 @@ def profile_network(run: Run, arch, backend, mode, model, x, y, flops_total) -> 
                      first_call=False, peak=True)
         if step is not None and run.args.trace:
             _trace(run, arch, backend, step)
+        if step is not None and getattr(run.args, "cuda_graphs", False):
+            entry["graph"] = profile_graph(run, arch, backend, mode, step, fwd_flops + bwd_flops, batch)
     run.bar.update(1)
+    return entry
+
+
+def graph_label(backend: str) -> str:
+    """The backend column of a whole-step CUDA graph replay's row."""
+    return f"{backend}+graph"
+
+
+def profile_graph(run: Run, arch, backend, mode, step, flops, batch) -> dict:
+    """The same whole-network pass captured as one CUDA graph and replayed (`--cuda-graphs`):
+    its row under backend `<backend>+graph`, and its summary entry. A step that cannot be
+    captured (a host sync, an allocation outside the pool, autotuning left to do) is a row
+    with its error."""
+    label = graph_label(backend)
+    pass_ = main_pass(mode)
+    entry = _entry(arch, label, mode, batch)
+    try:
+        start = time.perf_counter()
+        replay, out = graphs.capture(step, run.device)
+        entry["first_call_s"] = time.perf_counter() - start
+        replay()
+        torch.cuda.synchronize(run.device)
+        if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+            raise FloatingPointError(f"the replayed {pass_} returned non-finite values")
+        t = run.timed_row(arch, label, mode, NETWORK, pass_, replay, flops=flops, images=batch,
+                          extra={"op": "network (CUDA graph replay)"})
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # recorded: the replay's row carries the error
+        entry["status"] = run.failure_row(arch, label, mode, NETWORK, pass_, exc, op="network (CUDA graph replay)")
+        return entry
+    entry.update(status="ok", ms=t.ms, images_per_s=batch / (t.ms * 1e-3))
     return entry
 
 
@@ -365,6 +401,10 @@ def profile_arch(run: Run, arch: str, mode: str, summary: dict) -> None:
                 meta = _layer_meta(model, tuple(x.shape), names, backend, run.device)
             if meta is not None:
                 profile_layers(run, arch, backend, mode, model, x, flops, meta, reference)
-        summary["backends"].append(profile_network(run, arch, backend, mode, model, x, y, whole))
+        entry = profile_network(run, arch, backend, mode, model, x, y, whole)
+        graph = entry.pop("graph", None)
+        summary["backends"].append(entry)
+        if graph is not None:
+            summary["backends"].append(graph)
         if run.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -119,6 +119,11 @@ def smallest_image_size(arch: str, mode: str, batch: int, upper: int = 224) -> i
 def check_args(args: argparse.Namespace) -> None:
     """Raise ValueError naming the argument for what argparse cannot see alone."""
     check_out_dir(args.out)
+    if getattr(args, "cuda_graphs", False):
+        if not torch.cuda.is_available():
+            raise ValueError("--cuda-graphs needs a CUDA device (CUDA graphs capture GPU launches); none is visible")
+        if getattr(args, "parallel", None):
+            raise ValueError(f"--cuda-graphs is not supported with --parallel {args.parallel}")
     for arch in args.arch:
         for mode in args.mode:
             why = shape_error(arch, mode, args.image_size, args.batch_size)
@@ -151,6 +156,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--attribution", action=argparse.BooleanOptionalAction, default=True,
                    help="profile each layer's replay once more with torch.profiler to record the kernels "
                         "it ran (kernels.csv; default on)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="also capture each backend's whole training step (infer: forward) as one CUDA graph and "
+                        "time its replay, as backend '<backend>+graph' (GPU only)")
     p.add_argument("--rep-ms", type=_positive_ms, default=100.0,
                    help="timing budget per measurement: do_bench's rep on GPU, 2x as the CPU timer's "
                         "minimum run time (default 100)")

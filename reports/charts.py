@@ -14,7 +14,8 @@ import pandas as pd
 
 from .schema import NETWORK
 
-BACKEND_COLORS = {"torch": "#4c72b0", "compile": "#dd8452", "triton": "#55a868"}
+BACKEND_COLORS = {"torch": "#4c72b0", "compile": "#dd8452", "triton": "#55a868",
+                  "torch+graph": "#8fa8d0", "compile+graph": "#edb48f", "triton+graph": "#95cba3"}
 MARKERS = {"torch": "o", "compile": "s", "triton": "^"}
 
 

@@ -107,7 +107,8 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
     layers = rows_df[rows_df.layer != NETWORK]
     if layers.empty:
         return ""
-    backends = list(dict.fromkeys(rows_df.backend))
+    # graph replays (`<backend>+graph`) time whole steps only: the headline shows them
+    backends = [b for b in dict.fromkeys(rows_df.backend) if not str(b).endswith("+graph")]
     passes = ["fwd", "bwd"] if mode == "train" else ["fwd"]
     order = list(dict.fromkeys(layers.layer))
     cell = {(r.layer, r.backend, r["pass"]): r for _, r in layers.iterrows()}
