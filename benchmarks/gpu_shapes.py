@@ -143,7 +143,10 @@ def net_layers(arch: str) -> list[NetLayer]:
         x = torch.empty(2, 3, 224, 224)
     blocks = {m for m in model.modules() if isinstance(m, Inception)}
     fused = {id(sub) for b in blocks for n, sub in b.named_modules() if n in _FUSED_IN_BLOCK}
-    pairs = dict(getattr(model, "FUSED_PAIRS", ()))  # first -> second: recorded at the first
+    # first -> second: recorded at the first. A conv -> BatchNorm pair stays two layers here
+    # (the conv's statistics epilogue is a specialization of the same conv kernel).
+    pairs = {a: b for a, b in getattr(model, "FUSED_PAIRS", ())
+             if not isinstance(model.get_submodule(a), nn.Conv2d)}
     seconds = set(pairs.values())
     seen: dict[tuple, NetLayer] = {}
 

@@ -5,7 +5,7 @@ Imports nothing from `nets`, `benchmarks` or `reports`. Importing does no GPU wo
 On a machine without CUDA, set TRITON_INTERPRET=1 before importing to run on CPU tensors.
 """
 
-from .batchnorm import BatchNorm2d, BatchNormReLUMaxPool2d, batch_norm, batch_norm_relu_max_pool2d
+from .batchnorm import BatchNorm2d, BatchNormReLUMaxPool2d, ConvBatchNorm2d, batch_norm, batch_norm_relu_max_pool2d
 from .conv import Conv2d, conv2d
 from .inception import Inception1x1, inception_1x1, inception_block
 from .lrn import LocalResponseNorm, local_response_norm
@@ -14,7 +14,7 @@ from .pool import MaxPool2d, max_pool2d
 from .residual import AddReLU, add_relu
 
 __all__ = [
-    "AddReLU", "BatchNorm2d", "BatchNormReLUMaxPool2d", "Conv2d", "Inception1x1", "LRNMaxPool2d",
+    "AddReLU", "BatchNorm2d", "BatchNormReLUMaxPool2d", "Conv2d", "ConvBatchNorm2d", "Inception1x1", "LRNMaxPool2d",
     "LocalResponseNorm", "MaxPool2d", "MaxPool2dLRN",
     "add_relu", "batch_norm", "batch_norm_relu_max_pool2d", "conv2d", "inception_1x1", "inception_block",
     "local_response_norm", "lrn_max_pool2d", "max_pool2d", "max_pool2d_lrn",

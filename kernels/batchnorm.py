@@ -55,6 +55,7 @@ import triton.language as tl
 
 from ._utils import check_float_tensor, check_same, describe, memory_format, needs_int64, sm_count
 from .configs import autotune, interpreting
+from .conv import conv2d, conv2d_with_stats
 from .pool import code_dtype, max_pool2d_backward, pixel_coords, pool_geometry, take_max
 
 ACTIVATIONS = (None, "relu")
@@ -448,7 +449,33 @@ def batch_norm_stats(x, running_mean=None, running_var=None, num_batches_tracked
     _bn_stats_kernel[(triton.cdiv(C, block_c), splits)](
         x, part[0], part[1], P, C, H, W, per_split, *x.stride(),
         BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=needs_int64(x))
-    stats = torch.empty((2, C), device=x.device, dtype=_acc_dtype(x))
+    return _finalize(part, P, C, splits, per_split, running_mean, running_var, num_batches_tracked, momentum)
+
+
+def batch_norm_stats_from_partials(partials, running_mean=None, running_var=None, num_batches_tracked=None,
+                                   momentum=0.1):
+    """`batch_norm_stats` of a conv's output from the statistics pieces its forward kernel
+    wrote (`conv.conv2d_forward(..., stats=True)`): the same (mean, var) and running-stat
+    updates, without reading the output."""
+    part, rows, pieces, count = partials
+    C = part.shape[2]
+    if part.is_meta:
+        return torch.empty(C, device="meta", dtype=part.dtype), torch.empty(C, device="meta", dtype=part.dtype)
+    if count == 1:
+        raise ValueError("BatchNorm in training needs more than 1 value per channel, got 1 pixel")
+    if momentum is None and running_mean is not None and num_batches_tracked is None:
+        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
+    if count == 0:
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+        return torch.zeros(C, device=part.device, dtype=part.dtype), torch.ones(C, device=part.device, dtype=part.dtype)
+    return _finalize(part, count, C, pieces, rows, running_mean, running_var, num_batches_tracked, momentum)
+
+
+def _finalize(part, P, C, splits, per_split, running_mean, running_var, num_batches_tracked, momentum):
+    """(mean, var) from per-split (mean, M2) partials [2, >= splits, C] of `per_split` rows
+    each (the last split the rest of P); running stats updated as torch does."""
+    stats = torch.empty((2, C), device=part.device, dtype=part.dtype)
     cumulative = momentum is None
     fin_c = 512 if interpreting() else 128
     grid = 1 if cumulative else triton.cdiv(C, fin_c)
@@ -531,8 +558,11 @@ def batch_norm_backward(grad_out, x, mean, var, weight, bias, eps, *, residual=N
 class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, residual, running_mean, running_var, num_batches_tracked,
-                training, momentum, eps, activation):
-        if training:
+                training, momentum, eps, activation, partials=None):
+        if training and partials is not None:  # x's statistics, in pieces from the kernel that wrote x
+            mean, var = batch_norm_stats_from_partials(partials, running_mean, running_var, num_batches_tracked,
+                                                       momentum)
+        elif training:
             mean, var = batch_norm_stats(x, running_mean, running_var, num_batches_tracked, momentum)
         else:
             mean, var = running_mean, running_var
@@ -554,16 +584,18 @@ class BatchNormFunction(torch.autograd.Function):
                                                needs_param_grads=needs_params)
         if ctx.has_residual and dres is None:
             dres = grad_out  # no ReLU: the residual's gradient is the output's
-        return dx, dw, db, dres, None, None, None, None, None, None, None
+        return dx, dw, db, dres, None, None, None, None, None, None, None, None
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-               eps=1e-5, *, residual=None, activation=None, num_batches_tracked=None) -> torch.Tensor:
+               eps=1e-5, *, residual=None, activation=None, num_batches_tracked=None, partials=None) -> torch.Tensor:
     """== act(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum,
     eps) + residual) for 4-D x, any strides; activation None or "relu". In training the
     running stats (when given) are updated in place as torch does; `num_batches_tracked`,
     when given, is incremented, and momentum=None then uses the cumulative average
-    (nn.BatchNorm2d's momentum=None). Differentiable in x, weight, bias and residual."""
+    (nn.BatchNorm2d's momentum=None). Differentiable in x, weight, bias and residual.
+    `partials`: x's statistics in pieces from the conv that wrote x
+    (`conv.conv2d_with_stats`); used in training instead of reading x for them."""
     _check_args(x, residual, activation, weight, bias, running_mean, running_var)
     if not training and running_mean is None:
         raise ValueError("running_mean and running_var are required when training=False")
@@ -571,8 +603,12 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         raise TypeError(f"momentum must be a number or None, got {type(momentum).__name__}")
     if not isinstance(eps, (int, float)) or eps < 0:
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    pixels = x.numel() // max(x.shape[1], 1)
+    if partials is not None and (partials.count != pixels or partials.part.shape[2] != x.shape[1]):
+        raise ValueError(f"partials must describe x: {partials.count} pixels of {partials.part.shape[2]} channels, "
+                         f"x is {describe(x)}")
     return BatchNormFunction.apply(x, weight, bias, residual, running_mean, running_var, num_batches_tracked,
-                                   bool(training), momentum, eps, activation)
+                                   bool(training), momentum, eps, activation, partials)
 
 
 def batch_norm_relu_pool_forward(x, mean, var, weight, bias, eps, kernel_size, stride, padding, ceil_mode):
@@ -662,6 +698,27 @@ class BatchNorm2d(torch.nn.BatchNorm2d):
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s + (f", activation={self.activation!r}" if self.activation else "")
+
+
+class ConvBatchNorm2d(BatchNorm2d):
+    """A BatchNorm2d that runs the conv before it too (`conv`: that conv's module, held by
+    reference and not registered, so each keeps its own parameters and state_dict keys):
+    forward(x, residual=None) = act(bn(conv(x)) + residual). In training with batch
+    statistics, the conv kernel's store also emits the output's per-channel statistics, so
+    the BatchNorm never reads the conv output for them (one pass over it instead of two)."""
+
+    conv: torch.nn.Conv2d
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.conv
+        running_mean, running_var, training, batches = self._state()
+        if not training or x.dim() != 4:
+            return super().forward(conv2d(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups), residual)
+        y, partials = conv2d_with_stats(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
+        self._check_input_dim(y)
+        return batch_norm(y, running_mean, running_var, self.weight, self.bias, training, self.momentum, self.eps,
+                          residual=residual, activation=self.activation, num_batches_tracked=batches,
+                          partials=partials)
 
 
 class BatchNormReLUMaxPool2d(BatchNorm2d):

@@ -21,16 +21,21 @@ packs 16+ useful values into each K step instead of 3.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from . import configs as _configs
 from ._reduce import column_sum
 from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
 from .configs import autotune
 from .residual import relu_grad
 from .tuned import tuned_split
+
+# The smallest output tile of any forward config (GPU or interpreter): sizes the statistics pieces.
+_MIN_BLOCK_M = min(c.kwargs["BLOCK_M"] for c in _configs.CONV_GEMM + _configs._INTERPRET["conv_gemm"])
 
 # Below this many channels per group the tap-by-tap K loop wastes most of each K step.
 FLAT_K_MAX_CHANNELS = 16
@@ -86,11 +91,28 @@ def fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
     tl.store(y_ptr + y_off[:, None] + k_out[None, :] * syk, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def tile_stats(acc, mask_m, k_out, mask_n, b_ptr, sb, y_ptr, st_row_ptr, st_plane, rows, HAS_BIAS: tl.constexpr):
+    """(mean, M2) of each column of the tile's output as stored (acc + bias, rounded to y's
+    dtype) over its `rows` valid rows, to st_row_ptr[k] and st_row_ptr[st_plane + k]."""
+    v = acc
+    if HAS_BIAS:
+        v += tl.load(b_ptr + k_out * sb, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    v = v.to(y_ptr.dtype.element_ty).to(acc.dtype)
+    valid = mask_m[:, None] & mask_n[None, :]
+    count = rows.to(acc.dtype)
+    mean = tl.sum(tl.where(valid, v, 0.0), axis=0) / count
+    d = tl.where(valid, v - mean[None, :], 0.0)
+    m2 = tl.sum(d * d, axis=0)
+    tl.store(st_row_ptr + k_out, mean, mask=mask_n)
+    tl.store(st_row_ptr + st_plane + k_out, m2, mask=mask_n)
+
+
 # --------------------------------------------------------------------------- kernels
 @autotune("conv_gemm", key=_SHAPE_KEY)
 @triton.jit
 def _conv_fwd_kernel(
-    x_ptr, w_ptr, b_ptr, r_ptr, y_ptr,
+    x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, st_ptr,
     # problem sizes (CG, KG: input / output channels per group; pad_h, pad_w: the top and
     # left padding, P and Q set the bottom and right: torch's asymmetric 'same')
     BATCH, H, W, CG, P, Q, KG, R, S,
@@ -102,8 +124,11 @@ def _conv_fwd_kernel(
     syn, syk, syp, syq,
     srn, srk, srp, srq,
     sb,
+    # STATS: the per-channel statistics partials, dense [2, tiles, groups*KG] (plane stride
+    # st_plane): the (mean, M2) of each output channel over this program's BLOCK_M pixels
+    st_plane,
     # meta-parameters
-    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
     FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -113,6 +138,9 @@ def _conv_fwd_kernel(
     x: [BATCH, groups*CG, H, W], best channels_last; w: [groups*KG, CG, R, S], best KRSC
     (channels_last); y, residual: [BATCH, groups*KG, P, Q]; b: [groups*KG]; any strides.
     Accumulates in fp32, or fp64 for fp64 tensors. Grid: (M tiles * N tiles, groups).
+    STATS (launched without residual or activation): also the (mean, M2) of each output
+    channel over the tile's pixels, of y as stored (rounded to y's dtype, as a BatchNorm
+    reading y would see it), for a BatchNorm's statistics without another read of y.
     """
     ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     g = tl.program_id(1)
@@ -161,6 +189,9 @@ def _conv_fwd_kernel(
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
+    if STATS:
+        tile_stats(acc, mask_m, k_out, mask_n, b_ptr, sb, y_ptr, st_ptr + pid_m * (tl.num_programs(1) * KG),
+                   st_plane, tl.minimum(M - pid_m * BLOCK_M, BLOCK_M), HAS_BIAS)
     fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
                    n, p, q, syn, syk, syp, syq, srn, srk, srp, srq, sb,
                    HAS_BIAS, HAS_RESIDUAL, RELU)
@@ -441,14 +472,31 @@ def check_bias(bias, x, K: int, name: str = "bias") -> None:
         raise ValueError(f"{name} must have {K} elements (weight's out channels), got {describe(bias)}")
 
 
+class StatsPartials(NamedTuple):
+    """Per-channel statistics of a conv output, in pieces: `part[0, t]` and `part[1, t]` are
+    the mean and M2 of each channel over rows [t*rows, (t+1)*rows) of the output's `count`
+    pixels (the last piece may be shorter); `pieces` of them are valid."""
+
+    part: torch.Tensor
+    rows: int
+    pieces: int
+    count: int
+
+
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                   residual=None, activation=None, out=None) -> torch.Tensor:
+                   residual=None, activation=None, out=None, stats=False):
     """act(conv2d(x, weight) + bias + residual) in one kernel; returns channels_last output,
     or writes into `out` (any strides, e.g. a channel slice of a concatenated buffer).
-    Every tensor argument may have any strides (bias and residual are read through theirs)."""
+    Every tensor argument may have any strides (bias and residual are read through theirs).
+
+    stats=True (no residual, no activation): returns (y, StatsPartials), the output's
+    per-channel mean and M2 in pieces, from the same kernel's store (the BatchNorm after this
+    conv then never reads y for its statistics; `batchnorm.batch_norm_stats_from_partials`)."""
     geo = conv_geometry(x, weight, stride, padding, dilation, groups)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if stats and (residual is not None or activation is not None):
+        raise ValueError("stats=True takes the statistics of the conv's own output: no residual, no activation")
     if bias is not None:
         check_bias(bias, x, geo.K)
     if residual is not None:
@@ -457,22 +505,34 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         if tuple(residual.shape) != geo.out_shape:
             raise ValueError(f"residual must have the output's shape {geo.out_shape}, got {describe(residual)}")
     y = _output(geo.out_shape, x, out)
-    if no_launch(x, y):
+    M = geo.N * geo.P * geo.Q
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if no_launch(x, y) or M == 0:
+        if stats:  # no pixels: no pieces (the BatchNorm refuses a batch without values)
+            return y, StatsPartials(torch.empty((2, 0, geo.K), device=x.device, dtype=acc), 1, 0, M)
         return y
     x = _channels_last(x)
     weight = _channels_last(weight)
     res = residual if residual is not None else y  # dummy pointer when absent
     b = bias if bias is not None else y
-    M = geo.N * geo.P * geo.Q
+    # one piece per M tile of the smallest tile any config may pick; the launch's tile sets how many are used
+    forced = _configs._FORCED.get("_conv_fwd_kernel")
+    if stats and forced is not None and forced.kwargs["BLOCK_M"] < _MIN_BLOCK_M:
+        raise ValueError(f"stats=True needs BLOCK_M >= {_MIN_BLOCK_M}, the forced config has {forced.kwargs}")
+    part = torch.empty((2, triton.cdiv(M, _MIN_BLOCK_M), geo.K), device=x.device, dtype=acc) if stats else y
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.KG, meta["BLOCK_N"]), geo.groups)
     _conv_fwd_kernel[grid](
-        x, weight, b, res, y,
+        x, weight, b, res, y, part,
         *geo.sizes(),
         *x.stride(), *weight.stride(), *y.stride(), *res.stride(), b.stride(0),
-        HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=activation == "relu",
+        part.stride(0) if stats else 0,
+        HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=activation == "relu", STATS=bool(stats),
         FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(x.dtype), INDEX_64=needs_int64(x, y, res),
     )
-    return y
+    if not stats:
+        return y
+    rows = _conv_fwd_kernel.best_config.kwargs["BLOCK_M"]  # the config this launch ran
+    return y, StatsPartials(part, rows, triton.cdiv(M, rows), M)
 
 
 def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_input=None) -> torch.Tensor:
@@ -568,19 +628,20 @@ class Conv2dFunction(torch.autograd.Function):
     """act(conv2d(x, w) + b + residual); every gradient computed by the Triton kernels."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, residual, stride, padding, dilation, groups, activation):
+    def forward(ctx, x, weight, bias, residual, stride, padding, dilation, groups, activation, stats=False):
         geo = conv_geometry(x, weight, stride, padding, dilation, groups)
         x_cl = _channels_last(x)
-        y = conv2d_forward(x_cl, weight, bias, stride, padding, dilation, groups,
-                           residual=residual, activation=activation)
+        out = conv2d_forward(x_cl, weight, bias, stride, padding, dilation, groups,
+                             residual=residual, activation=activation, stats=stats)
+        y = out[0] if stats else out
         ctx.geo = geo
         ctx.relu = activation == "relu"
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x_cl, weight, y if ctx.relu else None)
-        return y
+        return out  # with stats: (y, StatsPartials), the pieces not differentiable
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, *_):
         x, weight, y = ctx.saved_tensors
         geo = ctx.geo
         # The ReLU mask comes from the saved output; what remains is the pre-activation grad.
@@ -591,7 +652,7 @@ class Conv2dFunction(torch.autograd.Function):
         db = None
         if need_b and ctx.has_bias:  # no input channels: an empty output, a zero bias grad
             db = bias_grad(g, weight.dtype) if geo.C else weight.new_zeros(geo.K)
-        return dx, dw, db, g if need_r else None, None, None, None, None, None
+        return dx, dw, db, g if need_r else None, None, None, None, None, None, None
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -616,6 +677,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
                                  activation)
         return y.squeeze(0)
     return Conv2dFunction.apply(x, weight, bias, residual, stride, padding, dilation, groups, activation)
+
+
+def conv2d_with_stats(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """(conv2d(x, weight, bias), StatsPartials of its output): for a training BatchNorm right
+    after the conv (`batchnorm.batch_norm(..., partials=)`). Differentiable in x, weight and
+    bias through the output; 4-D x."""
+    check_float_tensor(x, "x", ndim=4)
+    return Conv2dFunction.apply(x, weight, bias, None, stride, padding, dilation, groups, None, True)
 
 
 class Conv2d(torch.nn.Conv2d):

@@ -15,6 +15,7 @@ import kernels
 
 from .flops import flop_counter
 from .layers import (
+    FusedConv2d,
     FusedLocalResponseNorm,
     FusedMaxPool2d,
     TritonLRNMaxPool2d,
@@ -72,13 +73,14 @@ def _runs_on(model: nn.Module) -> dict[str, tuple[str, str]]:
             kernel = ("inception_block (max-pool fused into pool_proj's operand load)"
                       if isinstance(m, nn.MaxPool2d) else "inception_block")
             out[name] = ("triton", kernel)
-        elif isinstance(m, (FusedLocalResponseNorm, FusedMaxPool2d)):
+        elif isinstance(m, (FusedLocalResponseNorm, FusedMaxPool2d, FusedConv2d)):
             out[name] = ("triton", f"fused into {m.fused_into}")
         elif is_triton_module(m):
             kernel = {"Conv2d": "conv2d", "LocalResponseNorm": "local_response_norm", "AddReLU": "add_relu",
                       "BatchNorm2d": "batch_norm", "MaxPool2d": "max_pool2d",
                       "TritonLRNMaxPool2d": "lrn_max_pool2d", "TritonMaxPool2dLRN": "max_pool2d_lrn",
-                      "BatchNormReLUMaxPool2d": "batch_norm_relu_max_pool2d"}
+                      "BatchNormReLUMaxPool2d": "batch_norm_relu_max_pool2d",
+                      "ConvBatchNorm2d": "conv2d (batch statistics in its store) + batch_norm"}
             out[name] = ("triton", kernel[type(m).__name__])
         else:
             torch_kernels = {"TorchConv2d": "F.conv2d (cuDNN)", "TorchAddReLU": "add_ + relu_",

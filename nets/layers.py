@@ -13,7 +13,10 @@ backend one module of the pair runs both as one kernel (`kernels.lrn_max_pool2d`
 `kernels.max_pool2d_lrn`, `kernels.batch_norm_relu_max_pool2d`) and the other passes its
 input through: of an LRN and a pool the second (so a module that computes returns what its
 torch twin returns), of a BatchNorm and a pool the BatchNorm (it owns the parameters and
-statistics). The torch backend runs them apart.
+statistics). A conv and the BatchNorm after it (ResNet's every conv but the stem's): the
+BatchNorm (`kernels.ConvBatchNorm2d`) runs the conv too, whose store then also emits the
+batch statistics, so the BatchNorm reads the conv output once, not twice; the conv module
+keeps its parameters and passes its input through. The torch backend runs them apart.
 """
 
 from __future__ import annotations
@@ -114,6 +117,11 @@ class FusedMaxPool2d(_PassThrough, nn.MaxPool2d):
     """A max-pool whose work the following LRN does (`TritonMaxPool2dLRN`)."""
 
 
+class FusedConv2d(_PassThrough, kernels.Conv2d):
+    """A conv whose work the following BatchNorm does (`kernels.ConvBatchNorm2d`: the conv's
+    store then also emits the batch statistics); its parameters stay here."""
+
+
 class TritonLRNMaxPool2d(nn.MaxPool2d):
     """The max-pool of an LRN -> max-pool pair: both in one kernel. `lrn` holds the LRN's
     (size, alpha, beta, k)."""
@@ -142,6 +150,8 @@ _FUSED = {
     TritonLRNMaxPool2d: (nn.MaxPool2d, kernels.MaxPool2d),
     TritonMaxPool2dLRN: (nn.LocalResponseNorm, kernels.LocalResponseNorm),
     kernels.BatchNormReLUMaxPool2d: (TorchBatchNorm2d, kernels.BatchNorm2d),
+    FusedConv2d: (TorchConv2d, kernels.Conv2d),
+    kernels.ConvBatchNorm2d: (TorchBatchNorm2d, kernels.BatchNorm2d),
 }
 
 
@@ -153,7 +163,7 @@ def unfuse_pairs(model: nn.Module, backend: str = "torch") -> bool:
         plain = _FUSED.get(type(m))
         if plain is not None:
             m.__class__ = plain[backend == "triton"]
-            for attr in ("fused_into", "lrn", "pool"):
+            for attr in ("fused_into", "lrn", "pool", "conv"):
                 m.__dict__.pop(attr, None)
             found = True
     return found
@@ -171,7 +181,14 @@ def fuse_pairs(model: nn.Module) -> None:
             raise ValueError(f"{second}: a fused max-pool needs dilation=1 and return_indices=False")
         if isinstance(a, nn.MaxPool2d) and (a.dilation not in (1, (1, 1)) or a.return_indices):
             raise ValueError(f"{first}: a fused max-pool needs dilation=1 and return_indices=False")
-        if isinstance(a, nn.BatchNorm2d) and getattr(a, "activation", None) == "relu" and isinstance(b, nn.MaxPool2d):
+        if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+            if b.num_features != a.out_channels:
+                raise ValueError(f"{second}: a BatchNorm fused with {first} needs {a.out_channels} features, "
+                                 f"got {b.num_features}")
+            a.__class__, b.__class__ = FusedConv2d, kernels.ConvBatchNorm2d
+            b.__dict__["conv"] = a  # a reference, not a submodule: state_dict keys stay as they are
+            a.fused_into = second
+        elif isinstance(a, nn.BatchNorm2d) and getattr(a, "activation", None) == "relu" and isinstance(b, nn.MaxPool2d):
             a.__class__, b.__class__ = kernels.BatchNormReLUMaxPool2d, FusedMaxPool2d
             a.pool = (b.kernel_size, b.stride, b.padding, b.ceil_mode)
             b.fused_into = first
@@ -184,8 +201,9 @@ def fuse_pairs(model: nn.Module) -> None:
             b.pool = (a.kernel_size, a.stride, a.padding, a.ceil_mode)
             a.fused_into = second
         else:
-            raise TypeError(f"FUSED_PAIRS ({first!r}, {second!r}) must be an LRN and a max-pool or a "
-                            f"BatchNorm+ReLU and a max-pool, got {type(a).__name__} and {type(b).__name__}")
+            raise TypeError(f"FUSED_PAIRS ({first!r}, {second!r}) must be an LRN and a max-pool, a "
+                            f"BatchNorm+ReLU and a max-pool, or a conv and a BatchNorm, got {type(a).__name__} "
+                            f"and {type(b).__name__}")
 
 
 def apply_backend(model: nn.Module, backend: str) -> nn.Module:

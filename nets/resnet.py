@@ -92,6 +92,16 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
         self.reset_parameters(zero_init_residual)
+        # ... and every other conv with the BatchNorm after it: the conv's store emits the batch statistics
+        self.FUSED_PAIRS = ResNet.FUSED_PAIRS + tuple(self._conv_bn_pairs())
+
+    def _conv_bn_pairs(self):
+        for name, m in self.named_modules():
+            if isinstance(m, BasicBlock):
+                for i in ("1", "2", "3") if isinstance(m, Bottleneck) else ("1", "2"):
+                    yield f"{name}.conv{i}", f"{name}.bn{i}"
+                if m.downsample is not None:
+                    yield f"{name}.downsample.0", f"{name}.downsample.1"
 
     def reset_parameters(self, zero_init_residual=False) -> None:
         """He et al.'s init (fan_out, ReLU gain) for convs, BN weight 1 bias 0; optionally

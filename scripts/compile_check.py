@@ -150,9 +150,14 @@ def variants(quick: bool):
             meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
             for on in (True, False):
                 yield (f"conv fwd {dt} flat={not on} epilogue={on} i64={not on} {meta}", conv._conv_fwd_kernel,
-                       dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), {},
-                       dict(HAS_BIAS=on, HAS_RESIDUAL=on, RELU=on, FLAT_K=not on, DOT_PRECISION=prec,
+                       {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
+                       dict(HAS_BIAS=on, HAS_RESIDUAL=on, RELU=on, STATS=False, FLAT_K=not on, DOT_PRECISION=prec,
                             INDEX_64=not on, **_unit("conv_fwd"), **meta), w, s)
+                if on:  # the BatchNorm statistics epilogue (no residual, no activation: the launcher's rule)
+                    yield (f"conv fwd {dt} stats bias i64=False {meta}", conv._conv_fwd_kernel,
+                           {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
+                           dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=False, STATS=True, FLAT_K=False,
+                                DOT_PRECISION=prec, INDEX_64=False, **_unit("conv_fwd"), **meta), w, s)
                 yield (f"conv dgrad {dt} relu_mask={on} i64={not on} {meta}", conv._conv_dgrad_kernel,
                        dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
                        dict(RELU_MASK=on, FLAT_K=False, DOT_PRECISION=prec, INDEX_64=not on,
@@ -196,8 +201,8 @@ def variants(quick: bool):
     if not quick:  # fp32 with TF32 off: the IEEE path of tl.dot
         conf = cfg.CONV_GEMM[0]
         yield (f"conv fwd fp32 ieee {conf.kwargs}", conv._conv_fwd_kernel,
-               dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], "fp32"), {},
-               dict(HAS_BIAS=True, HAS_RESIDUAL=True, RELU=True, FLAT_K=False, DOT_PRECISION="ieee",
+               dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr", "st_ptr"], "fp32"), {},
+               dict(HAS_BIAS=True, HAS_RESIDUAL=True, RELU=True, STATS=False, FLAT_K=False, DOT_PRECISION="ieee",
                     INDEX_64=False, **_unit("conv_fwd"), **conf.kwargs), conf.num_warps, conf.num_stages)
 
 

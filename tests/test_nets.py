@@ -343,7 +343,10 @@ class _MiniResNet(torch.nn.Module):
     strided bottleneck with a projection shortcut, a basic block) at a few channels, so a
     training step runs on the interpreter in seconds."""
 
-    FUSED_PAIRS = (("bn1", "maxpool"),)  # as ResNet's stem
+    # as ResNet: the stem's BN+ReLU and max-pool, every other conv with its BatchNorm
+    FUSED_PAIRS = (("bn1", "maxpool"), ("block1.conv1", "block1.bn1"), ("block1.conv2", "block1.bn2"),
+                   ("block1.conv3", "block1.bn3"), ("block1.downsample.0", "block1.downsample.1"),
+                   ("block2.conv1", "block2.bn1"), ("block2.conv2", "block2.bn2"))
     HW = (13, 11)
 
     def __init__(self, layers):
