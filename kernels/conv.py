@@ -34,8 +34,9 @@ from .configs import autotune
 from .residual import relu_grad
 from .tuned import tuned_split
 
-# The smallest output tile of any forward config (GPU or interpreter): sizes the statistics pieces.
-_MIN_BLOCK_M = min(c.kwargs["BLOCK_M"] for c in _configs.CONV_GEMM + _configs._INTERPRET["conv_gemm"])
+# Rows per piece of the forward's statistics epilogue: the smallest output tile of any
+# forward config (GPU or interpreter), which every tile size is a multiple of.
+STATS_ROWS = min(c.kwargs["BLOCK_M"] for c in _configs.CONV_GEMM + _configs._INTERPRET["conv_gemm"])
 
 # Below this many channels per group the tap-by-tap K loop wastes most of each K step.
 FLAT_K_MAX_CHANNELS = 16
@@ -92,20 +93,29 @@ def fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
 
 
 @triton.jit
-def tile_stats(acc, mask_m, k_out, mask_n, b_ptr, sb, y_ptr, st_row_ptr, st_plane, rows, HAS_BIAS: tl.constexpr):
+def tile_stats(acc, offs_m, M, k_out, mask_n, b_ptr, sb, y_ptr, st_ptr, st_plane, KT,
+               HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STATS_ROWS: tl.constexpr):
     """(mean, M2) of each column of the tile's output as stored (acc + bias, rounded to y's
-    dtype) over its `rows` valid rows, to st_row_ptr[k] and st_row_ptr[st_plane + k]."""
+    dtype) over each STATS_ROWS-row piece of it: piece t (global rows [t*STATS_ROWS, ...))
+    to st_ptr[t*KT + k] and st_ptr[st_plane + t*KT + k]. Pieces of a fixed size, whatever
+    the config's BLOCK_M, so the reader needs no knowledge of the launch."""
     v = acc
     if HAS_BIAS:
         v += tl.load(b_ptr + k_out * sb, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
     v = v.to(y_ptr.dtype.element_ty).to(acc.dtype)
-    valid = mask_m[:, None] & mask_n[None, :]
-    count = rows.to(acc.dtype)
-    mean = tl.sum(tl.where(valid, v, 0.0), axis=0) / count
-    d = tl.where(valid, v - mean[None, :], 0.0)
-    m2 = tl.sum(d * d, axis=0)
-    tl.store(st_row_ptr + k_out, mean, mask=mask_n)
-    tl.store(st_row_ptr + st_plane + k_out, m2, mask=mask_n)
+    PIECES: tl.constexpr = BLOCK_M // STATS_ROWS
+    rows = tl.reshape(offs_m, (PIECES, STATS_ROWS))
+    valid = (rows < M)[:, :, None] & mask_n[None, None, :]
+    v = tl.reshape(v, (PIECES, STATS_ROWS, BLOCK_N))
+    first = tl.min(rows, axis=1)  # each piece's first row
+    count = tl.minimum(tl.maximum(M - first, 0), STATS_ROWS)
+    mean = tl.sum(tl.where(valid, v, 0.0), axis=1) / tl.maximum(count, 1).to(acc.dtype)[:, None]
+    d = tl.where(valid, v - mean[:, None, :], 0.0)
+    m2 = tl.sum(d * d, axis=1)
+    ptrs = st_ptr + (first // STATS_ROWS)[:, None] * KT + k_out[None, :]
+    keep = (count > 0)[:, None] & mask_n[None, :]
+    tl.store(ptrs, mean, mask=keep)
+    tl.store(ptrs + st_plane, m2, mask=keep)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -124,12 +134,12 @@ def _conv_fwd_kernel(
     syn, syk, syp, syq,
     srn, srk, srp, srq,
     sb,
-    # STATS: the per-channel statistics partials, dense [2, tiles, groups*KG] (plane stride
-    # st_plane): the (mean, M2) of each output channel over this program's BLOCK_M pixels
+    # STATS: the per-channel statistics pieces, dense [2, pieces, groups*KG] (plane stride
+    # st_plane): the (mean, M2) of each output channel over each STATS_ROWS pixels
     st_plane,
     # meta-parameters
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
-    FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    STATS_ROWS: tl.constexpr, FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """y[n, g*KG + k, p, q] = act(sum_{r,s,c} x[n, g*CG + c, p*sh - ph + r*dh, q*sw - pw + s*dw]
@@ -190,8 +200,8 @@ def _conv_fwd_kernel(
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     if STATS:
-        tile_stats(acc, mask_m, k_out, mask_n, b_ptr, sb, y_ptr, st_ptr + pid_m * (tl.num_programs(1) * KG),
-                   st_plane, tl.minimum(M - pid_m * BLOCK_M, BLOCK_M), HAS_BIAS)
+        tile_stats(acc, offs_m, M, k_out, mask_n, b_ptr, sb, y_ptr, st_ptr, st_plane, tl.num_programs(1) * KG,
+                   HAS_BIAS, BLOCK_M, BLOCK_N, STATS_ROWS)
     fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
                    n, p, q, syn, syk, syp, syq, srn, srk, srp, srq, sb,
                    HAS_BIAS, HAS_RESIDUAL, RELU)
@@ -475,7 +485,7 @@ def check_bias(bias, x, K: int, name: str = "bias") -> None:
 class StatsPartials(NamedTuple):
     """Per-channel statistics of a conv output, in pieces: `part[0, t]` and `part[1, t]` are
     the mean and M2 of each channel over rows [t*rows, (t+1)*rows) of the output's `count`
-    pixels (the last piece may be shorter); `pieces` of them are valid."""
+    pixels (the last piece may be shorter); `pieces` of them are valid. rows = STATS_ROWS."""
 
     part: torch.Tensor
     rows: int
@@ -515,11 +525,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     weight = _channels_last(weight)
     res = residual if residual is not None else y  # dummy pointer when absent
     b = bias if bias is not None else y
-    # one piece per M tile of the smallest tile any config may pick; the launch's tile sets how many are used
     forced = _configs._FORCED.get("_conv_fwd_kernel")
-    if stats and forced is not None and forced.kwargs["BLOCK_M"] < _MIN_BLOCK_M:
-        raise ValueError(f"stats=True needs BLOCK_M >= {_MIN_BLOCK_M}, the forced config has {forced.kwargs}")
-    part = torch.empty((2, triton.cdiv(M, _MIN_BLOCK_M), geo.K), device=x.device, dtype=acc) if stats else y
+    if stats and forced is not None and forced.kwargs["BLOCK_M"] % STATS_ROWS:
+        raise ValueError(f"stats=True needs BLOCK_M a multiple of {STATS_ROWS}, the forced config has {forced.kwargs}")
+    part = torch.empty((2, triton.cdiv(M, STATS_ROWS), geo.K), device=x.device, dtype=acc) if stats else y
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.KG, meta["BLOCK_N"]), geo.groups)
     _conv_fwd_kernel[grid](
         x, weight, b, res, y, part,
@@ -527,12 +536,11 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         *x.stride(), *weight.stride(), *y.stride(), *res.stride(), b.stride(0),
         part.stride(0) if stats else 0,
         HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=activation == "relu", STATS=bool(stats),
-        FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(x.dtype), INDEX_64=needs_int64(x, y, res),
+        STATS_ROWS=STATS_ROWS, FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(x.dtype), INDEX_64=needs_int64(x, y, res),
     )
     if not stats:
         return y
-    rows = _conv_fwd_kernel.best_config.kwargs["BLOCK_M"]  # the config this launch ran
-    return y, StatsPartials(part, rows, triton.cdiv(M, rows), M)
+    return y, StatsPartials(part, STATS_ROWS, triton.cdiv(M, STATS_ROWS), M)
 
 
 def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_input=None) -> torch.Tensor:

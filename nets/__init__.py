@@ -34,14 +34,14 @@ _BUILDERS = {
 }
 _OPTIONS = {
     "alexnet": {"groups", "dropout"},
-    "googlenet": {"aux_logits", "dropout"},
+    "googlenet": {"aux_logits", "dropout", "aux_dropout"},
     **{name: {"zero_init_residual", "stride_in_3x3"} for name in DEPTHS},
 }
 
 
 def build(arch: str, backend: str = "torch", num_classes: int = 1000, **options) -> nn.Module:
     """The paper's `arch` on `backend`; options: alexnet (groups=2, dropout=0.5), googlenet
-    (aux_logits=True, dropout=0.4), resnet* (zero_init_residual=False, stride_in_3x3=False)."""
+    (aux_logits=True, dropout=0.4, aux_dropout=0.7), resnet* (zero_init_residual=False, stride_in_3x3=False)."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
     layers = layers_for(backend)

@@ -42,6 +42,12 @@ class AlexNet(nn.Module):
         ]))
         self.reset_parameters()
 
+    # the hidden FC layers' bias + ReLU (+ the next dropout) and the first dropout, in Triton
+    # on the triton backend (nets.layers.fuse_fc_epilogues)
+    FC_EPILOGUES = (("classifier.fc6", "classifier.relu6", "classifier.drop7"),
+                    ("classifier.fc7", "classifier.relu7", None))
+    DROPOUTS = ("classifier.drop6",)
+
     def reset_parameters(self) -> None:
         """The paper's init: weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the
         hidden FCs (to give the ReLUs positive inputs early), 0 elsewhere."""

@@ -16,8 +16,10 @@ import kernels
 from .flops import flop_counter
 from .layers import (
     FusedConv2d,
+    FusedDropout,
     FusedLocalResponseNorm,
     FusedMaxPool2d,
+    FusedReLU,
     TritonLRNMaxPool2d,
     TritonMaxPool2dLRN,
     convert,
@@ -73,14 +75,15 @@ def _runs_on(model: nn.Module) -> dict[str, tuple[str, str]]:
             kernel = ("inception_block (max-pool fused into pool_proj's operand load)"
                       if isinstance(m, nn.MaxPool2d) else "inception_block")
             out[name] = ("triton", kernel)
-        elif isinstance(m, (FusedLocalResponseNorm, FusedMaxPool2d, FusedConv2d)):
+        elif isinstance(m, (FusedLocalResponseNorm, FusedMaxPool2d, FusedConv2d, FusedReLU, FusedDropout)):
             out[name] = ("triton", f"fused into {m.fused_into}")
         elif is_triton_module(m):
             kernel = {"Conv2d": "conv2d", "LocalResponseNorm": "local_response_norm", "AddReLU": "add_relu",
                       "BatchNorm2d": "batch_norm", "MaxPool2d": "max_pool2d",
                       "TritonLRNMaxPool2d": "lrn_max_pool2d", "TritonMaxPool2dLRN": "max_pool2d_lrn",
                       "BatchNormReLUMaxPool2d": "batch_norm_relu_max_pool2d",
-                      "ConvBatchNorm2d": "conv2d (batch statistics in its store) + batch_norm"}
+                      "ConvBatchNorm2d": "conv2d (batch statistics in its store) + batch_norm",
+                      "Linear": "x @ W.T (torch GEMM) + Triton bias/ReLU/dropout", "Dropout": "dropout (Philox)"}
             out[name] = ("triton", kernel[type(m).__name__])
         else:
             torch_kernels = {"TorchConv2d": "F.conv2d (cuDNN)", "TorchAddReLU": "add_ + relu_",

@@ -54,13 +54,13 @@ class Inception(nn.Module):
 class InceptionAux(nn.Module):
     """5x5/3 average pool, 1x1 conv to 128, FC 1024, dropout 0.7, FC num_classes."""
 
-    def __init__(self, layers, in_ch, num_classes):
+    def __init__(self, layers, in_ch, num_classes, dropout: float = 0.7):
         super().__init__()
         self.pool = nn.AvgPool2d(5, stride=3)                   # 4 x 4 at 14 x 14 input
         self.conv = layers.Conv2d(in_ch, 128, 1, activation="relu")
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
         self.relu = nn.ReLU(inplace=True)
-        self.dropout = nn.Dropout(0.7)
+        self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(1024, num_classes)
 
     def forward(self, x):
@@ -72,7 +72,8 @@ class GoogLeNet(nn.Module):
     # max-pool -> LRN and LRN -> max-pool pairs the triton backend runs as one kernel (nets.layers)
     FUSED_PAIRS = (("maxpool1", "norm1"), ("norm2", "maxpool2"))
 
-    def __init__(self, layers, num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.4):
+    def __init__(self, layers, num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.4,
+                 aux_dropout: float = 0.7):
         super().__init__()
         conv, lrn, pool = layers.Conv2d, layers.LocalResponseNorm, layers.MaxPool2d
         self.conv1 = conv(3, 64, 7, stride=2, padding=3, activation="relu")    # 64 x 112 x 112
@@ -90,12 +91,17 @@ class GoogLeNet(nn.Module):
         self.inception4e = blocks["inception4e"]                                            # 832 x 14 x 14
         self.maxpool4 = pool(3, stride=2, ceil_mode=True)                                   # 832 x 7 x 7
         self.inception5a, self.inception5b = blocks["inception5a"], blocks["inception5b"]  # 1024 x 7 x 7
-        self.aux1 = InceptionAux(layers, 512, num_classes) if aux_logits else None
-        self.aux2 = InceptionAux(layers, 528, num_classes) if aux_logits else None
+        self.aux1 = InceptionAux(layers, 512, num_classes, aux_dropout) if aux_logits else None
+        self.aux2 = InceptionAux(layers, 528, num_classes, aux_dropout) if aux_logits else None
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))                                         # 1024 x 1 x 1
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(1024, num_classes)
         self.reset_parameters()
+        # the aux heads' fc1 bias + ReLU + dropout and the last dropout, in Triton on the
+        # triton backend (nets.layers.fuse_fc_epilogues)
+        self.FC_EPILOGUES = tuple((f"{a}.fc1", f"{a}.relu", f"{a}.dropout") for a in ("aux1", "aux2")
+                                  if getattr(self, a) is not None)
+        self.DROPOUTS = ("dropout",)
 
     def reset_parameters(self) -> None:
         """Caffe's bvlc_googlenet init (the paper gives none): Xavier weights, conv biases

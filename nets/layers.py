@@ -122,6 +122,14 @@ class FusedConv2d(_PassThrough, kernels.Conv2d):
     store then also emits the batch statistics); its parameters stay here."""
 
 
+class FusedReLU(_PassThrough, nn.ReLU):
+    """A ReLU the Linear before it applies in its epilogue (`kernels.Linear`)."""
+
+
+class FusedDropout(_PassThrough, nn.Dropout):
+    """A dropout the Linear before it applies in its epilogue (`kernels.Linear`)."""
+
+
 class TritonLRNMaxPool2d(nn.MaxPool2d):
     """The max-pool of an LRN -> max-pool pair: both in one kernel. `lrn` holds the LRN's
     (size, alpha, beta, k)."""
@@ -152,6 +160,11 @@ _FUSED = {
     kernels.BatchNormReLUMaxPool2d: (TorchBatchNorm2d, kernels.BatchNorm2d),
     FusedConv2d: (TorchConv2d, kernels.Conv2d),
     kernels.ConvBatchNorm2d: (TorchBatchNorm2d, kernels.BatchNorm2d),
+    # the FC epilogues (a net's FC_EPILOGUES and DROPOUTS): torch modules on either backend when unfused
+    kernels.Linear: (nn.Linear, nn.Linear),
+    FusedReLU: (nn.ReLU, nn.ReLU),
+    FusedDropout: (nn.Dropout, nn.Dropout),
+    kernels.Dropout: (nn.Dropout, nn.Dropout),
 }
 
 
@@ -182,6 +195,8 @@ def fuse_pairs(model: nn.Module) -> None:
         if isinstance(a, nn.MaxPool2d) and (a.dilation not in (1, (1, 1)) or a.return_indices):
             raise ValueError(f"{first}: a fused max-pool needs dilation=1 and return_indices=False")
         if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+            if type(a) is not kernels.Conv2d or type(b) is not kernels.BatchNorm2d:
+                continue  # a layer left on torch: it runs unfused (and tests/test_triton_backend.py says so)
             if b.num_features != a.out_channels:
                 raise ValueError(f"{second}: a BatchNorm fused with {first} needs {a.out_channels} features, "
                                  f"got {b.num_features}")
@@ -206,11 +221,38 @@ def fuse_pairs(model: nn.Module) -> None:
                             f"and {type(b).__name__}")
 
 
+def fuse_fc_epilogues(model: nn.Module) -> None:
+    """Apply the model's FC_EPILOGUES ((linear, relu or None, dropout or None) names) and
+    DROPOUTS (names) for the triton backend: the Linear runs its bias, ReLU and dropout as
+    one Triton pass (`kernels.Linear`, the dropout's p read now), the ReLU and dropout pass
+    their input through; a lone dropout becomes `kernels.Dropout`."""
+    for lin, act, drop in getattr(model, "FC_EPILOGUES", ()):
+        m = model.get_submodule(lin)
+        relu = model.get_submodule(act) if act else None
+        dp = model.get_submodule(drop) if drop else None
+        if type(m) is not nn.Linear or (relu is not None and type(relu) is not nn.ReLU) or \
+                (dp is not None and type(dp) is not nn.Dropout):
+            raise TypeError(f"FC_EPILOGUES ({lin!r}, {act!r}, {drop!r}) must be an nn.Linear, an nn.ReLU or None "
+                            f"and an nn.Dropout or None, got {type(m).__name__}, {type(relu).__name__}, "
+                            f"{type(dp).__name__}")
+        m.__class__ = kernels.Linear
+        m.activation, m.p = ("relu" if relu is not None else None), (dp.p if dp is not None else 0.0)
+        for other, cls in ((relu, FusedReLU), (dp, FusedDropout)):
+            if other is not None:
+                other.__class__, other.fused_into = cls, lin
+    for name in getattr(model, "DROPOUTS", ()):
+        d = model.get_submodule(name)
+        if type(d) is not nn.Dropout or d.inplace:
+            raise TypeError(f"DROPOUTS {name!r} must be an nn.Dropout with inplace=False, got {d}")
+        d.__class__ = kernels.Dropout
+
+
 def apply_backend(model: nn.Module, backend: str) -> nn.Module:
     """Set up a model freshly built with `backend`'s layers: its fused pairs on the triton
     backend (in place); returns it."""
     if layers_for(backend) is TritonLayers:
         fuse_pairs(model)
+        fuse_fc_epilogues(model)
     return model
 
 
@@ -257,6 +299,7 @@ def convert(model: nn.Module, backend: str) -> nn.Module:
             m._run = layers.inception
     if backend == "triton":
         fuse_pairs(out)
+        fuse_fc_epilogues(out)
     if hasattr(out, "backend"):
         out.backend = backend
     return out

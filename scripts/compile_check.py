@@ -25,7 +25,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import _reduce, batchnorm, conv, inception, lrn, lrn_pool, pool, residual
+from kernels import _reduce, batchnorm, conv, fc, inception, lrn, lrn_pool, pool, residual
 from kernels import configs as cfg
 
 DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -151,12 +151,12 @@ def variants(quick: bool):
             for on in (True, False):
                 yield (f"conv fwd {dt} flat={not on} epilogue={on} i64={not on} {meta}", conv._conv_fwd_kernel,
                        {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
-                       dict(HAS_BIAS=on, HAS_RESIDUAL=on, RELU=on, STATS=False, FLAT_K=not on, DOT_PRECISION=prec,
-                            INDEX_64=not on, **_unit("conv_fwd"), **meta), w, s)
+                       dict(HAS_BIAS=on, HAS_RESIDUAL=on, RELU=on, STATS=False, STATS_ROWS=64, FLAT_K=not on,
+                            DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_fwd"), **meta), w, s)
                 if on:  # the BatchNorm statistics epilogue (no residual, no activation: the launcher's rule)
                     yield (f"conv fwd {dt} stats bias i64=False {meta}", conv._conv_fwd_kernel,
                            {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
-                           dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=False, STATS=True, FLAT_K=False,
+                           dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=False, STATS=True, STATS_ROWS=64, FLAT_K=False,
                                 DOT_PRECISION=prec, INDEX_64=False, **_unit("conv_fwd"), **meta), w, s)
                 yield (f"conv dgrad {dt} relu_mask={on} i64={not on} {meta}", conv._conv_dgrad_kernel,
                        dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
@@ -198,12 +198,21 @@ def variants(quick: bool):
                    dict.fromkeys(["x_ptr", "dy_ptr", "dx_ptr"], dt), {**scalars, "coef": "fp32"}, meta,
                    conf.num_warps, 2)
         yield from pool_bn_variants(dt, quick)
+        scalars = {"p": "fp32", "scale": "fp32"}
+        for on in (True, False):  # the FC epilogue: bias + ReLU + dropout (Philox), and without them
+            yield (f"fc epilogue fwd {dt} bias/relu/dropout={on}", fc._fc_epilogue_fwd_kernel,
+                   {**dict.fromkeys(["z_ptr", "b_ptr", "y_ptr"], dt), "seed_ptr": "i64"}, scalars,
+                   dict(HAS_BIAS=on, RELU=on, DROPOUT=on, BLOCK_M=64, BLOCK_N=128), 4, 1)
+            yield (f"fc epilogue bwd {dt} relu={on} dropout=True", fc._fc_epilogue_bwd_kernel,
+                   {**dict.fromkeys(["g_ptr", "y_ptr", "dz_ptr"], dt), "seed_ptr": "i64"}, scalars,
+                   dict(RELU=on, DROPOUT=True, BLOCK_M=64, BLOCK_N=128), 4, 1)
     if not quick:  # fp32 with TF32 off: the IEEE path of tl.dot
         conf = cfg.CONV_GEMM[0]
         yield (f"conv fwd fp32 ieee {conf.kwargs}", conv._conv_fwd_kernel,
                dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr", "st_ptr"], "fp32"), {},
-               dict(HAS_BIAS=True, HAS_RESIDUAL=True, RELU=True, STATS=False, FLAT_K=False, DOT_PRECISION="ieee",
-                    INDEX_64=False, **_unit("conv_fwd"), **conf.kwargs), conf.num_warps, conf.num_stages)
+               dict(HAS_BIAS=True, HAS_RESIDUAL=True, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=False,
+                    DOT_PRECISION="ieee", INDEX_64=False, **_unit("conv_fwd"), **conf.kwargs),
+               conf.num_warps, conf.num_stages)
 
 
 # Shared memory one block may use (bytes), by compute capability: a variant over it

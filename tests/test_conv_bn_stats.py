@@ -77,9 +77,9 @@ def test_conv_stats_match_the_outputs_batch_statistics(case, device):
     assert_close(y, ref, reduction=w_shape[1] * case["R"] ** 2, scale=scale, name="conv output")
 
 
-@pytest.mark.parametrize("block_m, pixels", [(64, 320), (64, 150), (128, 150)])
+@pytest.mark.parametrize("block_m, pixels", [(64, 320), (64, 150), (128, 150), (128, 330)])
 def test_several_pieces_and_a_short_last_one(block_m, pixels, device):
-    """Pieces of BLOCK_M rows (the GPU's 128-row tile forced here too), the last one short;
+    """Pieces of 64 rows from 64- and 128-row tiles (the GPU's forced here too), the last one short;
     running statistics updated as torch's BatchNorm does (momentum, unbiased variance)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(pixels // 10, 5, 2, 5, generator=gen, dtype=torch.float64)  # 1x1 conv: P = pixels
@@ -87,7 +87,8 @@ def test_several_pieces_and_a_short_last_one(block_m, pixels, device):
     config = next(c for c in kconfigs.CONV_GEMM + kconfigs._INTERPRET["conv_gemm"] if c.kwargs["BLOCK_M"] == block_m)
     with kconfigs.forced_config("_conv_fwd_kernel", config):
         _, partials = conv2d_forward(x.to(device), w.to(device), stats=True)
-    assert (partials.rows, partials.pieces, partials.count) == (block_m, triton.cdiv(pixels, block_m), pixels)
+    # pieces of 64 rows whatever the tile (a 128-row tile writes two)
+    assert (partials.rows, partials.pieces, partials.count) == (64, triton.cdiv(pixels, 64), pixels)
     rm, rv = torch.zeros(6, dtype=torch.float64, device=device), torch.ones(6, dtype=torch.float64, device=device)
     mean, var = batch_norm_stats_from_partials(partials, rm, rv, None, 0.1)
     ref = torch.nn.BatchNorm2d(6, dtype=torch.float64, momentum=0.1)
@@ -108,7 +109,8 @@ def test_refusals():
     small = next((c for c in kconfigs.CONV_GEMM if c.kwargs["BLOCK_M"] < 64), None)
     if small is None:
         small = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}, num_warps=4)
-    with kconfigs.forced_config("_conv_fwd_kernel", small), pytest.raises(ValueError, match="needs BLOCK_M >= 64"):
+    forced = kconfigs.forced_config("_conv_fwd_kernel", small)
+    with forced, pytest.raises(ValueError, match="needs BLOCK_M a multiple of 64"):
         conv2d_forward(x, w, stats=True)
     y, partials = conv2d_forward(x, w, stats=True)
     with pytest.raises(ValueError, match="partials must describe x"):

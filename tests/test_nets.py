@@ -98,9 +98,10 @@ def test_torch_and_triton_backends_agree(arch, device, ieee_fp32):
 
 
 def _check_training_gradients(arch, hw, batch, device, names, **options):
-    """One training forward + backward on each backend (same weights, same dropout masks):
-    the loss and the named parameters' gradients agree, and the triton step runs no torch
-    op for BatchNorm, max-pool or LRN."""
+    """One training forward + backward on each backend (same weights, dropout off: the two
+    backends draw their masks from different generators; tests/test_linear.py checks the
+    Triton dropout): the loss and the named parameters' gradients agree, and the triton
+    step runs no torch op for BatchNorm, max-pool, LRN, ReLU or dropout."""
     torch.manual_seed(0)
     ref = nets.build(arch, "torch", num_classes=10, **options).to(device).train()
     tri = convert(ref, "triton")
@@ -108,7 +109,7 @@ def _check_training_gradients(arch, hw, batch, device, names, **options):
     target = torch.randint(0, 10, (batch,), device=device)
     losses, ops = [], []
     for model in (ref, tri):
-        torch.manual_seed(1)  # identical dropout masks
+        torch.manual_seed(1)
         with _AtenOps() as recorded:
             value = recipe.loss(model(x), target)
             value.backward()
@@ -135,8 +136,10 @@ class _AtenOps(TorchDispatchMode):
 
 
 # torch's BatchNorm (native/cudnn, forward and backward), max-pool (with indices, and its
-# backward) and LRN (F.local_response_norm pools the squares with avg_pool3d).
-_TORCH_NORM_POOL = ("batch_norm", "max_pool", "avg_pool3d")
+# backward), LRN (F.local_response_norm pools the squares with avg_pool3d), ReLU (relu and
+# its threshold_backward) and dropout (native_dropout, bernoulli; with p=0 torch's nn.Dropout
+# still runs, so the recorder sees the torch backend's).
+_TORCH_NORM_POOL = ("batch_norm", "max_pool", "avg_pool3d", "relu", "threshold_backward", "dropout", "bernoulli")
 
 
 def _assert_no_torch_norm_or_pool(ops, what):
@@ -150,7 +153,7 @@ def _assert_no_torch_norm_or_pool(ops, what):
 def test_backends_agree_in_training_alexnet(device, ieee_fp32):
     _check_training_gradients("alexnet", 67, 2, device, [
         "features.conv1.weight", "features.conv2.weight", "features.conv2.bias",
-        "features.conv4.weight", "classifier.fc6.weight"])
+        "features.conv4.weight", "classifier.fc6.weight", "classifier.fc7.bias"], dropout=0.0)
 
 
 @pytest.mark.gpu
@@ -158,7 +161,8 @@ def test_backends_agree_in_training_alexnet(device, ieee_fp32):
     ("resnet18", ["conv1.weight", "layer1.0.conv2.weight", "layer4.1.conv1.weight", "fc.weight"], {}),
     ("resnet50", ["conv1.weight", "layer2.0.conv1.weight", "layer3.5.conv3.weight"], {}),
     ("googlenet", ["conv1.weight", "inception3a.branch2.0.weight", "inception4a.branch4.1.bias",
-                   "inception5b.branch3.1.weight", "aux1.conv.weight"], {}),
+                   "inception5b.branch3.1.weight", "aux1.conv.weight", "aux1.fc1.bias"],
+     {"dropout": 0.0, "aux_dropout": 0.0}),
 ])
 def test_backends_agree_in_training_gpu(arch, names, options, ieee_fp32):
     _check_training_gradients(arch, 224, 4, "cuda", names, **options)
@@ -199,7 +203,11 @@ def test_describe_lists_every_layer_and_who_runs_it():
     assert rows.loc["features.conv1", "op"] == "conv11x11/4+bias+relu"
     assert rows.loc["features.norm1", "kernel"] == "fused into features.pool1"
     assert rows.loc["features.pool1", "kernel"] == "lrn_max_pool2d"
-    assert rows.loc["classifier.fc6", "backend"] == "torch"
+    assert rows.loc["classifier.fc6", "backend"] == "triton"  # its bias/ReLU/dropout epilogue
+    assert rows.loc["classifier.relu6", "kernel"] == "fused into classifier.fc6"
+    assert rows.loc["classifier.drop7", "kernel"] == "fused into classifier.fc6"
+    assert rows.loc["classifier.drop6", "kernel"] == "dropout (Philox)"
+    assert rows.loc["classifier.fc8", "backend"] == "torch"
     assert rows.loc["features.conv2", "output_shape"] == (2, 256, 27, 27)
     assert rows["params"].sum() == PARAMS["alexnet"]
     # conv2: 2 FLOPs x N x K x P x Q x (C/groups) x R x S

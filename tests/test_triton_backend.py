@@ -45,7 +45,9 @@ from nets.googlenet import Inception
 from tests.helpers import LaunchRecorder
 
 # aten ops that only a torch convolution, LRN, BatchNorm, max-pool or im2col path would run.
-FORBIDDEN_OPS = re.compile(r"conv|cudnn|mkldnn|miopen|im2col|col2im|avg_pool3d|batch_norm|max_pool")
+# ... or torch's ReLU (and its backward) and dropout.
+FORBIDDEN_OPS = re.compile(r"conv|cudnn|mkldnn|miopen|im2col|col2im|avg_pool3d|batch_norm|max_pool"
+                           r"|relu|threshold_backward|dropout|bernoulli")
 
 
 class OpRecorder(TorchDispatchMode):
@@ -76,6 +78,10 @@ def _forward_kernel(module: nn.Module) -> str | None:
         return PASS_THROUGH
     if isinstance(module, Inception):
         return "_pointwise_fwd_kernel"
+    if isinstance(module, kernels.ConvBatchNorm2d):  # the conv (with the statistics epilogue), then the BN
+        return ("_conv_fwd_kernel", "_bn_fwd_kernel")
+    if isinstance(module, (kernels.Linear, kernels.Dropout)):
+        return "_fc_epilogue_fwd_kernel"
     if isinstance(module, nn.Conv2d):
         return "_conv_fwd_kernel"
     if isinstance(module, nets.layers.TritonLRNMaxPool2d):
@@ -121,8 +127,10 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
             if launched:
                 problems.append(f"{name} ({type(module).__name__}) is fused into {module.fused_into} but launched "
                                 f"{launched} kernels")
-        elif rec.names(starts[name])[want] == 0:
-            problems.append(f"{name} ({type(module).__name__}) launched no {want}")
+        else:
+            for kernel in want if isinstance(want, tuple) else (want,):
+                if rec.names(starts[name])[kernel] == 0:
+                    problems.append(f"{name} ({type(module).__name__}) launched no {kernel}")
 
     handles = []
     for name, m in model.named_modules():
@@ -164,9 +172,17 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
         if bwd[kernel] != want:
             problems.append(f"backward launched {kernel} {bwd[kernel]}x for {want} forwards ({', '.join(forwards)})")
     bn_forwards = fwd["_bn_fwd_kernel"] + fwd["_bn_relu_pool_fwd_kernel"]
-    if fwd["_bn_stats_kernel"] != bn_forwards:
+    # a BatchNorm fused with its conv takes the conv's statistics: no statistics pass of its own
+    with_conv = sum(isinstance(m, kernels.ConvBatchNorm2d) for m in model.modules())
+    if fwd["_bn_stats_kernel"] != bn_forwards - with_conv:
         problems.append(f"forward launched _bn_stats_kernel {fwd['_bn_stats_kernel']}x for {bn_forwards} "
+                        f"training BatchNorms, {with_conv} of them with their conv's statistics")
+    if fwd["_bn_finalize_kernel"] != bn_forwards:
+        problems.append(f"forward launched _bn_finalize_kernel {fwd['_bn_finalize_kernel']}x for {bn_forwards} "
                         f"training BatchNorms")
+    if bwd["_fc_epilogue_bwd_kernel"] != fwd["_fc_epilogue_fwd_kernel"]:  # every one has a ReLU or dropout
+        problems.append(f"backward launched _fc_epilogue_bwd_kernel {bwd['_fc_epilogue_bwd_kernel']}x for "
+                        f"{fwd['_fc_epilogue_fwd_kernel']} FC epilogues")
     if bwd["_relu_grad_kernel"] < fwd["_add_relu_fwd_kernel"]:
         problems.append(f"backward launched _relu_grad_kernel {bwd['_relu_grad_kernel']}x "
                         f"for {fwd['_add_relu_fwd_kernel']} add+ReLU forwards")
