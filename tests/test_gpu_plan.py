@@ -55,3 +55,48 @@ def test_bench_seconds_grow_for_tiny_kernels():
     longer than its rep budget, the more so the shorter the kernel."""
     rep_s = (gpu_plan.sweep.WARMUP_MS + gpu_plan.sweep.REP_MS) * 1e-3
     assert gpu_plan.bench_seconds(0.01) > gpu_plan.bench_seconds(1.0) > rep_s
+
+
+_DUMMY_TESTS = '''
+import time
+import pytest
+
+def test_wrong():
+    assert 1 + 1 == 3, "arithmetic"
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup broke")
+
+def test_broken(broken):
+    pass
+
+def test_fine():
+    pass
+
+def test_slow():
+    time.sleep(60)
+'''
+
+
+def test_failures_are_on_disk_when_the_run_is_interrupted(tmp_path):
+    """The correctness step's plugin writes each failure and each finished test as it is
+    reported: a run stopped by SIGINT at its limit (as gpu_check.sh's `timeout -s INT`)
+    still says which tests failed, with the whole failure text."""
+    (tmp_path / "test_dummy.py").write_text(_DUMMY_TESTS)
+    failures, progress = tmp_path / "failures.txt", tmp_path / "progress.csv"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(["timeout", "-s", "INT", "-k", "20", "8", sys.executable, "-m", "pytest", "-q",
+                           "-p", "benchmarks.gpu_hypothesis", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                           "--failures-file", str(failures), "--progress-file", str(progress),
+                           str(tmp_path / "test_dummy.py")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 124, done.stdout + done.stderr  # interrupted at the limit, not killed
+    text = failures.read_text()
+    assert "=== FAILED test_dummy.py::test_wrong (call," in text and "AssertionError: arithmetic" in text
+    assert "=== FAILED test_dummy.py::test_broken (setup," in text and "RuntimeError: setup broke" in text
+    rows = progress.read_text().splitlines()
+    assert rows[0] == "nodeid,outcome,duration_s"
+    outcomes = {row.split(",")[0]: row.split(",")[1] for row in rows[1:]}
+    assert outcomes == {"test_dummy.py::test_wrong": "failed", "test_dummy.py::test_broken": "error in setup",
+                        "test_dummy.py::test_fine": "passed"}
