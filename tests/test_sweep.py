@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
+import triton
 
 import kernels
 from benchmarks import gpu_shapes, shapes, sweep
@@ -197,7 +200,7 @@ def test_every_item_kind_agrees_with_its_reference(n, monkeypatch, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # compile launches read empty inputs
 def test_compile_worker_and_sweep_steps_run_their_items(monkeypatch, tmp_path):
-    """The steps' own loops on the CPU: a compile worker launches its share of the plan; the
+    """The steps' own loops on the CPU: a compile worker launches the whole plan alone; the
     sweep checks every item, times it (a CPU wall-clock timer stands in for do_bench: not a
     GPU number, and only in tmp_path), lets the split follow-up time the winner alone, and
     writes a table every kernel can use."""
@@ -209,9 +212,10 @@ def test_compile_worker_and_sweep_steps_run_their_items(monkeypatch, tmp_path):
     items = sweep.conv_items(conv, passes=("forward", "wgrad"), splits=[1, 2]) + sweep.add_relu_items(
         shapes.EltwiseShape("add", 5, 3))
     cpu = torch.device("cpu")
-    assert sweep.step_compile(tmp_path, 2, "1/2", items=items, device=cpu) == 0
+    launches, _ = sweep.write_compile_plan(tmp_path, items, cpu)
+    assert sweep.compile_worker(tmp_path, 1, items=items, device=cpu) == launches
     launched = list(csv.DictReader((tmp_path / "compile-1.csv").open()))
-    assert launched and all(r["status"] == "ok" for r in launched)
+    assert len(launched) == launches and all(r["status"] == "ok" for r in launched)
 
     assert sweep.step_sweep(tmp_path, tmp_path / "tuned", items=items, device=cpu) == 0
     rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
@@ -222,3 +226,142 @@ def test_compile_worker_and_sweep_steps_run_their_items(monkeypatch, tmp_path):
     assert kernels_in_table == ["_add_relu_fwd_kernel", "_conv_fwd_kernel", "_conv_wgrad_kernel",
                                 "_relu_grad_kernel"]
     assert all(configs.entry_problems(e) == [] for e in table.entries)
+
+
+def _small_net(monkeypatch):
+    """A conv (forward, weight-grad at split counts 1 and 2) and an add+ReLU at batch 2, two
+    configs per kernel."""
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    every = sweep.configs_for
+    monkeypatch.setattr(sweep, "configs_for", lambda item: every(item)[:2])
+    conv = shapes.ConvShape("conv", 20, 9, 6, 3, stride=2, padding=1)
+    return sweep.conv_items(conv, passes=("forward", "wgrad"), splits=[1, 2]) + sweep.add_relu_items(
+        shapes.EltwiseShape("add", 5, 3))
+
+
+def _entry(item, config, device="cpu") -> dict:
+    """A bf16 table entry for the item's launch (a made-up time: only the lookup is tested)."""
+    return {"kernel": item.kernel, "family": item.family, "layer": item.layer, "pass": item.pass_,
+            "dtype": "bfloat16", "key": sweep.launch_key(item, torch.device(device)),
+            "config": tuned.config_to_json(config), "split_k": item.split_k, "ms": 1.0, "runner_up_ms": None,
+            "cudnn_ms": 1.0}
+
+
+def test_table_coverage_serves_swept_items_and_plans_the_rest(monkeypatch):
+    """With a table holding the conv forward and the weight-grad at split 1: those two are
+    served under the table's config (one in no config list), split 2 of the swept geometry is
+    neither served nor lacking, the add+ReLU passes are lacking; the compile launches are
+    every config of the lacking items, the table's config of the served ones, then every
+    config of the items past the sweep's."""
+    items = _small_net(monkeypatch)
+    forward, wgrad1 = items[:2]
+    odd = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1}, num_warps=2, num_stages=2)
+    wgrad_config = sweep.configs_for(wgrad1)[1]
+    table = tuned.Table("cpu", "3.6", [_entry(forward, odd), _entry(wgrad1, wgrad_config)])
+    cpu = torch.device("cpu")
+    served, lacking = sweep.table_coverage(items, table, cpu)
+    assert served == [(0, odd), (1, wgrad_config)]
+    assert lacking == [3, 4]
+    pairs = sweep.needed_launches(items, table, cpu, n_sweep=4)
+    every = lambda n: [(n, c) for c in sweep.configs_for(items[n])]
+    assert pairs == every(3) + served + every(4)
+    assert sweep.needed_launches(items, None, cpu) == [p for n in range(5) for p in every(n)]
+
+
+def test_compile_plan_puts_the_longest_compiles_first(monkeypatch):
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    items = sweep.add_relu_items(shapes.EltwiseShape("add", 5, 3)) + sweep.lrn_items(shapes.LRNShape("lrn", 7, 5))
+    todo, distinct = sweep.compile_plan(items, torch.device("cpu"))
+    families = [items[n].family for n, _ in todo]
+    assert len(todo) == distinct and families[:len(sweep.configs_for(items[2]))] == ["lrn"] * len(
+        sweep.configs_for(items[2]))
+    lrn_tiles = [c.kwargs["BLOCK_P"] for n, c in todo if items[n].family == "lrn"]
+    assert lrn_tiles == sorted(lrn_tiles, reverse=True)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # compile launches read empty inputs
+def test_compile_workers_claim_each_launch_once(monkeypatch, tmp_path):
+    """Workers share the plan dynamically: a launch another worker claimed is not run again,
+    and a worker that starts when every launch is claimed runs none."""
+    items = _small_net(monkeypatch)
+    cpu = torch.device("cpu")
+    launches, _ = sweep.write_compile_plan(tmp_path, items, cpu)
+    assert launches >= 4
+    (tmp_path / "claims" / "0").touch()  # another worker has it
+    (tmp_path / "claims" / "2").touch()
+    assert sweep.compile_worker(tmp_path, 0, items=items, device=cpu) == launches - 2
+    assert sweep.compile_worker(tmp_path, 1, items=items, device=cpu) == 0
+    rows = list(csv.DictReader((tmp_path / "compile-0.csv").open()))
+    assert [int(r["launch"]) for r in rows] == [k for k in range(launches) if k not in (0, 2)]
+    assert all(r["status"] == "ok" and r["worker"] == "0" for r in rows)
+    assert list(csv.DictReader((tmp_path / "compile-1.csv").open())) == []
+    with pytest.raises(RuntimeError, match="another item list"):  # a plan made from other items
+        (tmp_path / "claims" / "1").unlink()
+        sweep.compile_worker(tmp_path, 2, items=items[::-1], device=cpu)
+
+
+def test_sweep_completes_a_base_table(monkeypatch, tmp_path, capsys):
+    """With a base table, the sweep checks and times only the items it lacks and writes the
+    base entries with the new winners; `full` sweeps every item into a fresh table."""
+    items = _small_net(monkeypatch)
+    monkeypatch.setattr(sweep, "do_bench", lambda fn: (fn(), 1.0)[1])  # a CPU stand-in, not a GPU time
+    base = tuned.Table("cpu", "3.6", [_entry(items[0], sweep.configs_for(items[0])[0]),
+                                      _entry(items[1], sweep.configs_for(items[1])[0])], source="base.json")
+    cpu = torch.device("cpu")
+    assert sweep.step_sweep(tmp_path, tmp_path / "tuned", items=items, device=cpu, base=base) == 0
+    assert "sweep: 3 of 5 items skipped, the table base.json has them; 2 to sweep" in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert {r["item"] for r in rows} == {"add:forward", "add:backward"}
+    path = tmp_path / "tuned" / tuned.table_path("cpu", None).name
+    table = tuned.load_table(path)
+    assert table.entries[:2] == base.entries
+    assert sorted(e["kernel"] for e in table.entries[2:]) == ["_add_relu_fwd_kernel", "_relu_grad_kernel"]
+    assert json.loads(path.read_text())["items_done"] == 5
+
+    full = tmp_path / "full"
+    full.mkdir()
+    assert sweep.step_sweep(full, full / "tuned", items=items, device=cpu, base=base, full=True) == 0
+    assert {r["item"] for r in csv.DictReader((full / "sweep.csv").open())} == {i.id for i in items}
+    assert all(e["dtype"] == "float32" for e in tuned.load_table(full / "tuned" / path.name).entries)
+
+
+def test_bench_rows_on_the_cpu(monkeypatch, tmp_path):
+    """The bench step's rows: the copy, each memory-bound item beside its ATen op as % of the
+    copy's bandwidth, each Inception block four ways (a CPU timer stands in for do_bench: not
+    a GPU number, and only in tmp_path)."""
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    monkeypatch.setenv("CONVBENCH_TUNED", "off")
+    times = iter(range(1, 1000))
+    monkeypatch.setattr(sweep, "do_bench", lambda fn: (fn(), float(next(times)))[1])
+    every = sweep.configs_for
+    monkeypatch.setattr(sweep, "configs_for", lambda item: every(item)[:2])
+    pool = gpu_shapes.PoolShape("pool", 6, 7, 3, 2, 1)
+    items = sweep.max_pool_items(pool) + sweep.bn_items(gpu_shapes.BNShape("bn", 5, 4, relu=True))
+    block = gpu_shapes.InceptionShape("block", 19, 5, 4, 3, 5, 2, 3, 4)
+    assert sweep.step_bench(tmp_path, items=items, blocks=[block], device=torch.device("cpu"), copy_numel=1000) == 0
+    rows = list(csv.DictReader((tmp_path / "bench.csv").open()))
+    copy = rows[0]
+    assert copy["what"] == "copy" and float(copy["ms"]) == 1.0 and float(copy["nbytes"]) == 2 * 1000 * 4
+    copy_tbps = 8000 / 1e-3 / 1e12
+    memory = [r for r in rows if r["what"] == "memory"]
+    assert [(r["item"], r["variant"]) for r in memory] == [(i.id, v) for i in items for v in ("triton", "aten")]
+    for r, item in zip(memory, [i for i in items for _ in range(2)]):
+        assert r["status"] == "ok", r
+        tbps = item.nbytes / (float(r["ms"]) * 1e-3) / 1e12
+        assert float(r["tb_per_s"]) == pytest.approx(tbps)
+        assert float(r["pct_of_copy"]) == pytest.approx(100 * tbps / copy_tbps)
+    assert {r["table"] for r in memory if r["variant"] == "triton"} == {"none"}  # tables off
+    inception = {r["variant"]: r for r in rows if r["what"] == "inception"}
+    assert set(inception) == {"fused_triton", "concat_cudnn", "separate_triton", "separate_cudnn"}
+    assert all(r["status"] == "ok" and r["item"] == "block" for r in inception.values())
+    assert [int(inception[v]["launches"]) for v in ("fused_triton", "separate_triton")] == [1, 3]
+    branch_rows = list(csv.DictReader((tmp_path / "bench-configs.csv").open()))
+    assert {r["item"] for r in branch_rows} == {"block.branch1:forward", "block.branch2.0:forward",
+                                                "block.branch3.0:forward"}
+    assert all(r["status"] == "ok" for r in branch_rows)
+    # each branch's best config time plus the branches' cuDNN times, summed
+    best = {}
+    for r in branch_rows:
+        best[r["item"]] = min(best.get(r["item"], math.inf), float(r["ms"]))
+    assert float(inception["separate_triton"]["ms"]) == sum(best.values())
+    assert float(inception["separate_cudnn"]["ms"]) == sum({float(r["cudnn_ms"]) for r in branch_rows})
