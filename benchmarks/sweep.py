@@ -12,13 +12,14 @@ Steps (`python -m benchmarks.sweep STEP --out DIR`), run in this order by script
            the plan (longest compiles first) until none is left, and launching it once through
            the public launchers. With a tuned table of the card (the base table: the committed
            one unless told), that is the configs of the items the table lacks, the table's
-           config of every item it serves (what the nets and the bench launch) and the bench's
-           per-branch Inception launches; `--full` plans every config of every item. A launch
-           rather than `JITFunction.warmup(*args, grid=..., **constexprs)` (the compile-only
-           path of triton 3.6 and 3.8+ alike): triton 3.6 builds each signature's C launcher
-           only at a first real launch, and that gcc step belongs in the parallel workers and
-           the shared cache too
-  sweep    time and check every item x config the base table lacks (`--full`: every item);
+           config of every item it serves (what the nets and the bench launch), the first
+           config of the items known to spill, and the bench's per-branch Inception launches;
+           `--full` plans every config of every item. A launch rather than
+           `JITFunction.warmup(*args, grid=..., **constexprs)` (the compile-only path of triton
+           3.6 and 3.8+ alike): triton 3.6 builds each signature's C launcher only at a first
+           real launch, and that gcc step belongs in the parallel workers and the shared cache too
+  sweep    time and check every item x config the base table lacks (`--full`: every item), but
+           for items every config of which spilled in earlier rows of the card (`--known-rows`);
            rows go to sweep.csv as they are measured; the table (the base table's entries and
            the new winners: winner, runner-up, cuDNN ms) is written at the end or on SIGINT.
            cuDNN runs with torch's defaults (its heuristics pick the algorithm: cudnn.benchmark off)
@@ -52,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import math
 import os
@@ -597,16 +599,30 @@ def base_table(device, path: Path | None = None) -> tuned.Table | None:
     return tuned.load_table(path) if Path(path).exists() else None
 
 
-def needed_launches(items: list[Item], table: tuned.Table | None, device, n_sweep: int | None = None) -> list[tuple]:
+def known_spills(path: Path) -> set[str]:
+    """Ids of the items every config of which spilled in an earlier sweep's rows (sweep.csv,
+    or .csv.gz): on the same card and triton, sweeping them again can only say so again."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    statuses: dict[str, set] = {}
+    with opener(path, "rt", newline="") as f:
+        for row in csv.DictReader(f):
+            statuses.setdefault(row["item"], set()).add(row["status"])
+    return {item for item, seen in statuses.items() if seen == {"spills"}}
+
+
+def needed_launches(items: list[Item], table: tuned.Table | None, device, n_sweep: int | None = None,
+                    skip=frozenset()) -> list[tuple]:
     """(item index, config) pairs the later steps launch: with no table, every config of
-    every item; with one, every config of the first `n_sweep` items (the sweep's) it lacks,
-    and its own config for each item it serves (the nets' and the bench's launches), then
-    every config of the items past `n_sweep` (the bench's per-branch launches)."""
+    every item; with one, every config of the first `n_sweep` items (the sweep's) it lacks
+    but for those in `skip` (ids: not swept; the nets and the bench launch them under the
+    first config, CONVBENCH_AUTOTUNE=first), its own config for each item it serves (the
+    nets' and the bench's launches), then every config of the items past `n_sweep` (the
+    bench's per-branch launches)."""
     n_sweep = len(items) if n_sweep is None else n_sweep
     if table is None:
         return [(n, c) for n, item in enumerate(items) for c in configs_for(item)]
     served, lacking = table_coverage(items[:n_sweep], table, device)
-    pairs = [(n, c) for n in lacking for c in configs_for(items[n])] + served
+    pairs = [(n, c) for n in lacking for c in configs_for(items[n])[:1 if items[n].id in skip else None]] + served
     return pairs + [(n, c) for n in range(n_sweep, len(items)) for c in configs_for(items[n])]
 
 
@@ -807,7 +823,7 @@ def compile_worker(out: Path, index: int, *, items: list[Item], device) -> int:
 
 
 def step_compile(out: Path, workers: int, worker: int | None = None, *, full: bool = False,
-                 base: Path | None = None) -> int:
+                 base: Path | None = None, skip=frozenset()) -> int:
     """Parent: plan the compiles the later steps need (`needed_launches`; every config of
     every item with `full`), start `workers` worker processes and wait (SIGINT passes to
     them). Worker (`worker` i): `compile_worker`."""
@@ -819,7 +835,7 @@ def step_compile(out: Path, workers: int, worker: int | None = None, *, full: bo
         return 0
     table = None if full else base_table(device, base)
     n_sweep = len(all_items(layers))
-    launches, distinct = write_compile_plan(out, items, device, needed_launches(items, table, device, n_sweep))
+    launches, distinct = write_compile_plan(out, items, device, needed_launches(items, table, device, n_sweep, skip))
     print(f"compile: {distinct} distinct compiles in {launches} launches over {workers} workers"
           + (f" (what the later steps launch with the table {table.source})" if table else " (every config)"),
           flush=True)
@@ -841,11 +857,11 @@ def _entry_index(e: dict) -> tuple:
 
 
 def step_sweep(out: Path, table_out: Path, *, items=None, device=None, base: tuned.Table | None = None,
-               full: bool = False) -> int:
-    """Every item the base table lacks (every item with `full` or with no base table) in turn
-    (a split-count follow-up times only its predecessor's winner); the table, the base
-    table's entries and the new winners (a fresh table with `full`), is written however the
-    loop ends."""
+               full: bool = False, skip=frozenset()) -> int:
+    """Every item the base table lacks but for those in `skip` (ids; every item with `full`
+    or with no base table) in turn (a split-count follow-up times only its predecessor's
+    winner); the table, the base table's entries and the new winners (a fresh table with
+    `full`), is written however the loop ends."""
     device = device or _device()
     items = items if items is not None else all_items()
     if full:
@@ -853,8 +869,10 @@ def step_sweep(out: Path, table_out: Path, *, items=None, device=None, base: tun
     total = len(items)
     if base is not None:
         _, lacking = table_coverage(items, base, device)
-        items = [items[n] for n in lacking]
-        print(f"sweep: {total - len(items)} of {total} items skipped, the table {base.source} has them; "
+        known = [items[n].id for n in lacking if items[n].id in skip]
+        items = [items[n] for n in lacking if items[n].id not in skip]
+        print(f"sweep: {total - len(items)} of {total} items skipped: {total - len(lacking)} the table "
+              f"{base.source} has, {len(known)} every config of which spilled before ({', '.join(known) or 'none'}); "
               f"{len(items)} to sweep: {', '.join(i.id for i in items) or 'none'}", flush=True)
     rows = Rows(out / "sweep.csv", SWEEP_FIELDS)
     entries, winners = [], {}
@@ -1090,17 +1108,21 @@ def main(argv=None) -> int:
                         help="compile and sweep every item, not only what the base table lacks")
     parser.add_argument("--base-table", type=Path,
                         help="the table the sweep completes (default: the committed table of this card and triton)")
+    parser.add_argument("--known-rows", type=Path,
+                        help="an earlier sweep.csv(.gz) of this card and triton: items every config of which "
+                             "spilled there are not swept again (the nets launch their first config)")
     parser.add_argument("--table-out", type=Path, help="folder for the tuned table (default: OUT/tuned)")
     parser.add_argument("--archs", default=",".join(NET_ARCHS))
     parser.add_argument("--backends", default=",".join(NET_BACKENDS))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    skip = known_spills(args.known_rows) if args.known_rows and not args.full else frozenset()
     if args.step == "compile":
-        return step_compile(args.out, args.workers, args.worker, full=args.full, base=args.base_table)
+        return step_compile(args.out, args.workers, args.worker, full=args.full, base=args.base_table, skip=skip)
     if args.step == "sweep":
         device = _device()
         return step_sweep(args.out, args.table_out or args.out / "tuned", device=device, full=args.full,
-                          base=None if args.full else base_table(device, args.base_table))
+                          base=None if args.full else base_table(device, args.base_table), skip=skip)
     if args.step == "bench":
         return step_bench(args.out)
     return step_nets(args.out, args.archs.split(","), args.backends.split(","))

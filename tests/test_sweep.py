@@ -5,6 +5,7 @@ interpreter, fp16, no timing), the table built from the winners and the summary.
 from __future__ import annotations
 
 import csv
+import gzip
 import importlib.util
 import json
 import math
@@ -266,6 +267,15 @@ def test_table_coverage_serves_swept_items_and_plans_the_rest(monkeypatch):
     every = lambda n: [(n, c) for c in sweep.configs_for(items[n])]
     assert pairs == every(3) + served + every(4)
     assert sweep.needed_launches(items, None, cpu) == [p for n in range(5) for p in every(n)]
+    # an item known to spill under every config: only its first config, as the nets launch it
+    assert sweep.needed_launches(items, table, cpu, n_sweep=4, skip={"add:forward"}) == every(3)[:1] + served + every(4)
+
+
+def test_known_spills_reads_earlier_rows(tmp_path):
+    path = tmp_path / "sweep.csv.gz"
+    with gzip.open(path, "wt", newline="") as f:
+        f.write("item,status\na:forward,spills\na:forward,spills\nb:forward,spills\nb:forward,ok\nc:dgrad,error\n")
+    assert sweep.known_spills(path) == {"a:forward"}
 
 
 def test_compile_plan_puts_the_longest_compiles_first(monkeypatch):
@@ -301,21 +311,24 @@ def test_compile_workers_claim_each_launch_once(monkeypatch, tmp_path):
 
 
 def test_sweep_completes_a_base_table(monkeypatch, tmp_path, capsys):
-    """With a base table, the sweep checks and times only the items it lacks and writes the
-    base entries with the new winners; `full` sweeps every item into a fresh table."""
+    """With a base table, the sweep checks and times only the items it lacks and that are not
+    known to spill everywhere, and writes the base entries with the new winners; `full`
+    sweeps every item into a fresh table."""
     items = _small_net(monkeypatch)
     monkeypatch.setattr(sweep, "do_bench", lambda fn: (fn(), 1.0)[1])  # a CPU stand-in, not a GPU time
     base = tuned.Table("cpu", "3.6", [_entry(items[0], sweep.configs_for(items[0])[0]),
                                       _entry(items[1], sweep.configs_for(items[1])[0])], source="base.json")
     cpu = torch.device("cpu")
-    assert sweep.step_sweep(tmp_path, tmp_path / "tuned", items=items, device=cpu, base=base) == 0
-    assert "sweep: 3 of 5 items skipped, the table base.json has them; 2 to sweep" in capsys.readouterr().out
+    assert sweep.step_sweep(tmp_path, tmp_path / "tuned", items=items, device=cpu, base=base,
+                            skip={"add:backward", "conv:forward"}) == 0
+    assert ("sweep: 4 of 5 items skipped: 3 the table base.json has, 1 every config of which spilled before "
+            "(add:backward); 1 to sweep: add:forward") in capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
-    assert {r["item"] for r in rows} == {"add:forward", "add:backward"}
+    assert {r["item"] for r in rows} == {"add:forward"}
     path = tmp_path / "tuned" / tuned.table_path("cpu", None).name
     table = tuned.load_table(path)
     assert table.entries[:2] == base.entries
-    assert sorted(e["kernel"] for e in table.entries[2:]) == ["_add_relu_fwd_kernel", "_relu_grad_kernel"]
+    assert [e["kernel"] for e in table.entries[2:]] == ["_add_relu_fwd_kernel"]
     assert json.loads(path.read_text())["items_done"] == 5
 
     full = tmp_path / "full"
