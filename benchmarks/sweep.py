@@ -925,6 +925,10 @@ def _served(item: Item, fn) -> tuple:
     return out, config, "miss" if miss else "hit" if hit else "none"
 
 
+def _config_text(config) -> str:
+    return f"{json.dumps(config.kwargs)} w{config.num_warps} s{config.num_stages}" if config is not None else ""
+
+
 def _bandwidth(nbytes: float, ms: float | None, copy_tbps: float | None) -> dict:
     if not ms:
         return {}
@@ -956,7 +960,7 @@ def bench_memory_item(item: Item, device, rows: Rows, copy_tbps: float | None) -
         ref = (item.check or item.reference)(inputs)()
         ambiguous = item.ambiguous(inputs) if item.ambiguous is not None else None
         ok, _, ratio = check(out, ref, item.reduction, ambiguous)
-        base.update(config=str(config), table=table, err_over_bound=ratio)
+        base.update(config=_config_text(config), table=table, err_over_bound=ratio)
         if not ok:
             rows.add(**base, variant="triton", status="wrong")
         else:
@@ -984,7 +988,7 @@ def bench_inception(b: InceptionShape, device, rows: Rows, config_rows: Rows) ->
         fn = fused.triton(inputs)
         out, config, table = _served(fused, fn)
         ok, _, ratio = check(out, fused.reference(inputs)(), fused.reduction)
-        row = {**base, "variant": "fused_triton", "launches": 1, "config": str(config), "table": table,
+        row = {**base, "variant": "fused_triton", "launches": 1, "config": _config_text(config), "table": table,
                "err_over_bound": ratio}
         if ok:
             rows.add(**row, status="ok", ms=do_bench(fn))
@@ -996,7 +1000,7 @@ def bench_inception(b: InceptionShape, device, rows: Rows, config_rows: Rows) ->
             rows.add(**base, variant="separate_triton", launches=3, status="no config passed")
         else:
             rows.add(**base, variant="separate_triton", launches=3, status="ok", ms=sum(e["ms"] for e in entries),
-                     config="; ".join(json.dumps(e["config"]) for e in entries))
+                     config="; ".join(_config_text(tuned.config_from_json(e["config"])) for e in entries))
         cudnn = [e["cudnn_ms"] for e in entries if e is not None]
         if len(cudnn) == 3:
             rows.add(**base, variant="separate_cudnn", launches=3, status="ok", ms=sum(cudnn))

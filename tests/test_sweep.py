@@ -4,13 +4,16 @@ interpreter, fp16, no timing), the table built from the winners and the summary.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import importlib.util
+import io
 import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import triton
@@ -164,10 +167,32 @@ def test_summary_reads_a_work_folder(tmp_path, capsys):
              num_stages=1, err_over_bound=3.5)
     rows.close()
     (tmp_path / "steps.txt").write_text("sweep rc=0 10s limit=140s\n")
+    (tmp_path / "compile").mkdir()
+    (tmp_path / "compile" / "compile-plan.json").write_text(json.dumps({"launches": [{}, {}, {}]}))
+    for worker, seconds in ((0, [1.0, 14.0]), (1, [2.0])):
+        rows = sweep.Rows(tmp_path / "compile" / f"compile-{worker}.csv", sweep.COMPILE_FIELDS)
+        for s in seconds:
+            rows.add(launch=0, worker=worker, item=f"i{s}", config="c", status="ok", s=s)
+        rows.close()
+    (tmp_path / "correct-progress.csv").write_text("nodeid,outcome,duration_s\nt.py::a,passed,1.5\n"
+                                                   "t.py::b,failed,2.5\nt.py::c,error in setup,0.1\n")
+    (tmp_path / "correct-failures.txt").write_text("=== FAILED t.py::b (call, 2.50 s)\nAssertionError\n\n"
+                                                   "=== FAILED t.py::c (setup, 0.10 s)\nRuntimeError\n\n")
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "nets.csv").write_text("arch,backend,images_per_s,first_step_s,table_hits,table_misses,"
+                                                "status,error\nalexnet,triton,100.0,1.0,70,14,ok,\n")
+    (tmp_path / "nets" / "nets-misses.csv").write_text("arch,backend,kernel,dtype,key,launches\n"
+                                                       "alexnet,triton,_k,bfloat16,{},7\n"
+                                                       "alexnet,triton,_k,bfloat16,{},7\n")
     gpu_summary.main([str(tmp_path), "--out", str(tmp_path / "summary.txt")])
     text = (tmp_path / "summary.txt").read_text()
     assert "WRONG l:forward" in text and "geomean speedup vs cuDNN over 1 items: 2.000" in text
     assert "sweep rc=0" in text
+    assert "compile: 3 of 3 planned launches {'ok': 3}, 17 worker-seconds, slowest 14.0 s (i14.0)" in text
+    assert "per worker (launches, seconds): 0: 2, 15, 1: 1, 2" in text
+    assert "reported as they finished: 3 {'passed': 1, 'failed': 1, 'error in setup': 1}" in text
+    assert "  FAILED t.py::b (call, 2.50 s)" in text and "  FAILED t.py::c (setup, 0.10 s)" in text
+    assert "alexnet triton: _k 2, 14" in text
 
 
 def _tiny_items():
@@ -378,3 +403,10 @@ def test_bench_rows_on_the_cpu(monkeypatch, tmp_path):
         best[r["item"]] = min(best.get(r["item"], math.inf), float(r["ms"]))
     assert float(inception["separate_triton"]["ms"]) == sum(best.values())
     assert float(inception["separate_cudnn"]["ms"]) == sum({float(r["cudnn_ms"]) for r in branch_rows})
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        gpu_summary.summarize_bench(pd.read_csv(tmp_path / "bench.csv"))
+    text = text.getvalue()
+    fused = float(inception["fused_triton"]["ms"])
+    assert f"copy bandwidth {copy_tbps:.3f} TB/s" in text and "pool:backward" in text
+    assert f" {round(float(inception['separate_triton']['ms']) / fused, 4):g} " in text  # separate / fused
