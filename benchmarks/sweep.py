@@ -87,9 +87,9 @@ from .shapes import ConvShape
 BATCH = 128
 DTYPE = torch.bfloat16
 ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-24}
-# do_bench budget per timed measurement (ms); gpu_plan.py estimates the step from these.
-# 1 + 4 ms (was 2 + 6) keeps the check within its 480 s with the pool and BatchNorm items:
-# still >= 8 timed runs of a 0.5 ms kernel, hundreds of the small ones.
+# do_bench budget per timed measurement (ms). 1 + 4 ms (was 2 + 6): still >= 8 timed runs of
+# a 0.5 ms kernel, hundreds of the small ones; the first H100 run took ~0.1 s per measurement
+# with its checks (gpu_plan.py's MEASURE_S).
 WARMUP_MS, REP_MS = 1, 4
 NET_ARCHS = ("alexnet", "googlenet", "resnet50")
 NET_BACKENDS = ("torch", "triton", "compile")  # torch.compile last: its build time is the least known
