@@ -897,7 +897,7 @@ def step_sweep(out: Path, table_out: Path, *, items=None, device=None, base: tun
         new = best_entries(entries)
         replaced = {_entry_index(e) for e in new}
         kept = [e for e in base.entries if _entry_index(e) not in replaced] if base is not None else []
-        meta = {"base_table": base.source, "items_in_base": total - len(items)} if base is not None else {}
+        meta = {"base_table": base.source, "items_skipped": total - len(items)} if base is not None else {}
         tuned.write_table(path, card, triton.__version__, kept + new, torch=torch.__version__,
                           measured=time.strftime("%Y-%m-%d"), items_done=done + total - len(items),
                           items_total=total, **meta)
