@@ -114,3 +114,40 @@ def test_failures_are_on_disk_when_the_run_is_interrupted(tmp_path):
     outcomes = {row.split(",")[0]: row.split(",")[1] for row in rows[1:]}
     assert outcomes == {"test_dummy.py::test_wrong": "failed", "test_dummy.py::test_broken": "error in setup",
                         "test_dummy.py::test_fine": "passed"}
+
+
+_STUCK_TESTS = '''
+import signal
+import time
+
+def test_wrong():
+    assert 1 + 1 == 3, "arithmetic"
+
+def test_stuck():
+    # a long call that no signal interrupts (as a Triton compile): SIGINT waits until it returns
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    time.sleep(25)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+def test_fine():
+    pass
+'''
+
+
+def test_xdist_run_stopped_at_its_limit_still_reports(tmp_path):
+    """gpu_check.sh's correctness step under its limit and grace: SIGINT reaches the xdist
+    controller and its workers (timeout signals the process group); a worker caught in a
+    call that signals cannot interrupt holds the controller's teardown for xdist's 10 s, and
+    the grace lets it end with the summary and the JUnit XML (with 10 s it was killed first)."""
+    pytest.importorskip("xdist")
+    (tmp_path / "test_stuck.py").write_text(_STUCK_TESTS)
+    grace = re.search(r"^GRACE_correct=(\d+)", (ROOT / "scripts" / "gpu_check.sh").read_text(), re.M).group(1)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(["timeout", "-s", "INT", "-k", grace, "12", sys.executable, "-m", "pytest", "-n", "2", "-q",
+                           "-p", "benchmarks.gpu_hypothesis", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                           "--junitxml", str(tmp_path / "junit.xml"), "--failures-file", str(tmp_path / "f.txt"),
+                           str(tmp_path / "test_stuck.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 124, done.stdout + done.stderr  # interrupted, not killed
+    assert "FAILED test_stuck.py::test_wrong" in done.stdout and (tmp_path / "junit.xml").exists()
+    assert "=== FAILED test_stuck.py::test_wrong (call," in (tmp_path / "f.txt").read_text()
