@@ -100,7 +100,7 @@ def test_failures_are_on_disk_when_the_run_is_interrupted(tmp_path):
     (tmp_path / "test_dummy.py").write_text(_DUMMY_TESTS)
     failures, progress = tmp_path / "failures.txt", tmp_path / "progress.csv"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run(["timeout", "-s", "INT", "-k", "20", "8", sys.executable, "-m", "pytest", "-q",
+    done = subprocess.run(["timeout", "-s", "INT", "-k", "20", "5", sys.executable, "-m", "pytest", "-q",
                            "-p", "benchmarks.gpu_hypothesis", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
                            "--failures-file", str(failures), "--progress-file", str(progress),
                            str(tmp_path / "test_dummy.py")], cwd=tmp_path, env=env, capture_output=True,

@@ -315,6 +315,7 @@ def test_compile_plan_puts_the_longest_compiles_first(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # compile launches read empty inputs
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_compile_workers_claim_each_launch_once(monkeypatch, tmp_path):
     """Workers share the plan dynamically: a launch another worker claimed is not run again,
     and a worker that starts when every launch is claimed runs none."""
