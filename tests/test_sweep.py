@@ -411,3 +411,31 @@ def test_bench_rows_on_the_cpu(monkeypatch, tmp_path):
     fused = float(inception["fused_triton"]["ms"])
     assert f"copy bandwidth {copy_tbps:.3f} TB/s" in text and "pool:backward" in text
     assert f" {round(float(inception['separate_triton']['ms']) / fused, 4):g} " in text  # separate / fused
+
+
+def test_nets_step_counts_table_hits_and_misses(monkeypatch, tmp_path):
+    """Per (net, backend), the launches the tuned table served and missed, and each missed
+    key; the training step is a stand-in here (two add+ReLU launches the table has, one it
+    lacks): img/s needs a GPU, the counting does not."""
+    x = torch.randn(3, 5, 7)
+    entry = {"kernel": "_add_relu_fwd_kernel", "family": "mem_bound", "dtype": "float32", "key": {"numel": x.numel()},
+             "config": {"kwargs": {"BLOCK": 64}, "num_warps": 4, "num_stages": 1}, "split_k": None, "ms": 1.0,
+             "runner_up_ms": None, "cudnn_ms": 1.0}
+    monkeypatch.setenv("CONVBENCH_TUNED", str(tuned.write_table(tmp_path / "t.json", "cpu", "3.6.0", [entry])))
+
+    def train(arch, backend, device):
+        if backend == "triton":
+            kernels.add_relu(x, x)
+            kernels.add_relu(x, x)
+            kernels.add_relu(x[:1], x[:1])
+        return 100.0, 1.0
+
+    monkeypatch.setattr(sweep, "_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(sweep, "train_images_per_s", train)
+    assert sweep.step_nets(tmp_path, ["alexnet"], ["torch", "triton"]) == 0
+    rows = list(csv.DictReader((tmp_path / "nets.csv").open()))
+    assert [(r["backend"], r["table_hits"], r["table_misses"]) for r in rows] == [("torch", "0", "0"),
+                                                                                  ("triton", "2", "1")]
+    (missed,) = csv.DictReader((tmp_path / "nets-misses.csv").open())
+    assert (missed["backend"], missed["kernel"], missed["launches"]) == ("triton", "_add_relu_fwd_kernel", "1")
+    assert json.loads(missed["key"]) == {"numel": x[:1].numel()}
