@@ -7,17 +7,29 @@ torch's eager ops: cuDNN convs and BatchNorm (then add_ and relu_ in place, as t
 backend), torch's max_pool2d, F.local_response_norm then max_pool2d (either order).
 
 Steps (`python -m benchmarks.sweep STEP --out DIR`), run in this order by scripts/gpu_check.sh:
-  compile  every (kernel, specialization, config) the sweep launches, compiled first by
-           worker processes that share one TRITON_CACHE_DIR, each launching its share once
-           through the public launchers. A launch rather than `JITFunction.warmup(*args,
-           grid=..., **constexprs)` (the compile-only path of triton 3.6 and 3.8+ alike):
-           triton 3.6 builds each signature's C launcher only at a first real launch, and
-           that gcc step belongs in the parallel workers and the shared cache too
-  sweep    time and check every item x config; rows go to sweep.csv as they are measured;
-           the table (winner, runner-up, cuDNN ms) is written at the end or on SIGINT. cuDNN
-           runs with torch's defaults (its heuristics pick the algorithm: cudnn.benchmark off)
+  compile  every (kernel, specialization, config) the later steps launch, compiled first by
+           worker processes that share one TRITON_CACHE_DIR, each claiming the next launch of
+           the plan (longest compiles first) until none is left, and launching it once through
+           the public launchers. With a tuned table of the card (the base table: the committed
+           one unless told), that is the configs of the items the table lacks, the table's
+           config of every item it serves (what the nets and the bench launch), the first
+           config of the items known to spill, and the bench's per-branch Inception launches;
+           `--full` plans every config of every item. A launch rather than
+           `JITFunction.warmup(*args, grid=..., **constexprs)` (the compile-only path of triton
+           3.6 and 3.8+ alike): triton 3.6 builds each signature's C launcher only at a first
+           real launch, and that gcc step belongs in the parallel workers and the shared cache too
+  sweep    time and check every item x config the base table lacks (`--full`: every item), but
+           for items every config of which spilled in earlier rows of the card (`--known-rows`);
+           rows go to sweep.csv as they are measured; the table (the base table's entries and
+           the new winners: winner, runner-up, cuDNN ms) is written at the end or on SIGINT.
+           cuDNN runs with torch's defaults (its heuristics pick the algorithm: cudnn.benchmark off)
+  bench    the device's copy bandwidth (a large bf16 copy, bytes read + written); each
+           memory-bound item (LRN, LRN + max-pool, max-pool, BatchNorm) under the table's
+           config beside its ATen op, as achieved bandwidth and % of the copy's; each Inception
+           block's 1x1 GEMMs four ways: our fused launch, our kernel once per branch (each at
+           its best config), cuDNN once per branch, one cuDNN conv over the concatenated filters
   nets     training images/s of the three nets on the torch, compile and triton backends
-           (triton with CONVBENCH_TUNED pointing at the fresh table: no autotuning)
+           (triton with the table: no autotuning), and how many launches the table served
 Every step stops cleanly on SIGINT (`timeout -s INT`) and keeps what it measured.
 
 Times are of a pass as its launcher runs it (every kernel it launches: a weight-grad's
@@ -41,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import math
 import os
@@ -74,9 +87,9 @@ from .shapes import ConvShape
 BATCH = 128
 DTYPE = torch.bfloat16
 ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-24}
-# do_bench budget per timed measurement (ms); gpu_plan.py estimates the step from these.
-# 1 + 4 ms (was 2 + 6) keeps the check within its 480 s with the pool and BatchNorm items:
-# still >= 8 timed runs of a 0.5 ms kernel, hundreds of the small ones.
+# do_bench budget per timed measurement (ms). 1 + 4 ms (was 2 + 6): still >= 8 timed runs of
+# a 0.5 ms kernel, hundreds of the small ones; the first H100 run took ~0.1 s per measurement
+# with its checks (gpu_plan.py's MEASURE_S).
 WARMUP_MS, REP_MS = 1, 4
 NET_ARCHS = ("alexnet", "googlenet", "resnet50")
 NET_BACKENDS = ("torch", "triton", "compile")  # torch.compile last: its build time is the least known
@@ -431,6 +444,34 @@ def all_items(layers=None) -> list[Item]:
     return items
 
 
+def inception_blocks(layers=None) -> list[InceptionShape]:
+    return [layer.shape for layer in (layers if layers is not None else all_layers()) if layer.kind == "inception"]
+
+
+def branch_items(b: InceptionShape) -> list[Item]:
+    """The bench's unfused baseline of block `b`: our pointwise kernel once per 1x1 branch
+    (the 1x1, the 3x3 reduce and the 5x5 reduce), each a GEMM of x with that branch's filters
+    (+ bias and ReLU, as the fused launch)."""
+    items = []
+    for suffix, n in (("branch1", b.c1), ("branch2.0", b.r3), ("branch3.0", b.r5)):
+        def make(device, init, n=n):
+            return {"x": _tensor((BATCH, b.C, b.H, b.H), device, init),
+                    "w": _tensor((n, b.C), device, init, b.C ** -0.5), "b": _tensor((n,), device, init, 0.1)}
+
+        items.append(Item(f"{b.name}.{suffix}", "inception", "forward", "_pointwise_fwd_kernel", make,
+                          lambda i: lambda: pointwise_forward(i["x"], i["w"], i["b"]),
+                          lambda i: lambda: F.relu(F.conv2d(i["x"], i["w"][:, :, None, None], i["b"])), b.C,
+                          ("pointwise", b.C, b.H, n, False), flops=2 * BATCH * b.H * b.H * b.C * n,
+                          nbytes=2 * (BATCH * b.C * b.H * b.H + BATCH * n * b.H * b.H + n * b.C)))
+    return items
+
+
+def compile_items(layers=None) -> list[Item]:
+    """What the compile step may launch: every sweep item, then every bench branch item."""
+    layers = layers if layers is not None else all_layers()
+    return all_items(layers) + [i for b in inception_blocks(layers) for i in branch_items(b)]
+
+
 def configs_for(item: Item, shared_limit: int = 232448) -> list:
     """The GPU configs of the item's kernel that can launch: GEMM tiles whose bf16 stages
     fit shared memory (an H100's 227 KB unless told), LRN tiles of at most 16K elements
@@ -476,21 +517,113 @@ def record_launches(fn) -> list[tuple]:
     return seen
 
 
-def compile_plan(items: list[Item], device, *, with_signatures: bool = False):
-    """(item index, config index) pairs whose launches cover every distinct compile, and the
-    number of distinct compiles (and, if asked, their signatures). Launches are recorded,
-    not run."""
+# Seconds of one cold sm_90 compile and C launcher build, measured by the first GPU run
+# (docs/perf-data/2026-11-27-h100, call 1: 179 launches by 14 workers, 1.8 s mean, 1.1 s
+# median); the LRN-family kernels (LRN, LRN + max-pool) took up to 14.7 s, and two larger
+# LRN + max-pool tiles (C=256, BLOCK_P 32 and 64) had not finished after 22 to 29 s when
+# that run's compile step ended. They order the compile plan (longest first) and let
+# gpu_plan.py estimate the step.
+COMPILE_S, LRN_COMPILE_S = 1.7, 14.0
+
+
+def compile_seconds(item: Item) -> float:
+    return LRN_COMPILE_S if item.family == "lrn" else COMPILE_S
+
+
+def _tile(item: Item, config) -> int:
+    """Elements of the config's tile (an LRN's channel tile included): larger compiles longer."""
+    return math.prod(v for k, v in config.kwargs.items() if k.startswith("BLOCK")) * (item.block_c or 1)
+
+
+def compile_plan(items: list[Item], device, *, pairs=None, with_signatures: bool = False):
+    """The (item index, config) launches that cover every distinct compile of `pairs` (every
+    config of every item unless given), longest compiles first (compile_seconds, then the
+    larger tile), and the number of distinct compiles (and, if asked, their signatures).
+    Launches are recorded, not run."""
+    if pairs is None:
+        pairs = [(n, config) for n, item in enumerate(items) for config in configs_for(item)]
     todo, seen = [], set()
-    for n, item in enumerate(items):
-        inputs = item.make(device, False)
-        for c, config in enumerate(configs_for(item)):
-            with kconfigs.forced_config(item.kernel, config):
-                sigs = record_launches(item.triton(inputs))
-            new = [s for s in sigs if s not in seen]
-            if new:
-                seen.update(new)
-                todo.append((n, c))
+    last = None
+    for n, config in pairs:
+        item = items[n]
+        if last is None or last[0] != n:
+            last = (n, item.make(device, False))
+        with kconfigs.forced_config(item.kernel, config):
+            sigs = record_launches(item.triton(last[1]))
+        new = [s for s in sigs if s not in seen]
+        if new:
+            seen.update(new)
+            todo.append((n, config))
+    todo.sort(key=lambda t: (-compile_seconds(items[t[0]]), -_tile(items[t[0]], t[1])))
     return (todo, len(seen), seen) if with_signatures else (todo, len(seen))
+
+
+def launch_key(item: Item, device) -> dict:
+    """The autotune key of the item's launch of its kernel (recorded: nothing runs)."""
+    tuner = kconfigs.TUNABLE[item.kernel]
+    with kconfigs.forced_config(item.kernel, configs_for(item)[0]):
+        record_launches(item.triton(item.make(device, False)))
+    return dict(tuner.last_key)
+
+
+def _geometry(kernel: str, key: dict) -> tuple:
+    """A launch's key without a weight-grad's split (the table keeps one split per geometry)."""
+    return kernel, json.dumps({k: v for k, v in key.items() if k != "SPLIT_ROWS"}, sort_keys=True)
+
+
+def table_coverage(items: list[Item], table: tuned.Table, device) -> tuple[list[tuple], list[int]]:
+    """(served, lacking) of the bf16 items against a tuned table: (index, table config) of
+    each item whose launch the table serves, and the indices of the items it lacks (no entry
+    for the key; for a weight-grad, none for its geometry at any split count: the other split
+    counts of a swept geometry are neither served nor lacking)."""
+    dtype = str(DTYPE).removeprefix("torch.")
+    swept = {_geometry(e["kernel"], e["key"]) for e in table.entries if e["dtype"] == dtype}
+    served, lacking = [], []
+    for n, item in enumerate(items):
+        key = launch_key(item, device)
+        config = table.config(item.kernel, key, dtype)
+        if config is not None:
+            served.append((n, config))
+        elif _geometry(item.kernel, key) not in swept:
+            lacking.append(n)
+    return served, lacking
+
+
+def base_table(device, path: Path | None = None) -> tuned.Table | None:
+    """The table the sweep completes: `path`, else the committed table of this card and
+    triton version (None where there is none)."""
+    if path is None:
+        if torch.device(device).type != "cuda":
+            return None
+        path = tuned.table_path(torch.cuda.get_device_name(device), triton.__version__)
+    return tuned.load_table(path) if Path(path).exists() else None
+
+
+def known_spills(path: Path) -> set[str]:
+    """Ids of the items every config of which spilled in an earlier sweep's rows (sweep.csv,
+    or .csv.gz): on the same card and triton, sweeping them again can only say so again."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    statuses: dict[str, set] = {}
+    with opener(path, "rt", newline="") as f:
+        for row in csv.DictReader(f):
+            statuses.setdefault(row["item"], set()).add(row["status"])
+    return {item for item, seen in statuses.items() if seen == {"spills"}}
+
+
+def needed_launches(items: list[Item], table: tuned.Table | None, device, n_sweep: int | None = None,
+                    skip=frozenset()) -> list[tuple]:
+    """(item index, config) pairs the later steps launch: with no table, every config of
+    every item; with one, every config of the first `n_sweep` items (the sweep's) it lacks
+    but for those in `skip` (ids: not swept; the nets and the bench launch them under the
+    first config, CONVBENCH_AUTOTUNE=first), its own config for each item it serves (the
+    nets' and the bench's launches), then every config of the items past `n_sweep` (the
+    bench's per-branch launches)."""
+    n_sweep = len(items) if n_sweep is None else n_sweep
+    if table is None:
+        return [(n, c) for n, item in enumerate(items) for c in configs_for(item)]
+    served, lacking = table_coverage(items[:n_sweep], table, device)
+    pairs = [(n, c) for n in lacking for c in configs_for(items[n])[:1 if items[n].id in skip else None]] + served
+    return pairs + [(n, c) for n in range(n_sweep, len(items)) for c in configs_for(items[n])]
 
 
 # --------------------------------------------------------------------------- measuring
@@ -634,35 +767,80 @@ def _device():
     return torch.device("cuda")
 
 
-def step_compile(out: Path, workers: int, shard: str | None, *, items=None, device=None) -> int:
-    """Parent: plan the compiles, start `workers` worker processes, wait (SIGINT passes to
-    them). Worker (`shard` "i/n"): launch its share of the plan once, one CSV row each."""
-    device = device or _device()
-    items = items if items is not None else all_items()
-    todo, distinct = compile_plan(items, device)
-    if shard is not None:  # a worker: launch its share once (each launch compiles, or hits the cache)
-        index, count = (int(v) for v in shard.split("/"))
-        rows = Rows(out / f"compile-{index}.csv", ["item", "config", "status", "s", "error"])
-        for n, c in todo[index::count]:
-            item = items[n]
-            config = configs_for(item)[c]
+COMPILE_FIELDS = ["launch", "worker", "item", "config", "status", "s", "error"]
+
+
+def write_compile_plan(out: Path, items: list[Item], device, pairs=None) -> tuple[int, int]:
+    """Plan the compiles of `pairs` (compile_plan) into OUT/compile-plan.json, with an empty
+    claims folder; returns (launches, distinct compiles)."""
+    todo, distinct = compile_plan(items, device, pairs=pairs)
+    launches = [{"item": n, "id": items[n].id, "config": tuned.config_to_json(config)} for n, config in todo]
+    (out / "compile-plan.json").write_text(json.dumps({"distinct": distinct, "launches": launches}, indent=0))
+    claims = out / "claims"
+    claims.mkdir(exist_ok=True)
+    for stale in claims.iterdir():
+        stale.unlink()
+    return len(todo), distinct
+
+
+def compile_worker(out: Path, index: int, *, items: list[Item], device) -> int:
+    """Worker `index`: claim the plan's next unclaimed launch (a file created with O_EXCL in
+    OUT/claims: exactly one worker gets each), launch it once, one CSV row each, until every
+    launch is claimed; so no worker idles while launches are left. Returns launches run."""
+    plan = json.loads((out / "compile-plan.json").read_text())
+    rows = Rows(out / f"compile-{index}.csv", COMPILE_FIELDS)
+    done = 0
+    try:
+        for k, launch in enumerate(plan["launches"]):
+            try:
+                os.close(os.open(out / "claims" / str(k), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            item = items[launch["item"]]
+            if item.id != launch["id"]:
+                raise RuntimeError(f"compile plan launch {k} names {launch['id']}, but item {launch['item']} is "
+                                   f"{item.id}: the plan was made from another item list")
+            config = tuned.config_from_json(launch["config"])
+            base = {"launch": k, "worker": index, "item": item.id, "config": str(config)}
             start = time.perf_counter()
             try:
                 with kconfigs.forced_config(item.kernel, config):
                     item.triton(item.make(device, False))()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                rows.add(item=item.id, config=str(config), status="ok", s=time.perf_counter() - start)
+                rows.add(**base, status="ok", s=time.perf_counter() - start)
             except KeyboardInterrupt:
-                break
+                raise
             except Exception as exc:
-                rows.add(item=item.id, config=str(config), status="error", s=time.perf_counter() - start,
+                rows.add(**base, status="error", s=time.perf_counter() - start,
                          error=f"{type(exc).__name__}: {exc}"[:300])
+            done += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
         rows.close()
+    return done
+
+
+def step_compile(out: Path, workers: int, worker: int | None = None, *, full: bool = False,
+                 base: Path | None = None, skip=frozenset()) -> int:
+    """Parent: plan the compiles the later steps need (`needed_launches`; every config of
+    every item with `full`), start `workers` worker processes and wait (SIGINT passes to
+    them). Worker (`worker` i): `compile_worker`."""
+    device = _device()
+    layers = all_layers()
+    items = compile_items(layers)
+    if worker is not None:
+        compile_worker(out, worker, items=items, device=device)
         return 0
-    print(f"compile: {distinct} distinct compiles in {len(todo)} launches over {workers} workers", flush=True)
+    table = None if full else base_table(device, base)
+    n_sweep = len(all_items(layers))
+    launches, distinct = write_compile_plan(out, items, device, needed_launches(items, table, device, n_sweep, skip))
+    print(f"compile: {distinct} distinct compiles in {launches} launches over {workers} workers"
+          + (f" (what the later steps launch with the table {table.source})" if table else " (every config)"),
+          flush=True)
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.sweep", "compile", "--out", str(out),
-                               "--shard", f"{i}/{workers}"]) for i in range(workers)]
+                               "--worker", str(i)]) for i in range(workers)]
     try:
         for p in procs:
             p.wait()
@@ -674,11 +852,28 @@ def step_compile(out: Path, workers: int, shard: str | None, *, items=None, devi
     return 0
 
 
-def step_sweep(out: Path, table_out: Path, *, items=None, device=None) -> int:
-    """Every item in turn (a split-count follow-up times only its predecessor's winner); the
-    table of the winners is written however the loop ends."""
+def _entry_index(e: dict) -> tuple:
+    return e["kernel"], e["dtype"], json.dumps(e["key"], sort_keys=True)
+
+
+def step_sweep(out: Path, table_out: Path, *, items=None, device=None, base: tuned.Table | None = None,
+               full: bool = False, skip=frozenset()) -> int:
+    """Every item the base table lacks but for those in `skip` (ids; every item with `full`
+    or with no base table) in turn (a split-count follow-up times only its predecessor's
+    winner); the table, the base table's entries and the new winners (a fresh table with
+    `full`), is written however the loop ends."""
     device = device or _device()
     items = items if items is not None else all_items()
+    if full:
+        base = None
+    total = len(items)
+    if base is not None:
+        _, lacking = table_coverage(items, base, device)
+        known = [items[n].id for n in lacking if items[n].id in skip]
+        items = [items[n] for n in lacking if items[n].id not in skip]
+        print(f"sweep: {total - len(items)} of {total} items skipped: {total - len(lacking)} the table "
+              f"{base.source} has, {len(known)} every config of which spilled before ({', '.join(known) or 'none'}); "
+              f"{len(items)} to sweep: {', '.join(i.id for i in items) or 'none'}", flush=True)
     rows = Rows(out / "sweep.csv", SWEEP_FIELDS)
     entries, winners = [], {}
     done = 0
@@ -699,9 +894,146 @@ def step_sweep(out: Path, table_out: Path, *, items=None, device=None) -> int:
         rows.close()
         card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         path = tuned.table_path(card, triton.__version__, table_out)
-        tuned.write_table(path, card, triton.__version__, best_entries(entries), torch=torch.__version__,
-                          measured=time.strftime("%Y-%m-%d"), items_done=done, items_total=len(items))
-        print(f"sweep: table {path} ({len(entries)} items measured)", flush=True)
+        new = best_entries(entries)
+        replaced = {_entry_index(e) for e in new}
+        kept = [e for e in base.entries if _entry_index(e) not in replaced] if base is not None else []
+        meta = {"base_table": base.source, "items_skipped": total - len(items)} if base is not None else {}
+        tuned.write_table(path, card, triton.__version__, kept + new, torch=torch.__version__,
+                          measured=time.strftime("%Y-%m-%d"), items_done=done + total - len(items),
+                          items_total=total, **meta)
+        print(f"sweep: table {path} ({len(entries)} items measured now, {len(kept)} entries kept from the base "
+              f"table)", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+BENCH_FIELDS = ["what", "item", "variant", "kernel", "config", "table", "launches", "nbytes", "ms", "tb_per_s",
+                "pct_of_copy", "status", "err_over_bound", "error"]
+MEMORY_KINDS = ("lrn", "lrn_pool", "max_pool", "batchnorm", "add_relu")
+# bf16 elements of the copy: 512 MiB read and 512 MiB written, ten times an H100's 50 MB L2
+COPY_NUMEL = 2**28
+
+
+def _served(item: Item, fn) -> tuple:
+    """Run `fn` (the item's launch, no forced config: as the nets launch it) once: (output,
+    config it ran, 'hit' / 'miss' / 'none': whether a tuned table served it)."""
+    kconfigs.reset_table_counts()
+    out = fn()
+    hit = kconfigs.TABLE_HITS.get(item.kernel, 0)
+    miss = sum(v for k, v in kconfigs.TABLE_MISSES.items() if k[0] == item.kernel)
+    config = kconfigs.TUNABLE[item.kernel].best_config
+    return out, config, "miss" if miss else "hit" if hit else "none"
+
+
+def _config_text(config) -> str:
+    return f"{json.dumps(config.kwargs)} w{config.num_warps} s{config.num_stages}" if config is not None else ""
+
+
+def _bandwidth(nbytes: float, ms: float | None, copy_tbps: float | None) -> dict:
+    if not ms:
+        return {}
+    tbps = nbytes / (ms * 1e-3) / 1e12
+    return {"tb_per_s": tbps, "pct_of_copy": 100 * tbps / copy_tbps if copy_tbps else None}
+
+
+def bench_copy(device, rows: Rows, numel: int = COPY_NUMEL) -> float:
+    """The device's copy bandwidth (TB/s): do_bench of a bf16 copy, bytes read + written."""
+    dtype = DTYPE if torch.device(device).type == "cuda" else torch.float32
+    src = torch.randn(numel, device=device, dtype=dtype)
+    dst = torch.empty_like(src)
+    nbytes = 2 * src.numel() * src.element_size()
+    ms = do_bench(lambda: dst.copy_(src))
+    bw = _bandwidth(nbytes, ms, None)
+    rows.add(what="copy", item=f"copy_ {numel} {str(dtype).removeprefix('torch.')}", variant="torch", launches=1,
+             nbytes=nbytes, ms=ms, pct_of_copy=100.0, tb_per_s=bw["tb_per_s"], status="ok")
+    return bw["tb_per_s"]
+
+
+def bench_memory_item(item: Item, device, rows: Rows, copy_tbps: float | None) -> None:
+    """One memory-bound item under the config the table gives it (the nets' launch), checked
+    against its reference, then it and its ATen op timed: achieved bandwidth of item.nbytes."""
+    inputs = item.make(device, True)
+    base = {"what": "memory", "item": item.id, "kernel": item.kernel, "nbytes": item.nbytes, "launches": 1}
+    try:
+        fn = item.triton(inputs)
+        out, config, table = _served(item, fn)
+        ref = (item.check or item.reference)(inputs)()
+        ambiguous = item.ambiguous(inputs) if item.ambiguous is not None else None
+        ok, _, ratio = check(out, ref, item.reduction, ambiguous)
+        base.update(config=_config_text(config), table=table, err_over_bound=ratio)
+        if not ok:
+            rows.add(**base, variant="triton", status="wrong")
+        else:
+            ms = do_bench(fn)
+            rows.add(**base, variant="triton", ms=ms, status="ok", **_bandwidth(item.nbytes, ms, copy_tbps))
+        ms = do_bench(item.reference(inputs))
+        rows.add(**{**base, "config": None, "table": None, "err_over_bound": None}, variant="aten", ms=ms,
+                 status="ok", **_bandwidth(item.nbytes, ms, copy_tbps))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        rows.add(**base, variant="triton", status="error", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def bench_inception(b: InceptionShape, device, rows: Rows, config_rows: Rows) -> None:
+    """Block `b`'s three 1x1 GEMMs (1x1, 3x3 reduce, 5x5 reduce; bias and ReLU each) four
+    ways: our fused launch under the table's config; our kernel once per branch, each at its
+    best config (every config checked and timed, rows in `config_rows`); cuDNN once per
+    branch; one cuDNN conv over the concatenated filters. Separate launches are timed one by
+    one (L2 flushed before each) and summed."""
+    fused = inception_items(b)[0]
+    inputs = fused.make(device, True)
+    base = {"what": "inception", "item": b.name, "kernel": fused.kernel, "nbytes": fused.nbytes}
+    try:
+        fn = fused.triton(inputs)
+        out, config, table = _served(fused, fn)
+        ok, _, ratio = check(out, fused.reference(inputs)(), fused.reduction)
+        row = {**base, "variant": "fused_triton", "launches": 1, "config": _config_text(config), "table": table,
+               "err_over_bound": ratio}
+        if ok:
+            rows.add(**row, status="ok", ms=do_bench(fn))
+        else:
+            rows.add(**row, status="wrong")
+        rows.add(**base, variant="concat_cudnn", launches=1, status="ok", ms=do_bench(fused.reference(inputs)))
+        entries = [sweep_item(item, device, config_rows) for item in branch_items(b)]
+        if any(e is None for e in entries):
+            rows.add(**base, variant="separate_triton", launches=3, status="no config passed")
+        else:
+            rows.add(**base, variant="separate_triton", launches=3, status="ok", ms=sum(e["ms"] for e in entries),
+                     config="; ".join(_config_text(tuned.config_from_json(e["config"])) for e in entries))
+        cudnn = [e["cudnn_ms"] for e in entries if e is not None]
+        if len(cudnn) == 3:
+            rows.add(**base, variant="separate_cudnn", launches=3, status="ok", ms=sum(cudnn))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        rows.add(**base, variant="error", status="error", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def step_bench(out: Path, *, items=None, blocks=None, device=None, copy_numel: int = COPY_NUMEL) -> int:
+    """The copy bandwidth, then every memory-bound item, then every Inception block; rows in
+    OUT/bench.csv as measured (OUT/bench-configs.csv: the per-branch config rows)."""
+    device = device or _device()
+    layers = all_layers() if items is None or blocks is None else None
+    items = items if items is not None else all_items(layers)
+    blocks = blocks if blocks is not None else inception_blocks(layers)
+    rows = Rows(out / "bench.csv", BENCH_FIELDS)
+    config_rows = Rows(out / "bench-configs.csv", SWEEP_FIELDS)
+    memory = [i for i in items if i.kind in MEMORY_KINDS]
+    try:
+        copy_tbps = bench_copy(device, rows, copy_numel)
+        print(f"bench: copy {copy_tbps:.3f} TB/s", flush=True)
+        for n, item in enumerate(memory, 1):
+            bench_memory_item(item, device, rows, copy_tbps)
+            print(f"bench: [{n}/{len(memory)}] {item.id}", flush=True)
+        for n, b in enumerate(blocks, 1):
+            bench_inception(b, device, rows, config_rows)
+            print(f"bench: [{n}/{len(blocks)}] {b.name}", flush=True)
+    except KeyboardInterrupt:
+        print("bench: interrupted; keeping what was measured", flush=True)
+    finally:
+        rows.close()
+        config_rows.close()
     return 0
 
 
@@ -732,44 +1064,71 @@ def train_images_per_s(arch: str, backend: str, device, steps: int = 5) -> tuple
 
 
 def step_nets(out: Path, archs, backends) -> int:
+    """Images/s of each (net, backend), and how many kernel launches of its whole run (the
+    first step, one more and the timed ones) a tuned table served and how many it missed
+    (those run the first config under CONVBENCH_AUTOTUNE=first); each missed key's count goes
+    to OUT/nets-misses.csv."""
     device = _device()
-    rows = Rows(out / "nets.csv", ["arch", "backend", "images_per_s", "first_step_s", "status", "error"])
+    rows = Rows(out / "nets.csv", ["arch", "backend", "images_per_s", "first_step_s", "table_hits", "table_misses",
+                                   "status", "error"])
+    misses = Rows(out / "nets-misses.csv", ["arch", "backend", "kernel", "dtype", "key", "launches"])
     try:
         for backend in backends:
             for arch in archs:
+                kconfigs.reset_table_counts()
+                counts = {}
                 try:
                     ips, first = train_images_per_s(arch, backend, device)
+                    counts = {"table_hits": sum(kconfigs.TABLE_HITS.values()),
+                              "table_misses": sum(kconfigs.TABLE_MISSES.values())}
                     rows.add(arch=arch, backend=backend, images_per_s=round(ips, 1), first_step_s=round(first, 2),
-                             status="ok")
-                    print(f"nets: {arch} {backend} {ips:.0f} img/s (first step {first:.1f} s)", flush=True)
+                             status="ok", **counts)
+                    print(f"nets: {arch} {backend} {ips:.0f} img/s (first step {first:.1f} s; table hits "
+                          f"{counts['table_hits']}, misses {counts['table_misses']})", flush=True)
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:
                     rows.add(arch=arch, backend=backend, status="error", error=f"{type(exc).__name__}: {exc}"[:300])
                 finally:
+                    for (kernel, dtype, key), n in sorted(kconfigs.TABLE_MISSES.items(), key=str):
+                        misses.add(arch=arch, backend=backend, kernel=kernel, dtype=dtype,
+                                   key=json.dumps(dict(key)), launches=n)
                     torch.cuda.empty_cache()
     except KeyboardInterrupt:
         print("nets: interrupted; keeping what was measured", flush=True)
     finally:
         rows.close()
+        misses.close()
     return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("compile", "sweep", "nets"))
+    parser.add_argument("step", choices=("compile", "sweep", "bench", "nets"))
     parser.add_argument("--out", type=Path, required=True, help="folder for this step's rows")
     parser.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
-    parser.add_argument("--shard", help="i/n: run as compile worker i of n (set by the compile step)")
+    parser.add_argument("--worker", type=int, help="run as compile worker i (started by the compile step)")
+    parser.add_argument("--full", action="store_true",
+                        help="compile and sweep every item, not only what the base table lacks")
+    parser.add_argument("--base-table", type=Path,
+                        help="the table the sweep completes (default: the committed table of this card and triton)")
+    parser.add_argument("--known-rows", type=Path,
+                        help="an earlier sweep.csv(.gz) of this card and triton: items every config of which "
+                             "spilled there are not swept again (the nets launch their first config)")
     parser.add_argument("--table-out", type=Path, help="folder for the tuned table (default: OUT/tuned)")
     parser.add_argument("--archs", default=",".join(NET_ARCHS))
     parser.add_argument("--backends", default=",".join(NET_BACKENDS))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    skip = known_spills(args.known_rows) if args.known_rows and not args.full else frozenset()
     if args.step == "compile":
-        return step_compile(args.out, args.workers, args.shard)
+        return step_compile(args.out, args.workers, args.worker, full=args.full, base=args.base_table, skip=skip)
     if args.step == "sweep":
-        return step_sweep(args.out, args.table_out or args.out / "tuned")
+        device = _device()
+        return step_sweep(args.out, args.table_out or args.out / "tuned", device=device, full=args.full,
+                          base=None if args.full else base_table(device, args.base_table), skip=skip)
+    if args.step == "bench":
+        return step_bench(args.out)
     return step_nets(args.out, args.archs.split(","), args.backends.split(","))
 
 

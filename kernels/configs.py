@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections import Counter
 from contextlib import contextmanager
 
 import torch
@@ -162,7 +163,12 @@ class TunedAutotuner(Autotuner):
         table = tuned.table_for(tensor.device)
         if table is None:
             return None
-        return table.config(self.name, self.last_key, str(tensor.dtype).removeprefix("torch."))
+        config = table.config(self.name, self.last_key, str(tensor.dtype).removeprefix("torch."))
+        if config is None:
+            TABLE_MISSES[(self.name, str(tensor.dtype).removeprefix("torch."), _key_items(self.last_key))] += 1
+        else:
+            TABLE_HITS[self.name] += 1
+        return config
 
     def run(self, *args, **kwargs):
         self.last_key = self.shape_key(args, kwargs)
@@ -192,6 +198,20 @@ class TunedAutotuner(Autotuner):
 # Every kernel built by `autotune`, by its jit function's name (the tuned tables' "kernel").
 TUNABLE: dict[str, TunedAutotuner] = {}
 _FORCED: dict[str, triton.Config] = {}
+# Launches a tuned table served (by kernel name), and launches that found no entry in it (by
+# kernel, dtype and key items), since the process started or `reset_table_counts`: whether a
+# run used tuned configs. Forced launches and launches with no table are in neither.
+TABLE_HITS: Counter = Counter()
+TABLE_MISSES: Counter = Counter()
+
+
+def _key_items(key: dict) -> tuple:
+    return tuple(sorted(key.items()))
+
+
+def reset_table_counts() -> None:
+    TABLE_HITS.clear()
+    TABLE_MISSES.clear()
 
 
 @contextmanager

@@ -1,6 +1,9 @@
 """The compact summary gpu_check.sh writes last, from its work folder: environment, compile
-workers, correctness tests, the sweep (per layer and pass: best Triton config vs cuDNN, and
-every config that was wrong, spilled or failed), the nets' training images/s, step times.
+workers, correctness tests (the JUnit XML, or when the run was cut off before writing it, the
+per-test progress and failure files), the sweep (per layer and pass: best Triton config vs
+cuDNN, and every config that was wrong, spilled or failed), the bench (copy bandwidth, the
+memory-bound kernels as % of it, Inception fused vs separate vs cuDNN), the nets' training
+images/s with the tuned table's hits and misses, step times.
 
 Usage: python scripts/gpu_summary.py WORK_DIR [--out summary.txt]
 """
@@ -29,12 +32,29 @@ def summarize(work: Path) -> None:
         print("environment:", json.loads(env.read_text()))
     compiled = _read_csvs(sorted((work / "compile").glob("compile-*.csv"))) if (work / "compile").exists() \
         else pd.DataFrame()
+    plan = work / "compile" / "compile-plan.json"
+    planned = len(json.loads(plan.read_text())["launches"]) if plan.exists() else None
     if not compiled.empty:
         counts = compiled.status.value_counts().to_dict()
-        print(f"\ncompile: {len(compiled)} launches {counts}, {compiled.s.sum():.0f} worker-seconds")
+        print(f"\ncompile: {len(compiled)} of {planned} planned launches {counts}, {compiled.s.sum():.0f} "
+              f"worker-seconds, slowest {compiled.s.max():.1f} s ({compiled.loc[compiled.s.idxmax(), 'item']})")
+        if "worker" in compiled:
+            per = compiled.groupby("worker").s.agg(["count", "sum"])
+            print("  per worker (launches, seconds): "
+                  + ", ".join(f"{int(w)}: {int(r['count'])}, {r['sum']:.0f}" for w, r in per.iterrows()))
         for _, row in compiled[compiled.status != "ok"].head(10).iterrows():
             print(f"  {row['item']} {row['config']}: {row['error']}")
     junit = work / "correct.xml"
+    progress = work / "correct-progress.csv"
+    if progress.exists() and progress.stat().st_size:
+        done = pd.read_csv(progress)
+        print(f"\ncorrectness tests reported as they finished: {len(done)} {done.outcome.value_counts().to_dict()}, "
+              f"slowest {done.duration_s.max():.1f} s")
+    failures = work / "correct-failures.txt"
+    if failures.exists():
+        for line in failures.read_text().splitlines():
+            if line.startswith("=== FAILED "):
+                print("  " + line.removeprefix("=== "))
     if junit.exists():
         suite = ET.parse(junit).getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
@@ -68,13 +88,55 @@ def summarize(work: Path) -> None:
         data = json.loads(table.read_text())
         print(f"\ntuned table {table.name}: {len(data['entries'])} entries "
               f"({data.get('items_done')}/{data.get('items_total')} items measured)")
+    bench = work / "bench" / "bench.csv"
+    if bench.exists() and bench.stat().st_size:
+        summarize_bench(pd.read_csv(bench))
     nets = work / "nets" / "nets.csv"
     if nets.exists() and nets.stat().st_size:
-        print("\nnets, training images/s at batch 128 bf16:")
+        print("\nnets, training images/s at batch 128 bf16 (table_hits / table_misses: launches of our kernels "
+              "the tuned table served / did not, over the whole run):")
         print(pd.read_csv(nets).to_string(index=False))
+        misses = work / "nets" / "nets-misses.csv"
+        if misses.exists() and misses.stat().st_size:
+            missed = pd.read_csv(misses)
+            if not missed.empty:
+                print("  table misses (kernel: distinct keys, launches):")
+                for (arch, backend), group in missed.groupby(["arch", "backend"]):
+                    kinds = group.groupby("kernel").launches.agg(["count", "sum"])
+                    print(f"  {arch} {backend}: " + ", ".join(f"{k} {int(r['count'])}, {int(r['sum'])}"
+                                                             for k, r in kinds.iterrows()))
     steps = work / "steps.txt"
     if steps.exists():
         print("\nsteps:\n" + steps.read_text())
+
+
+def summarize_bench(rows: pd.DataFrame) -> None:
+    copy = rows[rows.what == "copy"]
+    if not copy.empty:
+        print(f"\nbench: copy bandwidth {copy.tb_per_s.iloc[0]:.3f} TB/s ({copy['item'].iloc[0]}, bytes read + "
+              f"written over do_bench's median)")
+    memory = rows[rows.what == "memory"]
+    if not memory.empty:
+        print("memory-bound kernels, achieved bandwidth (item.nbytes / ms) and % of the copy's:")
+        wide = memory.pivot_table(index="item", columns="variant", values=["ms", "tb_per_s", "pct_of_copy"],
+                                  aggfunc="first")
+        wide.columns = [f"{v}_{m}" for m, v in wide.columns]
+        info = memory[memory.variant == "triton"].set_index("item")[["status", "table", "config"]]
+        with pd.option_context("display.width", 220, "display.max_colwidth", 50):
+            print(wide.join(info).round(4).to_string())
+    inception = rows[rows.what == "inception"]
+    if not inception.empty:
+        print("Inception 1x1 GEMMs (ms; separate launches timed one by one and summed):")
+        wide = inception.pivot_table(index="item", columns="variant", values="ms", aggfunc="first")
+        for a, b in (("separate_triton", "fused_triton"), ("concat_cudnn", "fused_triton"),
+                     ("separate_cudnn", "fused_triton")):
+            if a in wide and b in wide:
+                wide[f"{a}/{b}"] = wide[a] / wide[b]
+        print(wide.round(4).to_string())
+    bad = rows[rows.status != "ok"]
+    for _, row in bad.iterrows():
+        error = row.error if isinstance(row.error, str) else ""
+        print(f"  {str(row.status).upper()} {row['item']} {row.variant}: {error}")
 
 
 def main(argv=None) -> int:

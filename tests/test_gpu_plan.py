@@ -14,7 +14,7 @@ import pytest
 from benchmarks import gpu_plan
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("env", "compile", "correct", "sweep", "nets", "pack")
+STEPS = ("env", "compile", "correct", "sweep", "bench", "nets", "pack")
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +36,118 @@ def test_plan_fits_the_budget_with_total_last(plan_output):
     rows = _rows(plan_output)
     assert list(rows) == list(STEPS)
     total_line = plan_output.strip().splitlines()[-1]
-    total = float(re.match(r"total: (\d+) s estimated, fits", total_line).group(1))
+    total = float(re.match(r"total: (\d+) s estimated \(with \d+ s between steps\), fits", total_line).group(1))
     assert total <= gpu_plan.BUDGET_S
-    assert abs(total - sum(float(r[3]) for r in rows.values())) <= len(rows)  # rounding of each step
-    assert int(rows["compile"][1]) > 100 and int(rows["sweep"][2]) > 1000  # real counts, not placeholders
-    assert "assumptions:" in plan_output and "gpu-facts.md" in plan_output
+    steps = sum(float(r[3]) for r in rows.values())
+    assert abs(total - gpu_plan.SCRIPT_S - steps) <= len(rows)  # rounding of each step
+    # real counts, not placeholders: the compile plan's launches, the bench's timings
+    assert int(rows["compile"][1]) > 100 and int(rows["bench"][2]) > 300 and int(rows["correct"][2]) > 100
+    assert "measured:" in plan_output and "docs/perf-data/2026-11-27-h100" in plan_output
 
 
 def test_script_limits_are_the_plans(plan_output):
     script = (ROOT / "scripts" / "gpu_check.sh").read_text()
     limits = dict(re.findall(r"LIMIT_(\w+)=(\d+)", script))
     assert {step: int(r[4]) for step, r in _rows(plan_output).items()} == {k: int(v) for k, v in limits.items()}
-    assert sum(int(v) for v in limits.values()) + 10 * len(limits) <= gpu_plan.COMMAND_LIMIT_S
+    assert sum(int(v) for v in limits.values()) + gpu_plan.SCRIPT_S <= gpu_plan.BUDGET_S
+    assert int(re.search(r"^BUDGET=(\d+)", script, re.M).group(1)) == gpu_plan.BUDGET_S
+    graces = {k: int(v) for k, v in re.findall(r"GRACE_(\w+)=(\d+)", script)}
+    assert graces == gpu_plan.GRACE_S
+    assert gpu_plan.BUDGET_S + max(graces.values()) <= gpu_plan.COMMAND_LIMIT_S
+    # the returned files: summary, steps, the table, the failures, the archive (at most 8)
+    assert "correct-failures.txt\" \"$OUT_DIR/\"" in script and "--failures-file" in script
 
 
-def test_bench_seconds_grow_for_tiny_kernels():
-    """do_bench repeats a short kernel many times, each behind an L2 flush: its wall time is
-    longer than its rep budget, the more so the shorter the kernel."""
-    rep_s = (gpu_plan.sweep.WARMUP_MS + gpu_plan.sweep.REP_MS) * 1e-3
-    assert gpu_plan.bench_seconds(0.01) > gpu_plan.bench_seconds(1.0) > rep_s
+def test_compile_schedule_is_claim_by_claim():
+    """Workers claim the next launch when free: one long compile overlaps the short ones."""
+    assert gpu_plan.schedule_s([14.0, 1.0, 1.0, 1.0, 1.0], 2) == 14.0
+    assert gpu_plan.schedule_s([1.0] * 6, 3) == 2.0
+    assert gpu_plan.schedule_s([], 4) == 0.0
+
+
+def test_nets_estimate_holds_the_measured_first_steps():
+    first = gpu_plan.first_steps()
+    assert len(first) == 9 and first[("googlenet", "compile")] == pytest.approx(92.82)
+    assert sum(first.values()) < gpu_plan.NETS_S
+
+
+_DUMMY_TESTS = '''
+import time
+import pytest
+
+def test_wrong():
+    assert 1 + 1 == 3, "arithmetic"
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup broke")
+
+def test_broken(broken):
+    pass
+
+def test_fine():
+    pass
+
+def test_slow():
+    time.sleep(60)
+'''
+
+
+def test_failures_are_on_disk_when_the_run_is_interrupted(tmp_path):
+    """The correctness step's plugin writes each failure and each finished test as it is
+    reported: a run stopped by SIGINT at its limit (as gpu_check.sh's `timeout -s INT`)
+    still says which tests failed, with the whole failure text."""
+    (tmp_path / "test_dummy.py").write_text(_DUMMY_TESTS)
+    failures, progress = tmp_path / "failures.txt", tmp_path / "progress.csv"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(["timeout", "-s", "INT", "-k", "20", "5", sys.executable, "-m", "pytest", "-q",
+                           "-p", "benchmarks.gpu_hypothesis", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                           "--failures-file", str(failures), "--progress-file", str(progress),
+                           str(tmp_path / "test_dummy.py")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 124, done.stdout + done.stderr  # interrupted at the limit, not killed
+    text = failures.read_text()
+    assert "=== FAILED test_dummy.py::test_wrong (call," in text and "AssertionError: arithmetic" in text
+    assert "=== FAILED test_dummy.py::test_broken (setup," in text and "RuntimeError: setup broke" in text
+    rows = progress.read_text().splitlines()
+    assert rows[0] == "nodeid,outcome,duration_s"
+    outcomes = {row.split(",")[0]: row.split(",")[1] for row in rows[1:]}
+    assert outcomes == {"test_dummy.py::test_wrong": "failed", "test_dummy.py::test_broken": "error in setup",
+                        "test_dummy.py::test_fine": "passed"}
+
+
+_STUCK_TESTS = '''
+import signal
+import time
+
+def test_wrong():
+    assert 1 + 1 == 3, "arithmetic"
+
+def test_stuck():
+    # a long call that no signal interrupts (as a Triton compile): SIGINT waits until it returns
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    time.sleep(25)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+def test_fine():
+    pass
+'''
+
+
+def test_xdist_run_stopped_at_its_limit_still_reports(tmp_path):
+    """gpu_check.sh's correctness step under its limit and grace: SIGINT reaches the xdist
+    controller and its workers (timeout signals the process group); a worker caught in a
+    call that signals cannot interrupt holds the controller's teardown for xdist's 10 s, and
+    the grace lets it end with the summary and the JUnit XML (with 10 s it was killed first)."""
+    pytest.importorskip("xdist")
+    (tmp_path / "test_stuck.py").write_text(_STUCK_TESTS)
+    grace = re.search(r"^GRACE_correct=(\d+)", (ROOT / "scripts" / "gpu_check.sh").read_text(), re.M).group(1)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(["timeout", "-s", "INT", "-k", grace, "12", sys.executable, "-m", "pytest", "-n", "2", "-q",
+                           "-p", "benchmarks.gpu_hypothesis", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                           "--junitxml", str(tmp_path / "junit.xml"), "--failures-file", str(tmp_path / "f.txt"),
+                           str(tmp_path / "test_stuck.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 124, done.stdout + done.stderr  # interrupted, not killed
+    assert "FAILED test_stuck.py::test_wrong" in done.stdout and (tmp_path / "junit.xml").exists()
+    assert "=== FAILED test_stuck.py::test_wrong (call," in (tmp_path / "f.txt").read_text()

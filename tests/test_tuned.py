@@ -72,6 +72,29 @@ def test_table_miss_autotunes(monkeypatch, tmp_path, device):
     assert_close(y, F.relu(x.double() + r.double()))
 
 
+def test_table_hits_and_misses_are_counted(monkeypatch, tmp_path, device):
+    """Each launch a table serves counts a hit for its kernel, each one it cannot serve a miss
+    under its dtype and key; forced launches and launches with the tables off count neither."""
+    calls = []
+    tuner = residual._add_relu_fwd_kernel.with_configs(TWO_BLOCKS, do_bench=_cpu_bench(calls))
+    monkeypatch.setattr(residual, "_add_relu_fwd_kernel", tuner)
+    x, r = torch.randn(3, 5, 7, device=device), torch.randn(3, 5, 7, device=device)
+    _use_table(monkeypatch, tmp_path, [_add_relu_entry(x.numel(), 32)])
+    configs.reset_table_counts()
+    kernels.add_relu(x, r)
+    kernels.add_relu(x, r)
+    kernels.add_relu(x[:2], r[:2])
+    with configs.forced_config("_add_relu_fwd_kernel", TWO_BLOCKS[0]):
+        kernels.add_relu(x, r)
+    monkeypatch.setenv("CONVBENCH_TUNED", "off")
+    kernels.add_relu(x[:1], r[:1])
+    assert configs.TABLE_HITS == {"_add_relu_fwd_kernel": 2}
+    missed = ("_add_relu_fwd_kernel", "float32", (("numel", x[:2].numel()),))
+    assert dict(configs.TABLE_MISSES) == {missed: 1}
+    configs.reset_table_counts()
+    assert not configs.TABLE_HITS and not configs.TABLE_MISSES
+
+
 @pytest.mark.parametrize("restore", [True, False])
 def test_inplace_add_relu_first_call_correct_under_autotuning(monkeypatch, restore, device):
     """Tuning re-runs the kernel on the same buffers; in place, each re-run would add the
