@@ -277,6 +277,35 @@ def test_autotune_first_keeps_the_first_gpu_config(monkeypatch):
     assert all(configs(f) is FAMILIES[f] for f in FAMILIES)
 
 
+def test_autotune_first_keeps_the_family_for_launches_the_first_cannot_serve(monkeypatch):
+    monkeypatch.setattr(kernels.configs, "interpreting", lambda: False)
+    monkeypatch.setattr(kernels.configs, "TUNABLE", {})
+    fn = triton_kernels()["_conv_fwd_kernel"].fn
+    for mode, first_of in (("first", FAMILIES["conv_gemm"]), ("full", None)):
+        monkeypatch.setenv("CONVBENCH_AUTOTUNE", mode)
+        kernels.configs.TUNABLE.clear()
+        tuner = kernels.configs.autotune("conv_gemm", key=["BATCH"])(fn)
+        assert tuner.first_of is first_of
+        assert tuner.configs == (FAMILIES["conv_gemm"][:1] if mode == "first" else FAMILIES["conv_gemm"])
+
+
+def test_autotune_first_launch_takes_the_first_config_that_fits(monkeypatch, device):
+    """CONVBENCH_AUTOTUNE=first lists one config, and triton never prunes a one-config list:
+    the first conv config's fp64 tiles (3 x (128x64 + 64x128) x 8 B = 393,216 B by our
+    count; 262,144 B compiled by triton 3.6) cannot launch on sm_90 (227 KB: OutOfResources).
+    Each launch takes the family's first config that fits: 64x64x32 (5 stages) for fp64, the
+    first for fp32."""
+    monkeypatch.setattr(kernels.configs, "_shared_limit", lambda device: H100_SHARED)
+    gemm = FAMILIES["conv_gemm"]
+    tuner = kernels.configs.TUNABLE["_conv_fwd_kernel"].with_configs(gemm[:1], first_of=gemm)
+    monkeypatch.setattr(kernels.conv, "_conv_fwd_kernel", tuner)
+    for dtype, expected in ((torch.float64, gemm[6]), (torch.float32, gemm[0])):
+        x64, w64 = _data((2, 3, 5, 4), (4, 3, 3, 3), seed=5, dtype=dtype)
+        y = kernels.conv.conv2d_forward(x64.to(device, dtype), w64.to(device, dtype), None, 1, 1)
+        assert tuner.best_config is expected, f"{dtype} launched {tuner.best_config}"
+        assert_close(y, F.conv2d(x64, w64, None, 1, 1), reduction=27, name=f"conv {dtype}")
+
+
 def test_pool3_route_with_gpu_block_sizes(monkeypatch, device):
     """The max-pool gather / scatter at the GPU's 64 x 64 blocks (2 channel tiles here)."""
     x64, g64 = _data((2, 70, 4, 5), (2, 70, 4, 5), seed=7)
