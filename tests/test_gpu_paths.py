@@ -273,6 +273,8 @@ def test_autotune_first_keeps_the_first_gpu_config(monkeypatch):
     monkeypatch.setattr(kernels.configs, "interpreting", lambda: False)
     monkeypatch.setenv("CONVBENCH_AUTOTUNE", "first")
     assert all(configs(f) == FAMILIES[f][:1] for f in FAMILIES)
+    # one object per family: test_every_autotuned_kernel_is_covered_here checks identity
+    assert all(configs(f) is configs(f) for f in FAMILIES)
     monkeypatch.setenv("CONVBENCH_AUTOTUNE", "full")
     assert all(configs(f) is FAMILIES[f] for f in FAMILIES)
 
