@@ -3,7 +3,9 @@
 The interpreter runs the kernels' logic on CPU but never sees the real compiler: type rules,
 layouts, tl.dot shapes and precisions, register and shared-memory budgets. This lowers each
 kernel to cubin (ptxas ships with triton) for sm_90 (H100/H200) by default, over the dtypes,
-constexpr branches and the first and last autotune config of each family.
+constexpr branches and the first and last autotune config of each family, then what the
+correctness tests launch on a GPU (`gpu_test_variants`: fp64, IEEE fp32, fp16, strided views,
+sizes of 1). --quick: bf16 at the first configs, and the fp64 test variants.
 
     python scripts/compile_check.py [--arch 90] [--quick]
 
