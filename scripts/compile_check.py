@@ -256,8 +256,9 @@ def gpu_test_variants(quick: bool):
             continue  # the non-GEMM kernels below run half types as the nets' bf16 does
         lrn_scalars = dict.fromkeys(["alpha_over_size", "beta", "k"], "fp64")
         conf = cfg.LRN[0]
-        for e_int in (True, False):
-            meta = dict(SIZE=3, BLOCK_C=8, INDEX_64=False, **conf.kwargs, **({"E_INT": 1, "E_ODD": 1} if e_int else {}))
+        for e_int in (True, False):  # integer beta (odd) with C = L = 1, and fractional beta
+            ones = dict.fromkeys(ONES["lrn"], 1) if e_int else {}
+            meta = dict(SIZE=3, BLOCK_C=8, INDEX_64=False, **conf.kwargs, **ones)
             yield (f"lrn fwd {dt} E_INT={e_int} {meta}", lrn._lrn_fwd_kernel, dict.fromkeys(["x_ptr", "y_ptr"], dt),
                    lrn_scalars, meta, conf.num_warps, 2, False)
             yield (f"lrn bwd {dt} E_INT={e_int} {meta}", lrn._lrn_bwd_kernel,
