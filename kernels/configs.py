@@ -87,18 +87,21 @@ _INTERPRET = {
 }
 _GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "mem_bound": MEM_BOUND, "lrn": LRN,
         "channel_tiles": CHANNEL_TILES}
+_GPU_FIRST = {family: listed[:1] for family, listed in _GPU.items()}  # one list object per family
 
 
 def configs(family: str) -> list[triton.Config]:
     """The config list of `family` for the machine this process runs on.
 
     CONVBENCH_AUTOTUNE=first keeps only the first GPU config of each family: correctness
-    runs then compile once per specialization instead of autotuning every test shape.
+    runs then compile once per specialization instead of autotuning every test shape
+    (a launch the first config cannot serve, fp64 tiles over the shared memory, takes the
+    family's first config that fits: `TunedAutotuner.first_of`).
     """
     if interpreting():
         return _INTERPRET[family]
     if os.environ.get("CONVBENCH_AUTOTUNE", "full") == "first":
-        return _GPU[family][:1]
+        return _GPU_FIRST[family]
     return _GPU[family]
 
 
@@ -139,10 +142,14 @@ class TunedAutotuner(Autotuner):
     that triton 3.6 and 3.8+ share; `last_kernel` keeps the compiled kernel of the last
     launch (its n_regs, n_spills and metadata.shared tell a sweep what the config cost)."""
 
-    def __init__(self, fn, arg_names, configs_, key, family: str, **kwargs):
+    def __init__(self, fn, arg_names, configs_, key, family: str, *, first_of: list | None = None, **kwargs):
         super().__init__(fn, arg_names, configs_, key, kwargs.pop("reset_to_zero", None),
                          kwargs.pop("restore_value", None), **kwargs)
         self.family = family
+        # CONVBENCH_AUTOTUNE=first: the family's whole list, from which each launch takes the
+        # first config the pruning keeps (triton never prunes a one-config list, so a first
+        # config too large for a dtype's shared memory, fp64 GEMM tiles, would fail to launch)
+        self.first_of = first_of
         self.name = self.base_fn.__name__
         self.last_kernel = None
         self.last_key: dict | None = None
@@ -161,14 +168,22 @@ class TunedAutotuner(Autotuner):
         if tensor is None:
             return None
         table = tuned.table_for(tensor.device)
-        if table is None:
-            return None
-        config = table.config(self.name, self.last_key, str(tensor.dtype).removeprefix("torch."))
-        if config is None:
-            TABLE_MISSES[(self.name, str(tensor.dtype).removeprefix("torch."), _key_items(self.last_key))] += 1
-        else:
-            TABLE_HITS[self.name] += 1
-        return config
+        if table is not None:
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            config = table.config(self.name, self.last_key, dtype)
+            if config is not None:
+                TABLE_HITS[self.name] += 1
+                return config
+            TABLE_MISSES[(self.name, dtype, _key_items(self.last_key))] += 1
+        if self.first_of is not None:
+            return self.first_fitting(args, kwargs)
+        return None
+
+    def first_fitting(self, args, kwargs) -> triton.Config:
+        """The first config of `first_of` that this kernel's pruning keeps for the launch."""
+        if self.early_config_prune is None:
+            return self.first_of[0]
+        return self.early_config_prune(self.first_of, dict(zip(self.arg_names, args)), **kwargs)[0]
 
     def run(self, *args, **kwargs):
         self.last_key = self.shape_key(args, kwargs)
@@ -246,7 +261,9 @@ def autotune(family: str, key: list[str], **kwargs):
         kwargs.setdefault("prune_configs_by", {"early_config_prune": prune_by_shared_memory})
 
     def decorator(fn):
-        tuner = TunedAutotuner(fn, fn.arg_names, configs(family), key, family, **kwargs)
+        listed = configs(family)
+        first_of = _GPU[family] if not interpreting() and len(listed) < len(_GPU[family]) else None
+        tuner = TunedAutotuner(fn, fn.arg_names, listed, key, family, first_of=first_of, **kwargs)
         if tuner.name in TUNABLE:
             raise ValueError(f"two autotuned kernels are named {tuner.name}")
         TUNABLE[tuner.name] = tuner

@@ -181,7 +181,7 @@ def _conv_fwd_kernel(
             a = tl.load(x_rows[:, None] + ih * sxh + iw * sxw + c[None, :] * sxc, mask=ok, other=0.0)
             b = tl.load(w_cols[None, :] + (c * swc + r * swr + s * sws)[:, None],
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
     else:
         num_cb = tl.cdiv(CG, BLOCK_K)
         for it in range(R * S * num_cb):
@@ -197,7 +197,7 @@ def _conv_fwd_kernel(
                         mask=ok_m[:, None] & mask_k[None, :], other=0.0)
             b = tl.load(w_cols[None, :] + offs_k[:, None] * swc + r * swr + s * sws,
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
 
     if STATS:
         tile_stats(acc, offs_m, M, k_out, mask_n, b_ptr, sb, y_ptr, st_ptr, st_plane, tl.num_programs(1) * KG,
@@ -288,7 +288,7 @@ def _conv_dgrad_kernel(
         w_tap = (r0 + tr * tap_step_h) * swr + (s0 + ts * tap_step_w) * sws
         b_tile = tl.load(w_cols[None, :] + k_glob[:, None] * swk + w_tap,
                          mask=mask_k[:, None] & mask_c[None, :], other=0.0)
-        acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
 
     c_glob = g * CG + offs_c
     if RELU_MASK:
@@ -360,7 +360,7 @@ def _conv_wgrad_kernel(
         iw = (q * stride_w - pad_w)[:, None] + s * dil_w
         ok = mask_m[:, None] & mask_col[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         b_tile = tl.load(x_cols[None, :] + (n * sxn)[:, None] + ih * sxh + iw * sxw, mask=ok, other=0.0)
-        acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
 
     # r, s are scalars (one tap) or vectors (FLAT_K); either broadcasts along the columns.
     dw_off = split * sdwz + k_glob[:, None] * sdwk + (c * sdwc + r * sdwr + s * sdws)[None, :]

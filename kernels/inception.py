@@ -116,7 +116,7 @@ def _pointwise_fwd_kernel(
                          mask=mask_m[:, None] & (mask_k & first_col_tile)[None, :])
             b = tl.load(w_ptr + offs_n[None, :] * swk + offs_k[:, None] * swc,
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
     else:
         for k0 in range(0, C, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -125,7 +125,7 @@ def _pointwise_fwd_kernel(
                         mask=mask_m[:, None] & mask_k[None, :], other=0.0)
             b = tl.load(w_ptr + offs_n[None, :] * swk + offs_k[:, None] * swc,
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n * sb, mask=mask_n, other=0.0).to(ACC)[None, :]

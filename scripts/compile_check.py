@@ -3,7 +3,9 @@
 The interpreter runs the kernels' logic on CPU but never sees the real compiler: type rules,
 layouts, tl.dot shapes and precisions, register and shared-memory budgets. This lowers each
 kernel to cubin (ptxas ships with triton) for sm_90 (H100/H200) by default, over the dtypes,
-constexpr branches and the first and last autotune config of each family.
+constexpr branches and the first and last autotune config of each family, then what the
+correctness tests launch on a GPU (`gpu_test_variants`: fp64, IEEE fp32, fp16, strided views,
+sizes of 1). --quick: bf16 at the first configs, and the fp64 test variants.
 
     python scripts/compile_check.py [--arch 90] [--quick]
 
@@ -28,7 +30,7 @@ from triton.compiler import ASTSource
 from kernels import _reduce, batchnorm, conv, fc, inception, lrn, lrn_pool, pool, residual
 from kernels import configs as cfg
 
-DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "fp64": "fp64"}
 
 
 def _jit(kernel):
@@ -37,7 +39,7 @@ def _jit(kernel):
     return kernel
 
 
-ELEMENT_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2}
+ELEMENT_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 
 
 def _ends(configs, quick, dt="bf16", limit=232448):
@@ -74,7 +76,7 @@ def _unit(family):
     return dict.fromkeys(UNIT_STRIDES[family], 1)
 
 
-TL_DTYPES = {"fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16}
+TL_DTYPES = {"fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16, "fp64": tl.float64}
 POOL_3x3_2 = dict(KH=3, KW=3, SH=2, SW=2)  # the nets' overlapping pools
 
 
@@ -145,7 +147,7 @@ def variants(quick: bool):
     """
     dts = ["bf16"] if quick else list(DTYPES)
     for dt in dts:
-        prec = "tf32"
+        prec = "ieee" if dt == "fp64" else "tf32"  # kernels._utils.dot_precision
         for conf in _ends(cfg.CONV_GEMM, quick, dt):
             meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
             for on in (True, False):
@@ -215,6 +217,82 @@ def variants(quick: bool):
                conf.num_warps, conf.num_stages)
 
 
+def _launched(configs, dt, limit=232448):
+    """The config a launch takes under CONVBENCH_AUTOTUNE=first: the family's first config
+    whose staged tiles fit the shared memory for this dtype (kernels.configs.TunedAutotuner)."""
+    return next((c for c in configs if cfg.gemm_shared_bytes(c, ELEMENT_SIZE[dt]) <= limit), configs[-1])
+
+
+# Integer arguments a small test problem passes as 1 (Triton specializes an int equal to 1
+# into a constant at launch): batch, channels, kernel taps, strides, dilations, sizes.
+ONES = {
+    "conv_fwd": ["BATCH", "CG", "KG", "R", "S", "P", "Q", "stride_h", "stride_w", "dil_h", "dil_w"],
+    "conv_dgrad": ["BATCH", "CG", "KG", "R", "S", "P", "Q", "stride_h", "stride_w", "dil_h", "dil_w",
+                   "tap_step_h", "tap_step_w"],
+    "conv_wgrad": ["BATCH", "CG", "KG", "R", "S", "P", "Q", "stride_h", "stride_w", "dil_h", "dil_w", "SPLIT_ROWS"],
+    "pointwise": ["BATCH", "H", "W", "C", "NTOT", "NA"],
+    "lrn": ["C", "L", "E_INT", "E_ODD"],
+}
+
+
+def gpu_test_variants(quick: bool):
+    """What the correctness tests launch on a GPU beyond the nets' bf16: fp64 (IEEE fp64
+    dot: DMMA on sm_80+), fp32 with TF32 off (IEEE: FMA), fp16; each at the config a launch
+    takes under CONVBENCH_AUTOTUNE=first; strided views (no unit stride, no 16-divisibility)
+    and tiny problems (sizes, strides and dilations specialized to 1). Triton 3.6 rejected
+    every fp64 tl.dot that was not given out_dtype=fp64, so fp64 is in --quick."""
+    gemm_ptrs = ["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"]
+    cases = [("fp64", "ieee")] if quick else [("fp64", "ieee"), ("fp32", "ieee"), ("fp16", "tf32")]
+    for dt, prec in cases:
+        g, w = _launched(cfg.CONV_GEMM, dt), _launched(cfg.CONV_WGRAD, dt)
+        for shape in ("strided", "ones") if not quick else ("ones",):
+            ones = shape == "ones"
+            one = (lambda fam: dict.fromkeys(ONES[fam], 1)) if ones else (lambda fam: {})
+            tag = f"{dt} {prec} {shape}"
+            yield (f"conv fwd {tag} {g.kwargs}", conv._conv_fwd_kernel, dict.fromkeys([*gemm_ptrs, "st_ptr"], dt), {},
+                   dict(HAS_BIAS=True, HAS_RESIDUAL=True, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=ones,
+                        DOT_PRECISION=prec, INDEX_64=False, **one("conv_fwd"), **g.kwargs), g.num_warps, g.num_stages,
+                   not ones)
+            yield (f"conv dgrad {tag} {g.kwargs}", conv._conv_dgrad_kernel,
+                   dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
+                   dict(RELU_MASK=True, FLAT_K=ones, DOT_PRECISION=prec, INDEX_64=False, **one("conv_dgrad"),
+                        **g.kwargs), g.num_warps, g.num_stages, not ones)
+            for partials in (True, False) if not quick else (ones,):
+                yield (f"conv wgrad {tag} partials={partials} {w.kwargs}", conv._conv_wgrad_kernel,
+                       {"x_ptr": dt, "dy_ptr": dt, "dw_ptr": ("fp64" if dt == "fp64" else "fp32") if partials else dt},
+                       {}, dict(FLAT_K=ones, DOT_PRECISION=prec, INDEX_64=False, **one("conv_wgrad"), **w.kwargs),
+                       w.num_warps, w.num_stages, not ones)
+            for pool3 in (True, False) if not quick else (ones,):
+                yield (f"pointwise fwd {tag} pool3={pool3} {g.kwargs}", inception._pointwise_fwd_kernel,
+                       {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "ya_ptr", "yb_ptr"], dt), "idx_ptr": "i8"}, {},
+                       dict(HAS_BIAS=True, RELU=True, POOL3=pool3, WRITE_ARGMAX=pool3, DOT_PRECISION=prec,
+                            INDEX_64=False, **one("pointwise"), **g.kwargs), g.num_warps, g.num_stages, not ones)
+        if dt == "fp16":
+            continue  # the non-GEMM kernels below run half types as the nets' bf16 does
+        lrn_scalars = dict.fromkeys(["alpha_over_size", "beta", "k"], "fp64")
+        conf = cfg.LRN[0]
+        for e_int in (True, False):  # integer beta (odd) with C = L = 1, and fractional beta
+            ones = dict.fromkeys(ONES["lrn"], 1) if e_int else {}
+            meta = dict(SIZE=3, BLOCK_C=8, INDEX_64=False, **conf.kwargs, **ones)
+            yield (f"lrn fwd {dt} E_INT={e_int} {meta}", lrn._lrn_fwd_kernel, dict.fromkeys(["x_ptr", "y_ptr"], dt),
+                   lrn_scalars, meta, conf.num_warps, 2, False)
+            yield (f"lrn bwd {dt} E_INT={e_int} {meta}", lrn._lrn_bwd_kernel,
+                   dict.fromkeys(["x_ptr", "dy_ptr", "dx_ptr"], dt), {**lrn_scalars, "coef": "fp64"},
+                   {**meta, **({"E_EVEN": 1} if e_int else {})}, conf.num_warps, 2, False)
+        mem = cfg.MEM_BOUND[0]
+        yield (f"add_relu fwd {dt} {mem.kwargs}", residual._add_relu_fwd_kernel,
+               dict.fromkeys(["x_ptr", "r_ptr", "y_ptr"], dt), {}, dict(INDEX_64=False, **mem.kwargs), mem.num_warps, 2,
+               False)
+        yield (f"relu grad {dt} {mem.kwargs}", residual._relu_grad_kernel,
+               dict.fromkeys(["g_ptr", "y_ptr", "dx_ptr"], dt), {}, dict(INDEX_64=False, **mem.kwargs),
+               mem.num_warps, 2, False)
+        part = "fp64" if dt == "fp64" else "fp32"
+        yield (f"colsum {dt}", _reduce._colsum_kernel, {"in_ptr": part, "out_ptr": dt}, {},
+               dict(BLOCK_R=32, BLOCK_C=128, INDEX_64=False), 4, 1, False)
+        yield (f"pool3 route {dt}", inception._pool3_route_kernel, {"src_ptr": dt, "idx_ptr": "i8", "dst_ptr": dt}, {},
+               dict(GATHER=True, INDEX_64=False, BLOCK_P=64, BLOCK_C=64), 4, 2, False)
+
+
 # Shared memory one block may use (bytes), by compute capability: a variant over it
 # compiles but cannot launch.
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448}
@@ -252,6 +330,11 @@ def describe_code(compiled) -> str:
     return f"{mma} {piped}" if mma != "no-mma" else piped
 
 
+def all_variants(quick: bool):
+    yield from variants(quick)
+    yield from gpu_test_variants(quick)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90: Hopper)")
@@ -259,10 +342,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     target = GPUTarget("cuda", args.arch, 32)
     failures, count, start = [], 0, time.time()
-    for label, kernel, pointers, floats, constexprs, warps, stages in variants(args.quick):
+    for label, kernel, pointers, floats, constexprs, warps, stages, *aligned in all_variants(args.quick):
         count += 1
         try:
-            aligned = not constexprs.get("FLAT_K", False)  # FLAT_K stands for the C=3 stems
+            # FLAT_K stands for the C=3 stems; the test variants say whether they are aligned
+            aligned = aligned[0] if aligned else not constexprs.get("FLAT_K", False)
             compiled = compile_one(kernel, pointers, floats, constexprs, warps, stages, target, aligned=aligned)
             # Registers and spills are known only once loaded on a device; shared memory is not.
             shared, limit = compiled.metadata.shared, SHARED_LIMIT.get(args.arch)

@@ -54,6 +54,19 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, reduction: int
         )
 
 
+def stored(t64: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A float64 intermediate as an unfused op stores it: rounded to `dtype`, with the
+    gradient passed through unchanged (autograd's view of a stored activation).
+
+    For references of fused kernels that, by design, round an intermediate to the storage
+    dtype before comparing it (LRN + max-pool, BatchNorm + ReLU + max-pool: the candidates
+    of each window, so the winner and its ties are the unfused ops'). In bf16 that rounding
+    ties distinct values and moves the argmax, and with it the gradient, in a few windows;
+    a float64 reference without it routes those gradients elsewhere. In float32 it changes
+    nothing measurable, in float64 nothing at all."""
+    return t64 + (t64.detach().to(dtype).to(torch.float64) - t64.detach())
+
+
 def view_recipe(shape, kind: str, dim: int = 0):
     """(leaf shape, fn): fn(leaf) is a view of `shape` laid out as `kind` says, so a test can
     make a leaf (in any dtype), pass fn(leaf) to the op and compare the leaf's gradients.

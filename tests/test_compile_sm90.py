@@ -23,4 +23,22 @@ def test_kernels_compile_for_sm90_without_a_gpu():
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     report = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, report
-    assert "35/35 variants compiled for sm_90" in result.stdout, report
+    assert "47/47 variants compiled for sm_90" in result.stdout, report
+
+
+def test_every_dot_names_its_accumulator_dtype():
+    """triton 3.6 (the GPU machines' version) gives tl.dot out_dtype=float32 unless told and
+    then refuses an fp64 accumulator (every fp64 conv and 1x1 GEMM failed to compile there);
+    triton 3.8+ takes the accumulator's dtype, so CI's compile check cannot see a dot that
+    omits it. Each tl.dot in `kernels` passes out_dtype."""
+    import ast
+
+    calls = []
+    for path in sorted((ROOT / "kernels").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "dot" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "tl":
+                calls.append((path.name, node.lineno, {kw.arg for kw in node.keywords}))
+    assert len(calls) >= 6, calls  # conv forward (2 K loops), data-grad, weight-grad, 1x1 (2)
+    missing = [(name, line) for name, line, kws in calls if "out_dtype" not in kws]
+    assert not missing, f"tl.dot without out_dtype at {missing}"

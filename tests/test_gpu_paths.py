@@ -273,8 +273,39 @@ def test_autotune_first_keeps_the_first_gpu_config(monkeypatch):
     monkeypatch.setattr(kernels.configs, "interpreting", lambda: False)
     monkeypatch.setenv("CONVBENCH_AUTOTUNE", "first")
     assert all(configs(f) == FAMILIES[f][:1] for f in FAMILIES)
+    # one object per family: test_every_autotuned_kernel_is_covered_here checks identity
+    assert all(configs(f) is configs(f) for f in FAMILIES)
     monkeypatch.setenv("CONVBENCH_AUTOTUNE", "full")
     assert all(configs(f) is FAMILIES[f] for f in FAMILIES)
+
+
+def test_autotune_first_keeps_the_family_for_launches_the_first_cannot_serve(monkeypatch):
+    monkeypatch.setattr(kernels.configs, "interpreting", lambda: False)
+    monkeypatch.setattr(kernels.configs, "TUNABLE", {})
+    fn = triton_kernels()["_conv_fwd_kernel"].fn
+    for mode, first_of in (("first", FAMILIES["conv_gemm"]), ("full", None)):
+        monkeypatch.setenv("CONVBENCH_AUTOTUNE", mode)
+        kernels.configs.TUNABLE.clear()
+        tuner = kernels.configs.autotune("conv_gemm", key=["BATCH"])(fn)
+        assert tuner.first_of is first_of
+        assert tuner.configs == (FAMILIES["conv_gemm"][:1] if mode == "first" else FAMILIES["conv_gemm"])
+
+
+def test_autotune_first_launch_takes_the_first_config_that_fits(monkeypatch, device):
+    """CONVBENCH_AUTOTUNE=first lists one config, and triton never prunes a one-config list:
+    the first conv config's fp64 tiles (3 x (128x64 + 64x128) x 8 B = 393,216 B by our
+    count; 262,144 B compiled by triton 3.6) cannot launch on sm_90 (227 KB: OutOfResources).
+    Each launch takes the family's first config that fits: 64x64x32 (5 stages) for fp64, the
+    first for fp32."""
+    monkeypatch.setattr(kernels.configs, "_shared_limit", lambda device: H100_SHARED)
+    gemm = FAMILIES["conv_gemm"]
+    tuner = kernels.configs.TUNABLE["_conv_fwd_kernel"].with_configs(gemm[:1], first_of=gemm)
+    monkeypatch.setattr(kernels.conv, "_conv_fwd_kernel", tuner)
+    for dtype, expected in ((torch.float64, gemm[6]), (torch.float32, gemm[0])):
+        x64, w64 = _data((2, 3, 5, 4), (4, 3, 3, 3), seed=5, dtype=dtype)
+        y = kernels.conv.conv2d_forward(x64.to(device, dtype), w64.to(device, dtype), None, 1, 1)
+        assert tuner.best_config is expected, f"{dtype} launched {tuner.best_config}"
+        assert_close(y, F.conv2d(x64, w64, None, 1, 1), reduction=27, name=f"conv {dtype}")
 
 
 def test_pool3_route_with_gpu_block_sizes(monkeypatch, device):
@@ -327,6 +358,60 @@ def test_dot_precision_each_launcher_passes(dtype, cudnn_tf32, matmul_tf32, expe
     got = _precisions(dtype, device)
     assert set(got) == GEMMS, f"GEMM launches with a DOT_PRECISION: {sorted(got)}"
     assert all(v == {expected} for v in got.values()), f"expected {expected!r} everywhere, got {got}"
+
+
+# --------------------------------------------------------------------------- TF32 on the interpreter
+def _truncate_tf32(a):
+    """fp32 values as the sm_90 tensor cores read them for a TF32 dot: the low 13 mantissa
+    bits dropped (triton 3.6 emits no cvt.rna.tf32 before its wgmma ... .tf32)."""
+    import numpy as np
+
+    return (a.astype(np.float32).view(np.int32) & np.int32(~0x1FFF)).view(np.float32)
+
+
+@pytest.fixture
+def tf32_truncating_dot(monkeypatch):
+    """The interpreter's tl.dot with fp32 inputs truncated to TF32 where a launcher asks for
+    "tf32" (the interpreter itself ignores input_precision and multiplies exactly)."""
+    import numpy as np
+    from triton._C.libtriton import ir
+    from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
+
+    exact = InterpreterBuilder.create_dot
+    calls = []
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if input_precision == ir.INPUT_PRECISION.TF32 and a.data.dtype == np.float32:
+            calls.append(1)
+            a, b = TensorHandle(_truncate_tf32(a.data), a.dtype), TensorHandle(_truncate_tf32(b.data), b.dtype)
+        return exact(self, a, b, d, input_precision, max_num_imprecise_acc)
+
+    monkeypatch.setattr(InterpreterBuilder, "create_dot", create_dot)
+    return calls
+
+
+def test_tf32_tolerance_covers_truncated_inputs(tf32_truncating_dot, device):
+    """With torch's default cudnn.allow_tf32 the fp32 conv launchers pass "tf32" and a GPU
+    truncates the dot inputs: forward, data-grad and weight-grad (K = 576, 432, 72) then
+    stay within tolerance(tf32=True), whose rtol term holds the truncation's bias (without
+    it, 12 of the forward's 3,456 outputs failed here), and outside the IEEE bound (so the
+    simulation is on)."""
+    from tests.helpers import tolerance_excess
+    from tests.test_conv import run_and_compare
+
+    if device == "cuda":
+        pytest.skip("simulates on the interpreter what the GPU does itself")
+    torch.backends.cudnn.allow_tf32 = True
+    run_and_compare(2, 64, 6, 6, 48, 3, 3, 1, 1, 1, bias=False, residual=False, activation=None,
+                    channels_last=True, device=device, tf32=True, seed=3)
+    assert tf32_truncating_dot, "no dot ran in TF32"
+    # the same forward, checked against the IEEE bound: the truncation must show
+    gen = torch.Generator().manual_seed(3)
+    x64, w64 = torch.randn(2, 64, 6, 6, generator=gen).double(), torch.randn(48, 64, 3, 3, generator=gen).double()
+    y = kernels.conv2d(x64.float().to(device), w64.float().to(device), padding=1)
+    ref = F.conv2d(x64.float().double(), w64.float().double(), padding=1)
+    assert tolerance_excess(y, ref, torch.float32, reduction=576, tf32=True) <= 1
+    assert tolerance_excess(y, ref, torch.float32, reduction=576) > 1
 
 
 # --------------------------------------------------------------------------- test flags

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kernels
-from tests.helpers import assert_close
+from tests.helpers import assert_close, stored
 
 LAYOUTS = ("nchw", "channels_last", "strided")
 
@@ -147,9 +147,13 @@ def check_lrn_pool(order, x64, lrn, pool, *, dtype=torch.float32, device="cpu", 
     size, alpha, beta, k = lrn
     ks, st_, pad, ceil = pool
     x, ref = _inputs(x64, dtype, device, layout)
+    moved = 0
     if order == "lrn_pool":
         y = kernels.lrn_max_pool2d(x, size, alpha, beta, k, kernel_size=ks, stride=st_, padding=pad, ceil_mode=ceil)
-        y64 = F.max_pool2d(F.local_response_norm(ref, size, alpha, beta, k), ks, st_, pad, ceil_mode=ceil)
+        # the kernel pools the stored (dtype-rounded) LRN output, as the unfused ops do
+        n64 = F.local_response_norm(ref, size, alpha, beta, k)
+        y64 = F.max_pool2d(stored(n64, dtype), ks, st_, pad, ceil_mode=ceil)
+        moved = moved_argmax(n64, dtype, ks, st_, pad, ceil)
     else:
         y = kernels.max_pool2d_lrn(x, ks, st_, pad, ceil, size=size, alpha=alpha, beta=beta, k=k)
         y64 = F.local_response_norm(F.max_pool2d(ref, ks, st_, pad, ceil_mode=ceil), size, alpha, beta, k)
@@ -165,6 +169,28 @@ def check_lrn_pool(order, x64, lrn, pool, *, dtype=torch.float32, device="cpu", 
     assert_close(x.grad, ref.grad, reduction=2 * size + 4, scale=max(scale, 1.0), name=f"{order} grad")
     want = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert y.is_contiguous(memory_format=want)
+    return moved
+
+
+def moved_argmax(z64, dtype, k, s, p, ceil) -> int:
+    """How many pooling windows of the float64 map `z64` pick another element once it is
+    stored in `dtype` (ties made by rounding): where a float64 reference that skipped the
+    rounding would route the gradient elsewhere than the kernel does."""
+    _, exact = F.max_pool2d(z64.detach(), k, s, p, ceil_mode=ceil, return_indices=True)
+    _, rounded = F.max_pool2d(stored(z64.detach(), dtype), k, s, p, ceil_mode=ceil, return_indices=True)
+    return int((exact != rounded).sum())
+
+
+def test_lrn_pool_half_ties_made_by_rounding(device):
+    """In a half dtype the fused LRN + max-pool compares the LRN outputs rounded as the
+    unfused ops store them; the rounding ties distinct values and moves the argmax (and
+    its gradient) in some windows, which the reference must share (tests.helpers.stored).
+    The every-config test's case (tests/test_tuned_configs.py) with a seed whose fp16
+    rounding moves a window; its own data moves one in bf16 on a GPU."""
+    x64 = torch.randn(2, 11, 9, 11, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    moved = check_lrn_pool("lrn_pool", x64, (5, 1e-2, 0.75, 2.0), (3, 2, 0, True), dtype=torch.float16,
+                           device=device, layout="channels_last", seed=4)
+    assert moved > 0, "no window's argmax moves: the case no longer exercises rounding ties"
 
 
 NET_POOL_GEOMS = [(3, 2, 0, False), (3, 2, 0, True), (3, 2, 1, False), (2, 3, 1, True)]
