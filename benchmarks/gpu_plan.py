@@ -16,6 +16,7 @@ import argparse
 import csv
 import heapq
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ CARD, TRITON = "NVIDIA H100 80GB HBM3", "3.6"  # the card and triton of the lent
 KNOWN_ROWS = PERF_DATA / "sweep.csv.gz"  # the sweep's rows there: items known to spill everywhere
 
 BUDGET_S = 540  # the whole command, by its step limits (the script caps each step to what is left)
+# `gpu_check.sh --followup`, the second command on the warm machine: 15 device minutes less
+# a start (1-2 min) and the first command's 540 s leave about 4 minutes
+FOLLOWUP_BUDGET_S = 200
 COMMAND_LIMIT_S = 600  # the device tool's limit: the budget plus the longest kill grace fits in it
 GRACE_S = {"correct": 25}  # seconds from SIGINT to SIGKILL; 10 for the other steps
 
@@ -43,7 +47,9 @@ PACK_S = 1.0  # call 1: pack 1 s
 SCRIPT_S = 6.0  # call 1: 536 s for the command, 530 s in its steps (CUDA probe, copies, tar)
 COMPILE_WORKERS = 14  # of the machine's 16 cores
 WORKER_START_S = 25.0  # call 1: each worker's rows sum to ~27 s of its 54 s compile step
-CORRECT_TESTS = 114  # call 1 correct.log: 72 results printed at "[ 63%]"
+# the correctness step's tests (tests/test_gpu_plan.py collects the script's command and
+# keeps this equal); call 1 ran 114 of them (correct.log: 72 results printed at "[ 63%]")
+CORRECT_TESTS = 144
 CORRECT_TESTS_PER_S = 111 / 114  # call 1: 111 results in the 114 s before its SIGINT, 14 workers, cold cache
 # call 2: 277 items, 1575 config rows and 277 cuDNN timings in ~180 s, the serial compiles of
 # the launches its compile step had left included: an upper bound per measurement
@@ -52,6 +58,10 @@ MEASURE_S = 180 / (1575 + 277)
 # the bench builds items only): ~4 s on the 2-core CPU host that plans, rounded up.
 SETUP_S = 5.0
 NETS_S = 244.0  # call 1: nets 244 s; its first steps per (net, backend) are in nets.csv
+# --followup's profile: per item, inputs built, 3 warm-up calls, 20 profiled, 20 timed by
+# events and 20 by the host clock, for Triton and cuDNN (its compiles are in the shared cache)
+PROFILE_ITEM_S = 2.0
+GRAPH_STEPS = 7  # per (net, backend): first, second, warm-up, capture, one replay, five timed
 
 MEASURED = [
     f"env {ENV_S:.0f} s and pack {PACK_S:.0f} s (call 1 steps.txt); every step's python start taken as env's "
@@ -67,6 +77,9 @@ MEASURED = [
     f"nets: {NETS_S:.0f} s (call 1), of which first steps (nets.csv): {{first}}; the triton backend then ran "
     f"mostly first configs, now the table's (precompiled by the compile step)",
     "from docs/perf-data/2026-11-27-h100 (call1-gpu-check.tar.gz, call2-compile-sweep.tar.gz, nets.csv)",
+    f"--followup: profile {PROFILE_ITEM_S:.0f} s per item (not measured: 60 short calls each side, compiles "
+    f"cached by the first command); graphs: each net's first step (nets.csv) + {GRAPH_STEPS} steps at its "
+    f"measured img/s",
 ]
 
 
@@ -148,13 +161,6 @@ def plan() -> list[Step]:
     steps.append(Step("sweep", 0, timed, PROCESS_START_S + SETUP_S + timed * MEASURE_S,
                       f"{len(swept)} items the table lacks ({n_sweep - len(lacking)} in it, "
                       f"{len(lacking) - len(swept)} known to spill under every config)"))
-    memory = [i for i in items[:n_sweep] if i.kind in sweep.MEMORY_KINDS]
-    blocks = sweep.inception_blocks(layers)
-    branch_timings = sum(len(sweep.configs_for(i)) + 1 for i in items[n_sweep:])
-    bench_timed = 1 + 2 * len(memory) + 2 * len(blocks) + branch_timings
-    steps.append(Step("bench", 0, bench_timed, PROCESS_START_S + SETUP_S + bench_timed * MEASURE_S,
-                      f"copy; {len(memory)} memory-bound items + ATen; {len(blocks)} Inception blocks x 4 ways "
-                      f"({branch_timings} branch timings)"))
     extra = net_extra_compiles(sigs)
     n_nets = len(sweep.NET_BACKENDS) * len(sweep.NET_ARCHS)
     steps.append(Step("nets", extra, n_nets, NETS_S,
@@ -164,7 +170,44 @@ def plan() -> list[Step]:
     return steps
 
 
-def print_plan(steps: list[Step], out=sys.stdout) -> float:
+def followup_plan() -> list[Step]:
+    """`gpu_check.sh --followup`: the bench, the profile of the items furthest behind
+    cuDNN, and the nets' training steps replayed as CUDA graphs."""
+    layers = sweep.all_layers()
+    items = sweep.compile_items(layers)
+    n_sweep = len(sweep.all_items(layers))
+    steps = [Step("env", 0, 0, ENV_S, "GPU, driver, torch, triton, cuDNN versions")]
+    memory = [i for i in items[:n_sweep] if i.kind in sweep.MEMORY_KINDS]
+    blocks = sweep.inception_blocks(layers)
+    branch_timings = sum(len(sweep.configs_for(i)) + 1 for i in items[n_sweep:])
+    bench_timed = 1 + 2 * len(memory) + 2 * len(blocks) + branch_timings
+    steps.append(Step("bench", 0, bench_timed, PROCESS_START_S + SETUP_S + bench_timed * MEASURE_S,
+                      f"copy; {len(memory)} memory-bound items + ATen; {len(blocks)} Inception blocks x 4 ways "
+                      f"({branch_timings} branch timings)"))
+    n_profile = _profile_count()
+    steps.append(Step("profile", 0, n_profile, PROCESS_START_S + SETUP_S + n_profile * PROFILE_ITEM_S,
+                      f"{n_profile} items: device time per kernel, host and event time, beside cuDNN"))
+    first = first_steps()
+    graph_s = sum(first[(a, b)] + GRAPH_STEPS * 128 / ips for (a, b), ips in _nets_ips().items() if b != "compile")
+    steps.append(Step("graphs", 0, 2 * len(sweep.NET_ARCHS), PROCESS_START_S + graph_s,
+                      f"{len(sweep.NET_ARCHS)} nets x torch, triton: the training step replayed as one CUDA graph"))
+    steps.append(Step("pack", 0, 0, PACK_S, "summary, one tar.gz archive"))
+    return steps
+
+
+def _profile_count() -> int:
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh").read_text()
+    worst = int(re.search(r"^PROFILE_WORST=(\d+)", script, re.M).group(1))
+    named = re.search(r"^PROFILE_ITEMS=(.*?)(?<!\\)$", script, re.M | re.S).group(1)
+    return worst + len(named.replace("\\\n", "").split(","))
+
+
+def _nets_ips() -> dict[tuple[str, str], float]:
+    with (PERF_DATA / "nets.csv").open() as f:
+        return {(r["arch"], r["backend"]): float(r["images_per_s"]) for r in csv.DictReader(f)}
+
+
+def print_plan(steps: list[Step], out=sys.stdout, budget: float = BUDGET_S) -> float:
     total = sum(s.seconds for s in steps) + SCRIPT_S
     print("GPU check plan (counted on the CPU; seconds from the first H100 run's measurements below)", file=out)
     print(f"{'step':<9}{'compiles':>9}{'timed':>7}{'est s':>8}{'limit s':>9}  what", file=out)
@@ -176,10 +219,10 @@ def print_plan(steps: list[Step], out=sys.stdout) -> float:
         shown = ", ".join(f"{a} {b} {s:.1f} s" for (a, b), s in first.items())
         print(f"  - {line.format(first=shown) if '{first}' in line else line}", file=out)
     limits = sum(s.limit_s for s in steps) + SCRIPT_S
-    fits = "fits" if total <= BUDGET_S and limits <= BUDGET_S else "DOES NOT FIT"
-    print(f"total: {total:.0f} s estimated (with {SCRIPT_S:.0f} s between steps), {fits} the {BUDGET_S} s budget; "
+    fits = "fits" if total <= budget and limits <= budget else "DOES NOT FIT"
+    print(f"total: {total:.0f} s estimated (with {SCRIPT_S:.0f} s between steps), {fits} the {budget:.0f} s budget; "
           f"step limits sum to {limits:.0f} s, and the script caps each step to the budget left, so the command "
-          f"ends by {BUDGET_S} s + a kill grace (at most {max(GRACE_S.values())} s) within the device's "
+          f"ends by {budget:.0f} s + a kill grace (at most {max(GRACE_S.values())} s) within the device's "
           f"{COMMAND_LIMIT_S} s", file=out)
     return total
 
@@ -187,15 +230,17 @@ def print_plan(steps: list[Step], out=sys.stdout) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--limits", action="store_true", help="print 'step limit_s' lines for gpu_check.sh")
+    parser.add_argument("--followup", action="store_true", help="the plan of `gpu_check.sh --followup`")
     args = parser.parse_args(argv)
-    steps = plan()
+    steps = followup_plan() if args.followup else plan()
+    budget = FOLLOWUP_BUDGET_S if args.followup else BUDGET_S
     if args.limits:
         for s in steps:
             print(s.name, s.limit_s)
         return 0
-    total = print_plan(steps)
+    total = print_plan(steps, budget=budget)
     limits = sum(s.limit_s for s in steps) + SCRIPT_S
-    fits = total <= BUDGET_S and limits <= BUDGET_S and BUDGET_S + max(GRACE_S.values()) <= COMMAND_LIMIT_S
+    fits = total <= budget and limits <= budget and budget + max(GRACE_S.values()) <= COMMAND_LIMIT_S
     return 0 if fits else 1
 
 

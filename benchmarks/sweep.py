@@ -1039,25 +1039,34 @@ def step_bench(out: Path, *, items=None, blocks=None, device=None, copy_numel: i
 
 def train_images_per_s(arch: str, backend: str, device, steps: int = 5) -> tuple[float, float]:
     """(images/s, first-step seconds) of the paper recipe's training step at BATCH, bf16
-    channels_last, synthetic data on the device; CUDA events over `steps` steps after two."""
+    channels_last, synthetic data on the device; CUDA events over `steps` steps after two.
+    backend `<b>+graph`: backend b's step captured once as a CUDA graph (benchmarks.graphs,
+    after the two) and replayed."""
     import nets
     from nets import recipe
 
-    model = nets.build(arch, "torch" if backend == "compile" else backend)
+    from . import graphs
+
+    base, graphed = backend.removesuffix("+graph"), backend.endswith("+graph")
+    model = nets.build(arch, "torch" if base == "compile" else base)
     model = model.to(device=device, dtype=DTYPE, memory_format=torch.channels_last).train()
-    net = torch.compile(model, dynamic=False) if backend == "compile" else model
+    net = torch.compile(model, dynamic=False) if base == "compile" else model
     x = _cl(torch.randn(BATCH, 3, 224, 224, device=device, dtype=DTYPE))
     y = torch.randint(0, 1000, (BATCH,), device=device)
     opt = recipe.optimizer(model, arch, batch_size=BATCH)
     start = time.perf_counter()
-    recipe.train_step(net, opt, x, y)
+    step = lambda: recipe.train_step(net, opt, x, y)
+    step()
     torch.cuda.synchronize()
     first = time.perf_counter() - start
-    recipe.train_step(net, opt, x, y)
+    step()
+    if graphed:
+        step = graphs.capture(step, device, warmup=1)[0]
+        step()
     begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     begin.record()
     for _ in range(steps):
-        recipe.train_step(net, opt, x, y)
+        step()
     end.record()
     torch.cuda.synchronize()
     return BATCH * steps / (begin.elapsed_time(end) * 1e-3), first

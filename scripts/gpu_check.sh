@@ -9,7 +9,8 @@
 #            with the card's committed table, its config of every layer it serves, every
 #            config of the layers it lacks, and the bench's per-branch Inception launches
 #   correct  the fuzz tests (hypothesis profile gpu-check), the split-K test, the tuned-table
-#            tests and every config of every kernel against float64 references, pytest -n 14
+#            tests, the conv statistics epilogue, the FC epilogue and dropout, and the CUDA-graph
+#            replay of a training step, against float64 references, pytest -n 14
 #            (the max-pool, LRN+max-pool and BatchNorm kernels: their every-config tests); each
 #            failure's report and each finished test go to disk as they come
 #   sweep    the layers the committed table lacks (but for those every config of which
@@ -29,24 +30,40 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
 
 if [ "${1:-}" = "--plan" ]; then
-    TRITON_INTERPRET=1 exec python3 -m benchmarks.gpu_plan
+    TRITON_INTERPRET=1 exec python3 -m benchmarks.gpu_plan ${2:+"$2"}
 fi
+MODE=check
+[ "${1:-}" = "--followup" ] && MODE=followup
 
 # Seconds per step: `python -m benchmarks.gpu_plan --limits` (tests/test_gpu_plan.py keeps
 # these equal to it; written here so the GPU spends no time re-counting).
-LIMIT_env=10 LIMIT_compile=50 LIMIT_correct=129 LIMIT_sweep=10 LIMIT_bench=47 LIMIT_nets=269 LIMIT_pack=10
+LIMIT_env=10 LIMIT_compile=50 LIMIT_correct=163 LIMIT_sweep=10 LIMIT_nets=269 LIMIT_pack=10
 BUDGET=540  # the whole command (gpu_plan.BUDGET_S); no step runs past it but pack
+# --followup (`python -m benchmarks.gpu_plan --followup --limits`), the second command on the
+# still-warm machine: its own limits and budget (gpu_plan.FOLLOWUP_BUDGET_S)
+FLIMIT_env=10 FLIMIT_bench=47 FLIMIT_profile=37 FLIMIT_graphs=47 FLIMIT_pack=10
+FBUDGET=200
 # SIGINT to SIGKILL. The correctness step's pytest -n 14 needs more than xdist's 10 s
 # (NodeManager.EXIT_TIMEOUT) to stop workers caught in a compile, which a signal cannot
 # interrupt, before it writes its JUnit XML and summary; with 10 s it was killed first.
 GRACE_correct=25
 KNOWN_ROWS=docs/perf-data/2026-11-27-h100/sweep.csv.gz  # items known to spill under every config
+# --followup's profile: the items furthest behind cuDNN in the first sweep, and those whose
+# every config ran within a few percent of one time (the flat margins of docs/perf-log.md)
+PROFILE_WORST=6
+PROFILE_ITEMS=resnet50.layer4.0.bn1:forward,resnet50.layer3.0.bn1:forward,resnet50.layer4.0.conv1:forward,\
+googlenet.inception5a.fused1x1:wgrad/split3,alexnet.features.norm1:forward,googlenet.norm2:backward
 
 OUT_DIR="${OUT:-gpu-check-out}"
 mkdir -p "$OUT_DIR"
 WORK="$(mktemp -d)/gpu-check"
 mkdir -p "$WORK"
-export TRITON_CACHE_DIR="$WORK/../triton-cache"
+# one cache for both commands: the follow-up on the warm machine finds the check's compiles
+export TRITON_CACHE_DIR=/tmp/convbench-triton-cache
+if [ "$MODE" = followup ]; then
+    BUDGET=$FBUDGET
+    for v in env bench profile graphs pack; do eval "LIMIT_$v=\$FLIMIT_$v"; done
+fi
 
 if ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     echo "gpu_check: no CUDA device visible to torch here; nothing was measured." >&2
@@ -89,12 +106,14 @@ json.dump(env, open(sys.argv[1], "w"), indent=1)
 print(json.dumps(env))
 PY
 
+if [ "$MODE" = check ]; then
 step compile python3 -m benchmarks.sweep compile --out "$WORK/compile" --known-rows "$KNOWN_ROWS"
 
 touch "$WORK/correct-failures.txt"  # empty: no test failed (or none ran: see correct-progress.csv)
 HYPOTHESIS_PROFILE=gpu-check CONVBENCH_AUTOTUNE=first CONVBENCH_TUNED=off step correct \
     python3 -m pytest tests/test_conv.py tests/test_inception.py tests/test_lrn_residual.py \
-    tests/test_tuned.py tests/test_tuned_configs.py -k "fuzz or split_k or tuned" -n 14 -q \
+    tests/test_tuned.py tests/test_tuned_configs.py tests/test_conv_bn_stats.py tests/test_fc.py tests/test_graphs.py \
+    -k "fuzz or split_k or tuned or test_conv_bn_stats or test_fc or replayed" -n 14 -q \
     -p benchmarks.gpu_hypothesis -p no:cacheprovider --junitxml="$WORK/correct.xml" \
     --failures-file "$WORK/correct-failures.txt" --progress-file "$WORK/correct-progress.csv"
 
@@ -104,8 +123,18 @@ CONVBENCH_TUNED=off step sweep python3 -m benchmarks.sweep sweep --out "$WORK/sw
 TABLE="$(ls "$WORK"/tuned/*.json 2>/dev/null | head -n 1)"
 # The sweep's table (the committed one completed), else the committed one (CONVBENCH_TUNED
 # unset); a miss launches the first config instead of autotuning serially.
-CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step bench python3 -m benchmarks.sweep bench --out "$WORK/bench"
 CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step nets python3 -m benchmarks.sweep nets --out "$WORK/nets"
+
+else  # --followup: what the first command leaves for a second one
+    # the bench: copy bandwidth, memory-bound kernels as % of it, Inception four ways
+    CONVBENCH_AUTOTUNE=first step bench python3 -m benchmarks.sweep bench --out "$WORK/bench"
+    # where the time of the items furthest behind cuDNN goes: device time per kernel, host time
+    CONVBENCH_AUTOTUNE=first step profile python3 -m benchmarks.gpu_profile --out "$WORK/profile" \
+        --sweep "$KNOWN_ROWS" --worst "$PROFILE_WORST" --items "$PROFILE_ITEMS"
+    # each net's training step replayed as one CUDA graph: what the host costs the step
+    CONVBENCH_AUTOTUNE=first step graphs python3 -m benchmarks.sweep nets --out "$WORK/nets" \
+        --backends torch+graph,triton+graph
+fi
 
 step pack python3 scripts/gpu_summary.py "$WORK" --out "$WORK/summary.txt"
 cp "$WORK/summary.txt" "$WORK/steps.txt" "$OUT_DIR/" 2>/dev/null

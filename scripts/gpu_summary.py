@@ -105,9 +105,28 @@ def summarize(work: Path) -> None:
                     kinds = group.groupby("kernel").launches.agg(["count", "sum"])
                     print(f"  {arch} {backend}: " + ", ".join(f"{k} {int(r['count'])}, {int(r['sum'])}"
                                                              for k, r in kinds.iterrows()))
+    profile = work / "profile" / "profile.csv"
+    if profile.exists() and profile.stat().st_size:
+        summarize_profile(pd.read_csv(profile))
     steps = work / "steps.txt"
     if steps.exists():
         print("\nsteps:\n" + steps.read_text())
+
+
+def summarize_profile(rows: pd.DataFrame) -> None:
+    """Per profiled item, Triton beside cuDNN: kernel launches and device time per call, the
+    CUDA-event time (what the sweep reports) and the host's time per call; then Triton's kernels."""
+    calls = rows[rows.kernel == "*"]
+    if calls.empty:
+        return
+    print("\nprofile (us per call; device: kernels' sum by torch.profiler, event: CUDA events as the sweep "
+          "times, host: the call's Python and launches):")
+    cols = ["item", "side", "launches_per_call", "device_us", "event_us", "host_us", "status", "error"]
+    print(calls[[c for c in cols if c in calls]].to_string(index=False))
+    kernels = rows[(rows.kernel != "*") & (rows.side == "triton")]
+    for item, group in kernels.groupby("item", sort=False):
+        print(f"  {item}: " + ", ".join(f"{r.kernel} x{r.launches_per_call:g} {r.device_us:.1f} us"
+                                        for r in group.itertuples()))
 
 
 def summarize_bench(rows: pd.DataFrame) -> None:

@@ -14,7 +14,8 @@ import pytest
 from benchmarks import gpu_plan
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ("env", "compile", "correct", "sweep", "bench", "nets", "pack")
+STEPS = ("env", "compile", "correct", "sweep", "nets", "pack")
+FOLLOWUP_STEPS = ("env", "bench", "profile", "graphs", "pack")
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +28,19 @@ def plan_output() -> str:
     return done.stdout
 
 
-def _rows(text: str) -> dict[str, list[str]]:
+@pytest.fixture(scope="module")
+def followup_output() -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", "--plan", "--followup"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _rows(text: str, steps=STEPS) -> dict[str, list[str]]:
     rows = [line.split() for line in text.splitlines()]
-    return {row[0]: row for row in rows if row and row[0] in STEPS}
+    return {row[0]: row for row in rows if row and row[0] in steps}
 
 
 def test_plan_fits_the_budget_with_total_last(plan_output):
@@ -40,14 +51,40 @@ def test_plan_fits_the_budget_with_total_last(plan_output):
     assert total <= gpu_plan.BUDGET_S
     steps = sum(float(r[3]) for r in rows.values())
     assert abs(total - gpu_plan.SCRIPT_S - steps) <= len(rows)  # rounding of each step
-    # real counts, not placeholders: the compile plan's launches, the bench's timings
-    assert int(rows["compile"][1]) > 100 and int(rows["bench"][2]) > 300 and int(rows["correct"][2]) > 100
+    # real counts, not placeholders: the compile plan's launches, the tests
+    assert int(rows["compile"][1]) > 100 and int(rows["correct"][2]) > 100
     assert "measured:" in plan_output and "docs/perf-data/2026-11-27-h100" in plan_output
+
+
+def test_followup_plan_fits_its_budget_and_the_script_has_its_limits(followup_output):
+    rows = _rows(followup_output, FOLLOWUP_STEPS)
+    assert list(rows) == list(FOLLOWUP_STEPS)
+    total = float(re.search(r"total: (\d+) s estimated", followup_output).group(1))
+    assert total <= gpu_plan.FOLLOWUP_BUDGET_S and int(rows["bench"][2]) > 300 and int(rows["profile"][2]) >= 6
+    script = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    limits = dict(re.findall(r"\bFLIMIT_(\w+)=(\d+)", script))
+    assert {step: int(r[4]) for step, r in rows.items()} == {k: int(v) for k, v in limits.items()}
+    assert sum(int(v) for v in limits.values()) + gpu_plan.SCRIPT_S <= gpu_plan.FOLLOWUP_BUDGET_S
+    assert int(re.search(r"^FBUDGET=(\d+)", script, re.M).group(1)) == gpu_plan.FOLLOWUP_BUDGET_S
+    # the first command's budget, a start and the follow-up fit the 15 device minutes
+    assert gpu_plan.BUDGET_S + gpu_plan.FOLLOWUP_BUDGET_S + 120 <= 900
+
+
+def test_correct_step_count_is_the_scripts_collection():
+    """gpu_plan.CORRECT_TESTS is what the script's pytest command collects."""
+    script = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    command = re.search(r"step correct \\\n(.*?)--junitxml", script, re.S).group(1)
+    files = re.findall(r"tests/test_\w+\.py", command)
+    expr = re.search(r'-k "([^"]+)"', command).group(1)
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:randomly", *files,
+                           "-k", expr], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    count = int(re.search(r"(\d+)/\d+ tests collected", done.stdout).group(1))
+    assert count == gpu_plan.CORRECT_TESTS, done.stdout[-2000:]
 
 
 def test_script_limits_are_the_plans(plan_output):
     script = (ROOT / "scripts" / "gpu_check.sh").read_text()
-    limits = dict(re.findall(r"LIMIT_(\w+)=(\d+)", script))
+    limits = dict(re.findall(r"\bLIMIT_(\w+)=(\d+)", script))
     assert {step: int(r[4]) for step, r in _rows(plan_output).items()} == {k: int(v) for k, v in limits.items()}
     assert sum(int(v) for v in limits.values()) + gpu_plan.SCRIPT_S <= gpu_plan.BUDGET_S
     assert int(re.search(r"^BUDGET=(\d+)", script, re.M).group(1)) == gpu_plan.BUDGET_S

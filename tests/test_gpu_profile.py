@@ -85,3 +85,26 @@ def test_cli_refusals(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device"):
         gpu_profile.main(["--out", str(tmp_path), "--items", "a"])
+
+
+def test_gpu_summary_shows_the_profile_rows(tmp_path, capsys):
+    """The follow-up command's summary: each item's Triton and cuDNN rows, then Triton's kernels."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_summary", ROOT / "scripts" / "gpu_summary.py")
+    gpu_summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_summary)
+    rows = Rows(tmp_path / "p.csv", gpu_profile.PROFILE_FIELDS)
+    rows.add(item="r:forward", side="triton", kernel="*", launches_per_call=3, device_us=20.0, event_us=120.0,
+             host_us=110.0, status="ok")
+    rows.add(item="r:forward", side="triton", kernel="_bn_fwd_kernel", launches_per_call=1, device_us=10.5,
+             status="ok")
+    rows.add(item="r:forward", side="cudnn", kernel="*", launches_per_call=2, device_us=30.0, event_us=35.0,
+             host_us=15.0, status="ok")
+    rows.close()
+    (tmp_path / "work" / "profile").mkdir(parents=True)
+    (tmp_path / "p.csv").rename(tmp_path / "work" / "profile" / "profile.csv")
+    gpu_summary.summarize(tmp_path / "work")
+    out = capsys.readouterr().out
+    assert "profile (us per call" in out and "r:forward: _bn_fwd_kernel x1 10.5 us" in out
+    assert "120.0" in out and "110.0" in out
