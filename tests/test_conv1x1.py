@@ -21,7 +21,7 @@ from kernels import configs, race, tuned
 from kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_geometry
 from kernels.conv1x1 import SPLIT_ALIGN, conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad
 from tests.helpers import VIEW_KINDS, LaunchRecorder, assert_close
-from tests.test_conv import ARGS, run_and_compare
+from tests.test_conv import ARGS, run_and_compare, view_choices
 
 SITES = race.SITES
 FAST = {"_conv1x1_fwd_kernel", "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel"}
@@ -80,6 +80,37 @@ def test_gemm1x1_every_argument_as_a_view(arg, kind, device):
             run_and_compare(2, 8, 3, 5, 16, 1, 1, 1, 0, 1, bias=True, residual=True, activation="relu",
                             channels_last=True, views={arg: (kind, 1)}, device=device)
     assert _gemms(rec) == FAST, rec.names()
+
+
+@given(case=gemm_cases(), views=view_choices(ARGS, (4, 4, 1, 4)))
+def test_gemm1x1_strided_views_fuzz(case, views, device):
+    """Every tensor argument a sliced / offset / transposed / expanded view at once, bias and
+    residual on: forward and every gradient against float64 on the 1x1 path."""
+    case = {**case, "bias": True, "residual": True, "dtype": torch.float64 if case["dtype"] == torch.float64
+            else torch.float32}
+    with _forced("gemm1x1"), LaunchRecorder() as rec:
+        run_and_compare(**{**case, "R": 1, "S": 1, "stride": 1, "padding": 0, "groups": 1}, views=views,
+                        device=device)
+    assert _gemms(rec) == FAST, rec.names()
+
+
+def test_outputs_into_a_channel_slice_leave_the_neighbours_alone(device):
+    """Forward and data-grad written into a channel slice of a wider channels_last buffer (as
+    a concatenation does): TMA-fed, the store's box is clipped at the slice's last channel,
+    and the channels around it keep their poison."""
+    (x64, w64, _, r64, _), (x, w, _, r, _) = _inputs(2, 16, 3, 5, 24, torch.float32, device, seed=5)
+    buf = torch.full((2, 56, 3, 5), 7.0, device=device).to(memory_format=torch.channels_last)
+    grad_buf = torch.full((2, 40, 3, 5), 7.0, device=device).to(memory_format=torch.channels_last)
+    geo = conv_geometry(x, w)
+    with _forced("gemm1x1"), LaunchRecorder() as rec:
+        conv2d_forward(x, w, out=buf[:, 16:40])
+        conv2d_input_grad(r, w, geo, out=grad_buf[:, 8:24])
+    assert [la.kwargs["USE_TMA"] for la in rec.launches] == [True, True]
+    assert_close(buf[:, 16:40], F.conv2d(x64, w64), reduction=16, name="forward into a slice")
+    assert_close(grad_buf[:, 8:24], torch.einsum("nkhw,kc->nchw", r64, w64[:, :, 0, 0]), reduction=24,
+                 name="data-grad into a slice")
+    assert (buf[:, :16] == 7).all() and (buf[:, 40:] == 7).all()
+    assert (grad_buf[:, :8] == 7).all() and (grad_buf[:, 24:] == 7).all()
 
 
 # --------------------------------------------------------------------------- TMA and pointers
