@@ -89,6 +89,7 @@ CONV1X1 = [
     _tma_cfg(64, 128, 64, 4, 4, GROUP_M=8),
     _tma_cfg(128, 128, 64, 8, 4, GROUP_M=8),
     _tma_cfg(64, 64, 64, 4, 4, GROUP_M=8),
+    _tma_cfg(64, 64, 32, 4, 3, GROUP_M=8),  # the one that fits float64 (131,072 bytes with its out tile)
 ]
 # 1x1 weight-grad: M = C_out, N = C_in, the reduction over pixels split across programs
 # in shares of a multiple of 256 rows, so a TMA box (BLOCK_K rows, a divisor of 256) never
@@ -100,6 +101,7 @@ CONV1X1_WGRAD = [
     _tma_cfg(64, 128, 64, 4, 4),
     _tma_cfg(128, 64, 64, 4, 4),
     _tma_cfg(64, 64, 128, 4, 3),
+    _tma_cfg(64, 64, 32, 4, 3),  # the one that fits float64 (98,304 bytes)
 ]
 # Element-wise and sliding-window kernels (LRN, add+ReLU): one block size axis.
 # Source: Liger-Kernel / Triton tutorial 02 practice (4 to 16 KB of each operand per CTA).

@@ -433,8 +433,14 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     if eligible(geo):
         candidates.insert(0, race.Candidate("gemm1x1", ("_conv1x1_fwd_kernel",),
                                             lambda: conv1x1_forward(x, weight, bias, residual, y, relu=relu)))
-    race.choose("conv_forward", dispatch_key(geo), x, candidates).run()
+    race.choose("conv_forward", dispatch_key(geo), x, candidates, rerun_safe=not _shares_memory(y, residual)).run()
     return y
+
+
+def _shares_memory(out: torch.Tensor, src: torch.Tensor | None) -> bool:
+    """True when the output `out` lies in the same storage as the input `src` (written over
+    it: the pass cannot be re-run on the same buffers)."""
+    return src is not None and out.untyped_storage().data_ptr() == src.untyped_storage().data_ptr()
 
 
 def dispatch_key(geo: ConvGeometry) -> dict:
@@ -474,7 +480,7 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
     if eligible(geo):
         candidates.insert(0, race.Candidate("gemm1x1", ("_conv1x1_dgrad_kernel",),
                                             lambda: conv1x1_input_grad(grad_out, weight, dx, relu_input=relu_input)))
-    race.choose("conv_dgrad", dispatch_key(geo), dx, candidates).run()
+    race.choose("conv_dgrad", dispatch_key(geo), dx, candidates, rerun_safe=not _shares_memory(dx, relu_input)).run()
     return dx
 
 

@@ -58,7 +58,7 @@ def _k_loop(a_src, b_src, a_rows, off_m, off_n, offs_n, mask_m, mask_n, K, sak, 
                 b = b_src.load([off_n, k0]).T
             else:
                 b = b_src.load([k0, off_n])
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
     else:
         for k0 in range(0, K, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -66,7 +66,7 @@ def _k_loop(a_src, b_src, a_rows, off_m, off_n, offs_n, mask_m, mask_n, K, sak, 
             a = tl.load(a_rows[:, None] + offs_k[None, :] * sak, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
             b = tl.load(b_src + offs_k[:, None] * sbk + offs_n[None, :] * sbn,
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
     return acc
 
 
@@ -219,7 +219,7 @@ def _conv1x1_wgrad_kernel(
         for m0 in range(m_start, m_end, BLOCK_K):
             a = a_src.load([m0, (pid % num_rows) * BLOCK_M]).T
             b = b_src.load([m0, (pid // num_rows) * BLOCK_N])
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
     else:
         for m0 in range(m_start, m_end, BLOCK_K):
             offs_m = m0 + tl.arange(0, BLOCK_K)
@@ -229,7 +229,7 @@ def _conv1x1_wgrad_kernel(
                         mask=mask_k[:, None] & mask_m[None, :], other=0.0)
             b = tl.load(b_src + (n * sxn + h * sxh + w * sxw)[:, None] + offs_c[None, :] * sxc,
                         mask=mask_m[:, None] & mask_c[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
     dw_off = split * sdwz + offs_k[:, None] * sdwk + offs_c[None, :] * sdwc
     tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=mask_k[:, None] & mask_c[None, :])
 

@@ -16,7 +16,8 @@ The first rule that applies decides:
      lasting answer is the tuned table's record, written by the GPU sweep from its
      measurements (`benchmarks/gpu_paths.py`).
 Each candidate computes the whole pass into fresh or fully overwritten outputs, so running
-one several times is safe.
+one several times is safe, unless an output is also one of the pass's inputs: the launcher
+then says so (`rerun_safe=False`) and no race runs.
 
 Imports torch, triton and kernels' `configs` and `tuned`.
 """
@@ -74,10 +75,12 @@ def _slot(site: str, key: dict, like: torch.Tensor) -> tuple:
     return (site, str(like.dtype).removeprefix("torch."), tuple(sorted(key.items())), str(like.device))
 
 
-def choose(site: str, key: dict, like: torch.Tensor, candidates: list[Candidate]) -> Candidate:
+def choose(site: str, key: dict, like: torch.Tensor, candidates: list[Candidate], *,
+           rerun_safe: bool = True) -> Candidate:
     """The candidate that runs this launch (rules in the module docstring). `key`: the
     shape's dispatch key (the tuned table's record key); `like`: a tensor of the pass, for
-    its dtype and device."""
+    its dtype and device. `rerun_safe=False` (an output that is also an input, e.g. written
+    in place over the residual) takes the first candidate where a race would have run."""
     if not candidates:
         raise ValueError(f"{site}: no candidate path")
     if len(candidates) == 1:
@@ -94,7 +97,7 @@ def choose(site: str, key: dict, like: torch.Tensor, candidates: list[Candidate]
     recorded = table.path(site, key, dtype) if table is not None else None
     if recorded in by_path:
         return by_path[recorded]
-    if configs.interpreting() or os.environ.get("CONVBENCH_AUTOTUNE", "full") == "first":
+    if configs.interpreting() or os.environ.get("CONVBENCH_AUTOTUNE", "full") == "first" or not rerun_safe:
         return candidates[0]
     slot = _slot(site, key, like)
     if slot not in _WON:

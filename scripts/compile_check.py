@@ -37,7 +37,7 @@ def _jit(kernel):
     return kernel
 
 
-ELEMENT_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2}
+ELEMENT_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 
 
 def _ends(configs, quick, dt="bf16", limit=232448):
@@ -148,7 +148,8 @@ def conv1x1_variants(dt: str, quick: bool):
     def box(rows, cols):
         return f"tensordesc<{dt}[{rows}, {cols}]>"
 
-    prec = "tf32"
+    prec = "ieee" if dt == "fp64" else "tf32"
+    partial = "fp64" if dt == "fp64" else "fp32"
     for family, confs in (("conv1x1", cfg.CONV1X1), ("conv1x1_wgrad", cfg.CONV1X1_WGRAD)):
         for conf in confs[:1] if quick else confs:
             meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
@@ -158,7 +159,7 @@ def conv1x1_variants(dt: str, quick: bool):
                 continue  # pruned for this dtype at launch
             for tma in (True,) if quick else (True, False):
                 on = tma  # the epilogue branches ride along with the TMA variant
-                common = dict(USE_TMA=tma, FP64=False, DOT_PRECISION=prec, INDEX_64=not tma, **meta)
+                common = dict(USE_TMA=tma, FP64=dt == "fp64", DOT_PRECISION=prec, INDEX_64=not tma, **meta)
                 if family == "conv1x1":
                     a, b_fwd, b_dg, c = ((box(bm, bk), box(bn, bk), box(bk, bn), box(bm, bn)) if tma
                                          else ("*" + dt,) * 4)
@@ -171,8 +172,9 @@ def conv1x1_variants(dt: str, quick: bool):
                            dict(RELU_MASK=on, A_TRANS=False, B_TRANS=False, **_unit("conv1x1_dgrad"), **common), w, s)
                 else:
                     a, b = (box(bk, bm), box(bk, bn)) if tma else ("*" + dt, "*" + dt)
-                    yield (f"conv1x1 wgrad {dt} tma={tma} fp32 partials={on} {meta}", conv1x1._conv1x1_wgrad_kernel,
-                           {"a_src": a, "b_src": b, "dw_ptr": "fp32" if on else dt}, {},
+                    yield (f"conv1x1 wgrad {dt} tma={tma} {partial} partials={on} {meta}",
+                           conv1x1._conv1x1_wgrad_kernel,
+                           {"a_src": a, "b_src": b, "dw_ptr": partial if on else dt}, {},
                            dict(A_TRANS=True, B_TRANS=False, **_unit("conv1x1_wgrad"), **common), w, s)
 
 
@@ -233,6 +235,8 @@ def variants(quick: bool):
                    dict.fromkeys(["x_ptr", "dy_ptr", "dx_ptr"], dt), {**scalars, "coef": "fp32"}, meta,
                    conf.num_warps, 2)
         yield from pool_bn_variants(dt, quick)
+    if not quick:  # float64: the 1x1 path's TMA loads feeding fp64 MMA (no wgmma for fp64)
+        yield from conv1x1_variants("fp64", quick)
     if not quick:  # fp32 with TF32 off: the IEEE path of tl.dot
         conf = cfg.CONV_GEMM[0]
         yield (f"conv fwd fp32 ieee {conf.kwargs}", conv._conv_fwd_kernel,
@@ -322,10 +326,11 @@ def promise_problems(constexprs: dict, compiled, code: dict | None) -> list[str]
     if not constexprs.get("USE_TMA"):
         return []
     ptx = compiled.asm.get("ptx", "")
-    problems = [f"no {what} in the PTX" for what, mark in (("wgmma", "wgmma"), ("TMA load", "cp.async.bulk.tensor"))
+    mma = "mma.sync" if constexprs.get("FP64") else "wgmma"  # sm_90 has no fp64 wgmma: DMMA
+    problems = [f"no {what} in the PTX" for what, mark in ((mma, mma), ("TMA load", "cp.async.bulk.tensor"))
                 if mark not in ptx]
     if code is not None:
-        if not code["HGMMA"] or not code["UTMALDG"]:
+        if not code["UTMALDG"] or not (code["HGMMA"] or constexprs.get("FP64")):
             problems.append(f"SASS lacks HGMMA or UTMALDG ({code})")
         if code["stack"] or code["LDL"]:
             problems.append(f"spills: {code['stack']} stack bytes, {code['LDL']} local loads")

@@ -303,6 +303,21 @@ def test_autotune_first_takes_the_first_path_without_racing(monkeypatch):
     assert calls == []
 
 
+def test_no_race_where_the_output_is_written_over_an_input(monkeypatch, device):
+    """A forward written into its own residual's memory cannot be re-run for a race (each
+    run would add the residual again): the first candidate runs, once, and is right."""
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    monkeypatch.setenv("CONVBENCH_TUNED", "off")
+    monkeypatch.setenv("CONVBENCH_AUTOTUNE", "full")
+    monkeypatch.setattr(race, "_WON", {})
+    monkeypatch.setattr(race, "_bench", lambda fn: pytest.fail("a race re-ran a pass that writes over its input"))
+    (x64, w64, _, r64, _), (x, w, _, r, _) = _inputs(2, 8, 3, 4, 16, torch.float32, device, seed=6)
+    with LaunchRecorder() as rec:
+        conv2d_forward(x, w, residual=r, out=r)
+    assert [la.name for la in rec.launches] == ["_conv1x1_fwd_kernel"]
+    assert_close(r, F.conv2d(x64, w64) + r64, reduction=10, name="forward over its residual")
+
+
 def test_forced_path_arguments_are_checked():
     with pytest.raises(ValueError, match="site must be one of"), race.forced_path("conv_backward", "generic"):
         pass
