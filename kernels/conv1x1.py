@@ -256,14 +256,34 @@ def pixel_matrix(t: torch.Tensor) -> tuple[int, int] | None:
     return step, sc
 
 
+class _Descriptor(TensorDescriptor):
+    """triton's host TensorDescriptor (specialized and launched exactly as one), compared and
+    hashed by what a launch specializes on: element type, box and padding, as a tensor
+    argument specializes on its dtype and alignment. Launch records that count distinct
+    compiles (benchmarks.sweep.record_launches) need arguments they can hash; the dataclass's
+    own equality would compare the base tensors element-wise. Each launch builds its own."""
+
+    def specialization(self) -> tuple:
+        return (str(self.base.dtype), tuple(self.block_shape), self.padding)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Descriptor) and self.specialization() == other.specialization()
+
+    def __hash__(self) -> int:
+        return hash(self.specialization())
+
+
 def _descriptor(t: torch.Tensor, rows: int, cols: int, row_stride: int, col_stride: int) -> TensorDescriptor | None:
     """A TMA descriptor over a [rows, cols] matrix view of `t`, or None where triton's
     TensorDescriptor rules forbid one (unit column stride, 16-byte aligned base and row
-    stride). Its box is a placeholder: configs.tma_boxes sets the launching config's."""
+    stride) or rows overlap (an expanded view's stride 0: left to the pointer variant).
+    Its box is a placeholder: configs.tma_boxes sets the launching config's."""
     size = t.element_size()
     if (col_stride != 1 and cols != 1) or t.data_ptr() % 16 or (row_stride * size) % 16 or rows < 1 or cols < 1:
         return None
-    return TensorDescriptor(t, [rows, cols], [row_stride, 1], [16, 16])
+    if rows > 1 and row_stride < cols:
+        return None
+    return _Descriptor(t, [rows, cols], [row_stride, 1], [16, 16])
 
 
 def _pixel_descriptor(t: torch.Tensor) -> TensorDescriptor | None:

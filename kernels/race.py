@@ -8,8 +8,10 @@ The first rule that applies decides:
   1. a forced path (`forced_path(site, path)`), or a `configs.forced_config` on a kernel of
      one candidate: that candidate (sweeps and tests check and time one path so);
   2. the card's tuned table's dispatch record for (site, dtype, key): its measured winner;
-  3. the interpreter, or CONVBENCH_AUTOTUNE=first: the first candidate, the dedicated path
-     (correctness runs then exercise it and compile one kernel per specialization);
+  3. the interpreter, or CONVBENCH_AUTOTUNE=first: the first candidate, the generic kernel
+     (a candidate path replaces it only where a race or a measured record says so; the
+     tests force each path where they check it, and correctness runs compile one kernel
+     per specialization);
   4. this process's earlier race of the same (site, dtype, key, device);
   5. a race on the GPU: each candidate run once (its kernels autotune there), then timed
      with triton's do_bench; the fastest is kept for the process. Not on disk: a card's
@@ -34,7 +36,7 @@ import torch
 from . import configs, tuned
 
 SITES = ("conv_forward", "conv_dgrad", "conv_wgrad")
-PATHS = ("gemm1x1", "generic")
+PATHS = ("generic", "gemm1x1")  # the order of the launchers' candidates: the generic kernel first
 
 
 @dataclass(frozen=True)

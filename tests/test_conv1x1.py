@@ -158,6 +158,12 @@ def test_dispatch_picks_tma_where_every_tensor_allows_it(device):
     assert variants(8, 16) == [True]
     assert variants(5, 16) == [False]
     assert variants(8, 16, out=torch.empty(2, 16, 3, 4, device=device)) == [False]  # NCHW out
+    expanded = torch.empty(1, 16, 1, 1, device=device).expand(2, 16, 3, 4)  # every pixel one row: stride 0
+    assert variants(8, 16, out=torch.empty(2, 16, 3, 4, device=device).to(memory_format=torch.channels_last)) == [True]
+    x = torch.randn(1, 8, 1, 1, device=device).expand(2, 8, 3, 4)
+    with _forced("gemm1x1"), LaunchRecorder(execute=False) as rec:
+        conv2d_forward(x, torch.randn(16, 8, 1, 1, device=device), residual=expanded)
+    assert [launch.kwargs["USE_TMA"] for launch in rec.launches] == [False]
     with pytest.raises(ValueError, match="use_tma=True"):
         x = torch.randn(1, 5, 2, 2, device=device).to(memory_format=torch.channels_last)
         conv1x1_forward(x, torch.randn(3, 5, 1, 1, device=device), None, None, torch.empty(1, 3, 2, 2, device=device),
@@ -193,29 +199,38 @@ def test_other_convs_go_to_the_generic_kernel_even_when_forced(name, shape, devi
     assert _gemms(rec) == GENERIC, rec.names()
 
 
-def test_interpreter_default_is_the_1x1_path(device):
-    """No forcing, no table: the first candidate, the GEMM path, serves an eligible shape."""
+def test_interpreter_default_is_the_generic_path(device):
+    """No forcing, no table, no race (the interpreter): the first candidate, the generic
+    kernel, serves an eligible shape; the 1x1 path replaces it only where measured."""
     x = torch.randn(2, 8, 3, 3, device=device, requires_grad=True)
     w = torch.randn(4, 8, 1, 1, device=device, requires_grad=True)
     with LaunchRecorder(execute=False) as rec:
         conv2d_forward(x, w)
-    assert _gemms(rec) == {"_conv1x1_fwd_kernel"}
+    assert _gemms(rec) == {"_conv_fwd_kernel"}
 
 
 def test_forced_config_implies_its_path(device):
-    """A sweep forcing a config of one path's kernel runs that path (so a generic-kernel
-    sweep item of a 1x1 layer times the generic kernel, whatever the race would pick)."""
+    """A sweep forcing a config of one path's kernel runs that path: a 1x1-kernel item times
+    the 1x1 kernel, a generic-kernel item of the same layer the generic one, whatever the
+    default or a race would pick."""
     x = torch.randn(2, 8, 3, 3, device=device)
     w = torch.randn(4, 8, 1, 1, device=device)
+    dy = torch.randn(2, 4, 3, 3, device=device)
     geo = conv_geometry(x, w)
-    generic = configs.configs("conv_gemm")[0]
-    with configs.forced_config("_conv_fwd_kernel", generic), configs.forced_config("_conv_dgrad_kernel", generic), \
-            configs.forced_config("_conv_wgrad_kernel", configs.configs("conv_wgrad")[0]), \
-            LaunchRecorder(execute=False) as rec:
-        conv2d_forward(x, w)
-        conv2d_input_grad(torch.randn(2, 4, 3, 3, device=device), w, geo)
-        conv2d_weight_grad(x, torch.randn(2, 4, 3, 3, device=device), geo, w.dtype)
-    assert _gemms(rec) == GENERIC
+
+    def launched(fwd, dgrad, wgrad, gemm, split):
+        with configs.forced_config(fwd, configs.configs(gemm)[0]), \
+                configs.forced_config(dgrad, configs.configs(gemm)[0]), \
+                configs.forced_config(wgrad, configs.configs(split)[0]), LaunchRecorder(execute=False) as rec:
+            conv2d_forward(x, w)
+            conv2d_input_grad(dy, w, geo)
+            conv2d_weight_grad(x, dy, geo, w.dtype)
+        return _gemms(rec)
+
+    assert launched("_conv1x1_fwd_kernel", "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel", "conv1x1",
+                    "conv1x1_wgrad") == FAST
+    assert launched("_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv_wgrad_kernel", "conv_gemm",
+                    "conv_wgrad") == GENERIC
 
 
 def _table(tmp_path, monkeypatch, records):
@@ -230,18 +245,18 @@ def test_table_record_picks_the_path(tmp_path, monkeypatch, device):
     x = torch.randn(2, 8, 3, 3, device=device)
     w = torch.randn(4, 8, 1, 1, device=device)
     key = {"PIXELS": 18, "C": 8, "K": 4}
-    record = {"site": "conv_forward", "dtype": "float32", "key": key, "path": "generic",
-              "ms": {"generic": 0.01, "gemm1x1": 0.02}, "layer": "test"}
+    record = {"site": "conv_forward", "dtype": "float32", "key": key, "path": "gemm1x1",
+              "ms": {"generic": 0.02, "gemm1x1": 0.01}, "layer": "test"}
     path = _table(tmp_path, monkeypatch, [record])
     assert json.loads(path.read_text())["dispatch"] == [record]
     with LaunchRecorder(execute=False) as rec:
-        conv2d_forward(x, w)  # recorded: generic
+        conv2d_forward(x, w)  # recorded: the 1x1 path
         conv2d_forward(torch.randn(2, 8, 3, 5, device=device), w)  # another key: the default
         conv2d_forward(x.double(), w.double())  # another dtype: the default
-    assert [la.name for la in rec.launches] == ["_conv_fwd_kernel", "_conv1x1_fwd_kernel", "_conv1x1_fwd_kernel"]
-    with race.forced_path("conv_forward", "gemm1x1"), LaunchRecorder(execute=False) as rec:
+    assert [la.name for la in rec.launches] == ["_conv1x1_fwd_kernel", "_conv_fwd_kernel", "_conv_fwd_kernel"]
+    with race.forced_path("conv_forward", "generic"), LaunchRecorder(execute=False) as rec:
         conv2d_forward(x, w)  # forcing outranks the table
-    assert [la.name for la in rec.launches] == ["_conv1x1_fwd_kernel"]
+    assert [la.name for la in rec.launches] == ["_conv_fwd_kernel"]
 
 
 @pytest.mark.parametrize("record, problem", [
@@ -271,7 +286,7 @@ def test_race_on_a_gpu_times_each_path_once_per_shape(monkeypatch):
     monkeypatch.setenv("CONVBENCH_AUTOTUNE", "full")
     monkeypatch.setattr(race, "_WON", {})
     monkeypatch.setattr(race, "RACES", {})
-    times = {"gemm1x1": 0.5, "generic": 0.2}
+    times = {"gemm1x1": 0.2, "generic": 0.5}
     timed = []
 
     def bench(fn):
@@ -284,12 +299,12 @@ def test_race_on_a_gpu_times_each_path_once_per_shape(monkeypatch):
     calls = []
     like = torch.empty(1)
     won = race.choose("conv_forward", {"PIXELS": 1, "C": 2, "K": 3}, like, _candidates(calls))
-    assert won.path == "generic" and timed == ["gemm1x1", "generic"]
+    assert won.path == "gemm1x1" and timed == ["generic", "gemm1x1"]
     assert list(race.RACES.values()) == [times]
     again = race.choose("conv_forward", {"PIXELS": 1, "C": 2, "K": 3}, like, _candidates(calls))
-    assert again.path == "generic" and timed == ["gemm1x1", "generic"]
+    assert again.path == "gemm1x1" and timed == ["generic", "gemm1x1"]
     other = race.choose("conv_forward", {"PIXELS": 9, "C": 2, "K": 3}, like, _candidates(calls))
-    assert other.path == "generic" and len(timed) == 4
+    assert other.path == "gemm1x1" and len(timed) == 4
 
 
 def test_autotune_first_takes_the_first_path_without_racing(monkeypatch):
@@ -299,7 +314,7 @@ def test_autotune_first_takes_the_first_path_without_racing(monkeypatch):
     monkeypatch.setattr(race, "_bench", lambda fn: pytest.fail("CONVBENCH_AUTOTUNE=first must not race"))
     calls = []
     won = race.choose("conv_dgrad", {"PIXELS": 1, "C": 1, "K": 1}, torch.empty(1), _candidates(calls))
-    assert won.path == "gemm1x1"
+    assert won.path == "generic"
     assert calls == []
 
 
@@ -314,7 +329,7 @@ def test_no_race_where_the_output_is_written_over_an_input(monkeypatch, device):
     (x64, w64, _, r64, _), (x, w, _, r, _) = _inputs(2, 8, 3, 4, 16, torch.float32, device, seed=6)
     with LaunchRecorder() as rec:
         conv2d_forward(x, w, residual=r, out=r)
-    assert [la.name for la in rec.launches] == ["_conv1x1_fwd_kernel"]
+    assert [la.name for la in rec.launches] == ["_conv_fwd_kernel"]
     assert_close(r, F.conv2d(x64, w64) + r64, reduction=10, name="forward over its residual")
 
 
@@ -325,13 +340,13 @@ def test_forced_path_arguments_are_checked():
         pass
 
 
-def test_module_runs_the_1x1_path_by_default(device):
-    """kernels.Conv2d (what the nets build) on a 1x1 layer, default dispatch, one training
+def test_module_on_the_1x1_path(device):
+    """kernels.Conv2d (what the nets build) on a 1x1 layer with the path forced, one training
     step against float64."""
     torch.manual_seed(4)
     conv = kernels.Conv2d(24, 40, 1, bias=False).to(device)
     x = torch.randn(2, 24, 4, 4, device=device).to(memory_format=torch.channels_last).requires_grad_()
-    with LaunchRecorder() as rec:
+    with _forced("gemm1x1"), LaunchRecorder() as rec:
         y = conv(x)
         y.backward(torch.ones_like(y))
     assert _gemms(rec) == FAST

@@ -354,7 +354,9 @@ def _precisions(dtype, device) -> dict:
     w1 = torch.randn(3, 4, 1, 1, device=device, dtype=dtype, requires_grad=True)
     with LaunchRecorder(execute=False) as rec:
         kernels.conv2d(x, w, padding=1).sum().backward()
-        kernels.conv2d(x, w1).sum().backward()  # the 1x1 GEMM path
+        with race.forced_path("conv_forward", "gemm1x1"), race.forced_path("conv_dgrad", "gemm1x1"), \
+                race.forced_path("conv_wgrad", "gemm1x1"):
+            kernels.conv2d(x, w1).sum().backward()  # the 1x1 GEMM path
         kernels.inception_1x1(x, [w1, w1])[0].sum().backward()
     out = {}
     for launch in rec.launches:
