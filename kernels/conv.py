@@ -432,7 +432,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
                                  lambda: _generic_forward(x, weight, bias, residual, y, geo, relu))]
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_fwd_kernel",),
-                                            lambda: conv1x1_forward(x, weight, bias, residual, y, relu=relu)))
+                                         lambda: conv1x1_forward(x, weight, bias, residual, y, relu=relu)))
     race.choose("conv_forward", dispatch_key(geo), x, candidates, rerun_safe=not _shares_memory(y, residual)).run()
     return y
 
@@ -479,7 +479,7 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
                                  lambda: _generic_input_grad(grad_out, weight, geo, dx, relu_input))]
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_dgrad_kernel",),
-                                            lambda: conv1x1_input_grad(grad_out, weight, dx, relu_input=relu_input)))
+                                         lambda: conv1x1_input_grad(grad_out, weight, dx, relu_input=relu_input)))
     race.choose("conv_dgrad", dispatch_key(geo), dx, candidates, rerun_safe=not _shares_memory(dx, relu_input)).run()
     return dx
 
@@ -537,7 +537,7 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
                                  lambda: _generic_weight_grad(x, grad_out, geo, weight_dtype, split_k))]
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_wgrad_kernel",),
-                                            lambda: conv1x1_weight_grad(x, grad_out, weight_dtype, split_k=split_k)))
+                                         lambda: conv1x1_weight_grad(x, grad_out, weight_dtype, split_k=split_k)))
     return race.choose("conv_wgrad", dispatch_key(geo), x, candidates).run()
 
 
