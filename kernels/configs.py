@@ -56,6 +56,54 @@ CONV_WGRAD = [
     _cfg(64, 64, 128, 4, 3),
     _cfg(32, 64, 64, 4, 4),
 ]
+
+
+def tma_boxes(nargs: dict) -> None:
+    """Config pre-hook of the 1x1 GEMM kernels (`conv1x1.py`): a host TensorDescriptor's box
+    is its tile, so it is set from the launching config. Operand A is [BLOCK_M, BLOCK_K]
+    ([BLOCK_K, BLOCK_M] when A_TRANS), B [BLOCK_K, BLOCK_N] ([BLOCK_N, BLOCK_K] when
+    B_TRANS), an output tile and its residual / mask [BLOCK_M, BLOCK_N]; plain pointers
+    (the kernels' pointer variant) are left alone."""
+    bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
+    boxes = {"a_src": [bk, bm] if nargs["A_TRANS"] else [bm, bk], "b_src": [bn, bk] if nargs["B_TRANS"] else [bk, bn],
+             "r_src": [bm, bn], "c_dst": [bm, bn]}
+    for name, box in boxes.items():
+        if hasattr(nargs.get(name), "block_shape"):
+            nargs[name].block_shape = box
+
+
+def _tma_cfg(bm, bn, bk, warps, stages, **extra):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, **extra},
+                         num_warps=warps, num_stages=stages, pre_hook=tma_boxes)
+
+
+# 1x1 stride-1 conv as a plain GEMM over channels_last, TMA-fed, forward and data-grad
+# (M = pixels, persistent over tiles). Source: the Hopper configs of Triton's tutorial
+# 09-persistent-matmul (128-row tiles, 64-deep K steps: 128-byte bf16 rows, wgmma's
+# swizzle width; 3-4 stages), plus 64-wide tiles for the 64-channel layers; no 128x128 tile
+# on 4 warps (250 registers with the epilogue on sm_90, spills without TMA). Not yet
+# measured on our layers. Every BLOCK_K divides 256 (see CONV1X1_WGRAD).
+CONV1X1 = [
+    _tma_cfg(128, 128, 64, 8, 3, GROUP_M=8),
+    _tma_cfg(128, 256, 64, 8, 3, GROUP_M=8),
+    _tma_cfg(128, 64, 64, 4, 4, GROUP_M=8),
+    _tma_cfg(64, 128, 64, 4, 4, GROUP_M=8),
+    _tma_cfg(128, 128, 64, 8, 4, GROUP_M=8),
+    _tma_cfg(64, 64, 64, 4, 4, GROUP_M=8),
+    _tma_cfg(64, 64, 32, 4, 3, GROUP_M=8),  # the one that fits float64 (131,072 bytes with its out tile)
+]
+# 1x1 weight-grad: M = C_out, N = C_in, the reduction over pixels split across programs
+# in shares of a multiple of 256 rows, so a TMA box (BLOCK_K rows, a divisor of 256) never
+# reaches into the next share. Source: the same tutorial rows, with a 128-deep K step kept
+# for the long reduction.
+CONV1X1_WGRAD = [
+    _tma_cfg(128, 128, 64, 8, 3),
+    _tma_cfg(128, 128, 128, 8, 3),
+    _tma_cfg(64, 128, 64, 4, 4),
+    _tma_cfg(128, 64, 64, 4, 4),
+    _tma_cfg(64, 64, 128, 4, 3),
+    _tma_cfg(64, 64, 32, 4, 3),  # the one that fits float64 (98,304 bytes)
+]
 # Element-wise and sliding-window kernels (LRN, add+ReLU): one block size axis.
 # Source: Liger-Kernel / Triton tutorial 02 practice (4 to 16 KB of each operand per CTA).
 MEM_BOUND = [
@@ -81,13 +129,20 @@ CHANNEL_TILES = [
 _INTERPRET = {
     "conv_gemm": [_cfg(64, 64, 64, 4, 1, GROUP_M=4)],
     "conv_wgrad": [_cfg(64, 64, 64, 4, 1)],
+    "conv1x1": [_tma_cfg(64, 64, 64, 4, 1, GROUP_M=4)],
+    "conv1x1_wgrad": [_tma_cfg(64, 64, 64, 4, 1)],
     "mem_bound": [triton.Config({"BLOCK": 4096}, num_warps=4)],
     "lrn": [triton.Config({"BLOCK_P": 16}, num_warps=4)],
     "channel_tiles": [triton.Config({"BLOCK_P": 32, "BLOCK_C": 256}, num_warps=4)],
 }
-_GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "mem_bound": MEM_BOUND, "lrn": LRN,
-        "channel_tiles": CHANNEL_TILES}
+_GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "conv1x1": CONV1X1, "conv1x1_wgrad": CONV1X1_WGRAD,
+        "mem_bound": MEM_BOUND, "lrn": LRN, "channel_tiles": CHANNEL_TILES}
 _GPU_FIRST = {family: listed[:1] for family, listed in _GPU.items()}  # one list object per family
+# GEMM families: their configs are pruned by shared memory.
+GEMM_FAMILIES = ("conv_gemm", "conv_wgrad", "conv1x1", "conv1x1_wgrad")
+# A family whose kernels need a hook before every launch: configs from a tuned table or
+# `forced_config` (built without it) get the family's.
+_LAUNCH_HOOKS = {"conv1x1": tma_boxes, "conv1x1_wgrad": tma_boxes}
 
 
 def configs(family: str) -> list[triton.Config]:
@@ -108,11 +163,13 @@ def configs(family: str) -> list[triton.Config]:
 _CACHE_RESULTS = "cache_results" in inspect.signature(triton.autotune).parameters
 
 
-def gemm_shared_bytes(config: triton.Config, element_size: int) -> int:
-    """Shared memory a pipelined GEMM tile stages: num_stages x (A + B tiles). Checked
-    against the compiler's own numbers for sm_90 (scripts/compile_check.py)."""
+def gemm_shared_bytes(config: triton.Config, element_size: int, *, out_tile: bool = False) -> int:
+    """Shared memory a pipelined GEMM tile stages: num_stages x (A + B tiles), plus the
+    output tile a TMA store stages (`out_tile`: the 1x1 kernels' forward and data-grad).
+    Checked against the compiler's own numbers for sm_90 (scripts/compile_check.py)."""
     kw = config.kwargs
-    return config.num_stages * (kw["BLOCK_M"] * kw["BLOCK_K"] + kw["BLOCK_K"] * kw["BLOCK_N"]) * element_size
+    staged = config.num_stages * (kw["BLOCK_M"] * kw["BLOCK_K"] + kw["BLOCK_K"] * kw["BLOCK_N"])
+    return (staged + (kw["BLOCK_M"] * kw["BLOCK_N"] if out_tile else 0)) * element_size
 
 
 def _shared_limit(device) -> int | None:
@@ -131,8 +188,12 @@ def prune_by_shared_memory(configs_, named_args, **kwargs):
     limit = _shared_limit(tensor.device) if tensor is not None else None
     if limit is None:
         return configs_
-    fits = [c for c in configs_ if gemm_shared_bytes(c, tensor.element_size()) <= limit]
-    return fits or [min(configs_, key=lambda c: gemm_shared_bytes(c, tensor.element_size()))]
+    out_tile = bool(kwargs.get("USE_TMA")) and "c_dst" in named_args  # a TMA-stored output tile
+    need = lambda c: gemm_shared_bytes(c, tensor.element_size(), out_tile=out_tile)
+    fits = [c for c in configs_ if need(c) <= limit]
+    if kwargs.get("USE_TMA") is False:  # the 1x1 kernels' pointer variant spills above 128x128 on sm_90
+        fits = [c for c in fits if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128]
+    return fits or [min(configs_, key=need)]
 
 
 class TunedAutotuner(Autotuner):
@@ -193,7 +254,10 @@ class TunedAutotuner(Autotuner):
         else:
             self.nargs = dict(zip(self.arg_names, args))
             self.best_config = config
+            hook = config.pre_hook or _LAUNCH_HOOKS.get(self.family)
             try:
+                if hook is not None:
+                    hook({**self.nargs, **kwargs, **config.all_kwargs()})
                 ret = self.fn.run(*args, **kwargs, **config.all_kwargs())
             finally:
                 self.nargs = None
@@ -257,7 +321,7 @@ def autotune(family: str, key: list[str], **kwargs):
         raise ValueError(f"family must be one of {sorted(_GPU)}, got {family!r}")
     if _CACHE_RESULTS:
         kwargs.setdefault("cache_results", True)
-    if family in ("conv_gemm", "conv_wgrad"):
+    if family in GEMM_FAMILIES:
         kwargs.setdefault("prune_configs_by", {"early_config_prune": prune_by_shared_memory})
 
     def decorator(fn):

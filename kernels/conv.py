@@ -16,6 +16,10 @@ Padding is a load mask: no im2col and no padded copy of the input is ever materi
 The K loop runs one of two ways (constexpr FLAT_K): tap by tap with a channel block
 (C >= 16), or over the flattened R*S*C with per-element (r, s, c) decoding, so a C=3 stem
 packs 16+ useful values into each K step instead of 3.
+
+Each public launcher is a dispatch point: a 1x1 stride-1 conv (one group, no padding) may
+also run as a plain TMA-fed GEMM (`conv1x1.py`); `race.py` picks between the two per shape
+(forced path, tuned table record, or a timed race) and the generic kernel serves the rest.
 """
 
 from __future__ import annotations
@@ -28,9 +32,12 @@ import triton
 import triton.language as tl
 
 from . import configs as _configs
+from . import race
+from ._gemm import decode_pixels, fused_epilogue, tile_ids
 from ._reduce import column_sum
 from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
 from .configs import autotune
+from .conv1x1 import conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad, eligible
 from .residual import relu_grad
 from .tuned import tuned_split
 
@@ -52,46 +59,6 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation
 
 
 # --------------------------------------------------------------------------- shared jit math
-@triton.jit
-def tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
-    """Program id -> (tile row, tile col), GROUP_M row tiles at a time for L2 reuse."""
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    rows = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % rows
-    pid_n = (pid % per_group) // rows
-    return pid_m, pid_n
-
-
-@triton.jit
-def decode_pixels(offs, P, Q, INDEX_64: tl.constexpr):
-    """Flat pixel index over (n, p, q) -> its three coordinates (int64 when asked)."""
-    if INDEX_64:
-        offs = offs.to(tl.int64)
-    n = offs // (P * Q)
-    pq = offs % (P * Q)
-    return n, pq // Q, pq % Q
-
-
-@triton.jit
-def fused_epilogue(acc, offs_m, mask_m, k_out, mask_n, b_ptr, r_ptr, y_ptr,
-                   n, p, q, syn, syk, syp, syq, srn, srk, srp, srq, sb,
-                   HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr):
-    """y = act(acc + bias + residual) in the accumulator's dtype, cast once at the store."""
-    mask = mask_m[:, None] & mask_n[None, :]
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + k_out * sb, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
-    if HAS_RESIDUAL:
-        r_off = n * srn + p * srp + q * srq
-        acc += tl.load(r_ptr + r_off[:, None] + k_out[None, :] * srk, mask=mask, other=0.0).to(acc.dtype)
-    if RELU:
-        acc = tl.where(acc < 0, 0.0, acc)  # NaN stays NaN, as in torch.relu
-    y_off = n * syn + p * syp + q * syq
-    tl.store(y_ptr + y_off[:, None] + k_out[None, :] * syk, acc.to(y_ptr.dtype.element_ty), mask=mask)
-
-
 @triton.jit
 def tile_stats(acc, offs_m, M, k_out, mask_n, b_ptr, sb, y_ptr, st_ptr, st_plane, KT,
                HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STATS_ROWS: tl.constexpr):
@@ -523,11 +490,40 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         return y
     x = _channels_last(x)
     weight = _channels_last(weight)
+    if stats:  # the statistics epilogue is the generic kernel's alone: no race
+        return _generic_forward(x, weight, bias, None, y, geo, False, stats=True)
+    relu = activation == "relu"
+    candidates = [race.Candidate("generic", ("_conv_fwd_kernel",),
+                                 lambda: _generic_forward(x, weight, bias, residual, y, geo, relu))]
+    if eligible(geo):
+        candidates.append(race.Candidate("gemm1x1", ("_conv1x1_fwd_kernel",),
+                                         lambda: conv1x1_forward(x, weight, bias, residual, y, relu=relu)))
+    race.choose("conv_forward", dispatch_key(geo), x, candidates, rerun_safe=not _shares_memory(y, residual)).run()
+    return y
+
+
+def _shares_memory(out: torch.Tensor, src: torch.Tensor | None) -> bool:
+    """True when the output `out` lies in the same storage as the input `src` (written over
+    it: the pass cannot be re-run on the same buffers)."""
+    return src is not None and out.untyped_storage().data_ptr() == src.untyped_storage().data_ptr()
+
+
+def dispatch_key(geo: ConvGeometry) -> dict:
+    """The shape key of a pass's path choice (`race.py`, the tuned table's dispatch records):
+    the GEMM sizes of a 1x1 stride-1 conv, the only shapes with two candidate paths."""
+    return {"PIXELS": geo.N * geo.H * geo.W, "C": geo.C, "K": geo.K}
+
+
+def _generic_forward(x, weight, bias, residual, y, geo: ConvGeometry, relu: bool, *, stats: bool = False):
+    """The implicit-GEMM forward; with `stats`, also the output's statistics pieces:
+    returns (y, StatsPartials) then, else y."""
     res = residual if residual is not None else y  # dummy pointer when absent
     b = bias if bias is not None else y
+    M = geo.N * geo.P * geo.Q
     forced = _configs._FORCED.get("_conv_fwd_kernel")
     if stats and forced is not None and forced.kwargs["BLOCK_M"] % STATS_ROWS:
         raise ValueError(f"stats=True needs BLOCK_M a multiple of {STATS_ROWS}, the forced config has {forced.kwargs}")
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     part = torch.empty((2, triton.cdiv(M, STATS_ROWS), geo.K), device=x.device, dtype=acc) if stats else y
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.KG, meta["BLOCK_N"]), geo.groups)
     _conv_fwd_kernel[grid](
@@ -535,7 +531,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         *geo.sizes(),
         *x.stride(), *weight.stride(), *y.stride(), *res.stride(), b.stride(0),
         part.stride(0) if stats else 0,
-        HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=activation == "relu", STATS=bool(stats),
+        HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=relu, STATS=stats,
         STATS_ROWS=STATS_ROWS, FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(x.dtype), INDEX_64=needs_int64(x, y, res),
     )
     if not stats:
@@ -554,6 +550,16 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
         return dx
     weight = _channels_last(weight)
     grad_out = _channels_last(grad_out)
+    candidates = [race.Candidate("generic", ("_conv_dgrad_kernel",),
+                                 lambda: _generic_input_grad(grad_out, weight, geo, dx, relu_input))]
+    if eligible(geo):
+        candidates.append(race.Candidate("gemm1x1", ("_conv1x1_dgrad_kernel",),
+                                         lambda: conv1x1_input_grad(grad_out, weight, dx, relu_input=relu_input)))
+    race.choose("conv_dgrad", dispatch_key(geo), dx, candidates, rerun_safe=not _shares_memory(dx, relu_input)).run()
+    return dx
+
+
+def _generic_input_grad(grad_out, weight, geo: ConvGeometry, dx, relu_input) -> torch.Tensor:
     mask_src = relu_input if relu_input is not None else dx
     sh, sw = geo.stride
     dh, dw = geo.dilation
@@ -602,6 +608,16 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
         return (dw if x.is_meta else dw.zero_()).permute(0, 3, 1, 2)
     x = _channels_last(x)
     grad_out = _channels_last(grad_out)
+    candidates = [race.Candidate("generic", ("_conv_wgrad_kernel",),
+                                 lambda: _generic_weight_grad(x, grad_out, geo, weight_dtype, split_k))]
+    if eligible(geo):
+        candidates.append(race.Candidate("gemm1x1", ("_conv1x1_wgrad_kernel",),
+                                         lambda: conv1x1_weight_grad(x, grad_out, weight_dtype, split_k=split_k)))
+    return race.choose("conv_wgrad", dispatch_key(geo), x, candidates).run()
+
+
+def _generic_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype, split_k) -> torch.Tensor:
+    M = geo.N * geo.P * geo.Q
     splits = _wgrad_splits(geo, x.device, split_k, x.dtype)
     # [split, K, R, S, CG] memory viewed as [split, K, CG, R, S]: KRSC per split.
     partial_dtype = torch.float64 if weight_dtype == torch.float64 else torch.float32

@@ -15,6 +15,13 @@ File layout:
 `key` holds the kernel's autotune key values; `split_k` is the host-chosen weight-grad
 split count (the kernel's SPLIT_ROWS key follows from it), null elsewhere.
 
+An optional "dispatch" list records which path won a pass where several kernels can serve
+one shape (`race.py`), from the same measurements:
+     {"site": "conv_forward", "dtype": "bfloat16", "key": {"PIXELS": 6272, "C": 2048, "K": 512},
+      "path": "gemm1x1", "ms": {"gemm1x1": 0.02, "generic": 0.13}, "layer": "resnet50..."}
+`path` is the fastest of `ms` (each path's best config); a run-time lookup of (site, dtype,
+key) launches that path without racing.
+
 Environment: CONVBENCH_TUNED=off ignores every table; CONVBENCH_TUNED=<path> uses that file
 on any device (the GPU check's own fresh table; tests on the CPU).
 Imports torch and triton only.
@@ -32,6 +39,7 @@ import triton
 
 TABLE_DIR = Path(__file__).parent / "tuned"
 _ENTRY_FIELDS = ("kernel", "family", "dtype", "key", "config", "ms", "runner_up_ms", "cudnn_ms")
+_DISPATCH_FIELDS = ("site", "dtype", "key", "path", "ms")
 
 
 def card_slug(card: str) -> str:
@@ -71,8 +79,19 @@ def _key_tuple(key: dict) -> tuple:
 class Table:
     """A loaded table: entries indexed by (kernel, dtype, key values)."""
 
-    def __init__(self, card: str, triton_version: str, entries: list[dict], source: str = "<memory>"):
+    def __init__(self, card: str, triton_version: str, entries: list[dict], source: str = "<memory>",
+                 dispatch: list[dict] | None = None):
         self.card, self.triton, self.entries, self.source = card, triton_version, list(entries), source
+        self.dispatch = list(dispatch or [])
+        self._paths: dict[tuple, str] = {}
+        for i, record in enumerate(self.dispatch):
+            problem = dispatch_problem(record)
+            if problem:
+                raise ValueError(f"{source}: dispatch record {i}: {problem}: {record!r}")
+            index = (record["site"], record["dtype"], _key_tuple(record["key"]))
+            if index in self._paths:
+                raise ValueError(f"{source}: dispatch record {i} repeats site {record['site']} key {record['key']}")
+            self._paths[index] = record["path"]
         self._index: dict[tuple, dict] = {}
         for i, entry in enumerate(self.entries):
             missing = [f for f in _ENTRY_FIELDS if f not in entry]
@@ -93,6 +112,10 @@ class Table:
         entry = self.entry(kernel, key, dtype)
         return None if entry is None else config_from_json(entry["config"])
 
+    def path(self, site: str, key: dict, dtype: str) -> str | None:
+        """The recorded winning path of `site` for this dispatch key and dtype, or None."""
+        return self._paths.get((site, dtype, _key_tuple(key)))
+
     def split_count(self, kernel: str, fields: dict, dtype: str | None = None) -> int | None:
         """The tuned split count of the entries of `kernel` whose key agrees with `fields`
         (a subset of the key) and, when given, `dtype`; None if none, or if they disagree."""
@@ -102,7 +125,27 @@ class Table:
         return found.pop() if len(found) == 1 else None
 
     def to_json(self) -> dict:
-        return {"card": self.card, "triton": self.triton, "entries": self.entries}
+        out = {"card": self.card, "triton": self.triton, "entries": self.entries}
+        if self.dispatch:
+            out["dispatch"] = self.dispatch
+        return out
+
+
+def dispatch_problem(record: dict) -> str:
+    """Why a dispatch record is malformed ('' when it is not): its fields, a positive time
+    per path, and `path` the fastest of them."""
+    missing = [f for f in _DISPATCH_FIELDS if f not in record]
+    if missing:
+        return f"lacks {missing}"
+    if not isinstance(record["key"], dict):
+        return f"key must be a dict, got {record['key']!r}"
+    ms = record["ms"]
+    if not (isinstance(ms, dict) and len(ms) >= 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in ms.values())):
+        return f"ms must map two or more paths to positive times, got {ms!r}"
+    if record["path"] not in ms or ms[record["path"]] != min(ms.values()):
+        return f"path {record['path']!r} is not the fastest of {ms}"
+    return ""
 
 
 def load_table(path: str | Path) -> Table:
@@ -112,12 +155,14 @@ def load_table(path: str | Path) -> Table:
     for field in ("card", "triton", "entries"):
         if field not in data:
             raise ValueError(f"{path}: tuned table lacks {field!r}")
-    return Table(data["card"], data["triton"], data["entries"], source=str(path))
+    return Table(data["card"], data["triton"], data["entries"], source=str(path), dispatch=data.get("dispatch"))
 
 
-def write_table(path: str | Path, card: str, triton_version: str, entries: list[dict], **meta) -> Path:
-    """Write a table (validated first); `meta` adds top-level fields (torch, measured, ...)."""
-    table = Table(card, triton_minor(triton_version), entries, source=str(path))
+def write_table(path: str | Path, card: str, triton_version: str, entries: list[dict], *,
+                dispatch: list[dict] | None = None, **meta) -> Path:
+    """Write a table (validated first); `dispatch`: its path records; `meta` adds top-level
+    fields (torch, measured, ...)."""
+    table = Table(card, triton_minor(triton_version), entries, source=str(path), dispatch=dispatch)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**table.to_json(), **meta}, indent=1, sort_keys=False) + "\n")

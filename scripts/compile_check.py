@@ -27,7 +27,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import _reduce, batchnorm, conv, fc, inception, lrn, lrn_pool, pool, residual
+from kernels import _reduce, batchnorm, conv, conv1x1, fc, inception, lrn, lrn_pool, pool, residual
 from kernels import configs as cfg
 
 DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "fp64": "fp64"}
@@ -56,6 +56,9 @@ UNIT_STRIDES = {
     "conv_fwd": ["sxc", "swc", "syk", "srk"],
     "conv_dgrad": ["sdyk", "swc", "smc", "sdxc"],
     "conv_wgrad": ["sxc", "sdyk", "sdwc"],
+    "conv1x1_fwd": ["sxc", "swc", "syk", "srk"],
+    "conv1x1_dgrad": ["sdyk", "swc", "smc", "sdxc"],
+    "conv1x1_wgrad": ["sdyk", "sxc", "sdwc"],
     "pointwise": ["sxc", "swc", "syak", "sybk", "sic"],
     "route": ["ssc", "sic", "sdc"],
     "colsum": ["s_in_c", "s_out_c"],
@@ -139,6 +142,44 @@ def pool_bn_variants(dt: str, quick: bool):
                {**meta, **_unit("pool_lrn_fwd")}, conf.num_warps, 2)
 
 
+def conv1x1_variants(dt: str, quick: bool):
+    """The 1x1 GEMM kernels, TMA-fed (host descriptors, `tensordesc` arguments with the
+    config's boxes, as `configs.tma_boxes` sets them) and through pointers, at every config
+    of their families (--quick: the first, TMA only). A TMA variant promises wgmma and TMA
+    loads, and no spills (`main` fails it otherwise)."""
+    def box(rows, cols):
+        return f"tensordesc<{dt}[{rows}, {cols}]>"
+
+    prec = "ieee" if dt == "fp64" else "tf32"
+    partial = "fp64" if dt == "fp64" else "fp32"
+    for family, confs in (("conv1x1", cfg.CONV1X1), ("conv1x1_wgrad", cfg.CONV1X1_WGRAD)):
+        for conf in confs[:1] if quick else confs:
+            meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
+            bm, bn, bk = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
+            out_tile = family == "conv1x1"
+            if cfg.gemm_shared_bytes(conf, ELEMENT_SIZE[dt], out_tile=out_tile) > 232448:
+                continue  # pruned for this dtype at launch
+            for tma in (True,) if quick else (True, False):
+                on = tma  # the epilogue branches ride along with the TMA variant
+                common = dict(USE_TMA=tma, FP64=dt == "fp64", DOT_PRECISION=prec, INDEX_64=not tma, **meta)
+                if family == "conv1x1":
+                    a, b_fwd, b_dg, c = ((box(bm, bk), box(bn, bk), box(bk, bn), box(bm, bn)) if tma
+                                         else ("*" + dt,) * 4)
+                    yield (f"conv1x1 fwd {dt} tma={tma} epilogue={on} {meta}", conv1x1._conv1x1_fwd_kernel,
+                           {"a_src": a, "b_src": b_fwd, "b_ptr": dt, "r_src": c, "c_dst": c}, {},
+                           dict(HAS_BIAS=on, HAS_RESIDUAL=on, RELU=on, A_TRANS=False, B_TRANS=True,
+                                **_unit("conv1x1_fwd"), **common), w, s)
+                    yield (f"conv1x1 dgrad {dt} tma={tma} relu_mask={on} {meta}", conv1x1._conv1x1_dgrad_kernel,
+                           {"a_src": a, "b_src": b_dg, "r_src": c, "c_dst": c}, {},
+                           dict(RELU_MASK=on, A_TRANS=False, B_TRANS=False, **_unit("conv1x1_dgrad"), **common), w, s)
+                else:
+                    a, b = (box(bk, bm), box(bk, bn)) if tma else ("*" + dt, "*" + dt)
+                    yield (f"conv1x1 wgrad {dt} tma={tma} {partial} partials={on} {meta}",
+                           conv1x1._conv1x1_wgrad_kernel,
+                           {"a_src": a, "b_src": b, "dw_ptr": partial if on else dt}, {},
+                           dict(A_TRANS=True, B_TRANS=False, **_unit("conv1x1_wgrad"), **common), w, s)
+
+
 def variants(quick: bool):
     """(label, kernel, pointer dtypes, float args, constexprs, num_warps, num_stages).
 
@@ -175,6 +216,7 @@ def variants(quick: bool):
                 yield (f"conv wgrad {dt} flat={on} fp32 partials={on} i64={not on} {meta}", conv._conv_wgrad_kernel,
                        {"x_ptr": dt, "dy_ptr": dt, "dw_ptr": "fp32" if on else dt}, {},
                        dict(FLAT_K=on, DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_wgrad"), **meta), w, s)
+        yield from conv1x1_variants(dt, quick)
         for on in (True, False):
             yield (f"colsum {dt} i64={on}", _reduce._colsum_kernel,
                    {"in_ptr": dt if on else "fp32", "out_ptr": "fp32" if on else dt}, {},
@@ -208,6 +250,8 @@ def variants(quick: bool):
             yield (f"fc epilogue bwd {dt} relu={on} dropout=True", fc._fc_epilogue_bwd_kernel,
                    {**dict.fromkeys(["g_ptr", "y_ptr", "dz_ptr"], dt), "seed_ptr": "i64"}, scalars,
                    dict(RELU=on, DROPOUT=True, BLOCK_M=64, BLOCK_N=128), 4, 1)
+    if not quick:  # float64: the 1x1 path's TMA loads feeding fp64 MMA (no wgmma for fp64)
+        yield from conv1x1_variants("fp64", quick)
     if not quick:  # fp32 with TF32 off: the IEEE path of tl.dot
         conf = cfg.CONV_GEMM[0]
         yield (f"conv fwd fp32 ieee {conf.kwargs}", conv._conv_fwd_kernel,
@@ -312,7 +356,10 @@ def compile_one(kernel, pointers, floats, constexprs, warps, stages, target, *, 
             signature[name] = "constexpr"
             continue
         if name in pointers:
-            signature[name] = "*" + pointers[name]
+            kind = pointers[name]
+            signature[name] = kind if kind.startswith(("tensordesc", "*")) else "*" + kind
+            if signature[name].startswith("tensordesc"):
+                continue  # a host TMA descriptor: its alignment is the descriptor's own rule
         else:
             signature[name] = floats.get(name, "i32")
         is_int = signature[name] == "i32"
@@ -323,16 +370,68 @@ def compile_one(kernel, pointers, floats, constexprs, warps, stages, target, *, 
 
 
 def describe_code(compiled) -> str:
-    """What the GEMM kernels lowered to: the MMA instruction and whether loads are pipelined."""
+    """What the GEMM kernels lowered to: the MMA instruction and how loads are pipelined
+    (TMA: bulk tensor copies; cp.async; or plain loads)."""
     ptx = compiled.asm.get("ptx", "")
     mma = "wgmma" if "wgmma" in ptx else ("mma.sync" if "mma.sync" in ptx else "no-mma")
-    piped = "cp.async" if ("cp.async" in ptx or "cp.async.bulk" in ptx) else "sync-loads"
+    if "cp.async.bulk.tensor" in ptx:
+        piped = "tma"
+    else:
+        piped = "cp.async" if "cp.async" in ptx else "sync-loads"
     return f"{mma} {piped}" if mma != "no-mma" else piped
 
 
 def all_variants(quick: bool):
     yield from variants(quick)
     yield from gpu_test_variants(quick)
+
+
+def _cuobjdump() -> str | None:
+    """triton's bundled cuobjdump (the NVIDIA backend ships it), or None."""
+    from triton.backends import nvidia
+
+    path = os.path.join(os.path.dirname(nvidia.__file__), "bin", "cuobjdump")
+    return path if os.path.exists(path) else None
+
+
+def machine_code(compiled) -> dict | None:
+    """Registers, stack bytes and SASS counts (TMA loads UTMALDG, TMA stores UTMASTG, wgmma
+    HGMMA, local-memory loads LDL: spills) of a compiled kernel, read with cuobjdump; None
+    where it is missing or fails."""
+    import re
+    import subprocess
+    import tempfile
+
+    tool = _cuobjdump()
+    cubin = compiled.asm.get("cubin")
+    if tool is None or cubin is None:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True, check=False).stdout
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, check=False).stdout
+    found = re.search(r"REG:(\d+) STACK:(\d+)", usage)
+    if found is None:
+        return None
+    counts = {op: len(re.findall(rf"\b{op}\b", sass)) for op in ("UTMALDG", "UTMASTG", "HGMMA", "LDL")}
+    return {"regs": int(found.group(1)), "stack": int(found.group(2)), **counts}
+
+
+def promise_problems(constexprs: dict, compiled, code: dict | None) -> list[str]:
+    """What a TMA variant (USE_TMA) promised and its code lacks: wgmma, TMA loads, no spills."""
+    if not constexprs.get("USE_TMA"):
+        return []
+    ptx = compiled.asm.get("ptx", "")
+    mma = "mma.sync" if constexprs.get("FP64") else "wgmma"  # sm_90 has no fp64 wgmma: DMMA
+    problems = [f"no {what} in the PTX" for what, mark in ((mma, mma), ("TMA load", "cp.async.bulk.tensor"))
+                if mark not in ptx]
+    if code is not None:
+        if not code["UTMALDG"] or not (code["HGMMA"] or constexprs.get("FP64")):
+            problems.append(f"SASS lacks HGMMA or UTMALDG ({code})")
+        if code["stack"] or code["LDL"]:
+            problems.append(f"spills: {code['stack']} stack bytes, {code['LDL']} local loads")
+    return problems
 
 
 def main(argv=None) -> int:
@@ -352,7 +451,13 @@ def main(argv=None) -> int:
             shared, limit = compiled.metadata.shared, SHARED_LIMIT.get(args.arch)
             if limit and shared > limit:
                 raise RuntimeError(f"needs {shared} B of shared memory, sm_{args.arch} allows {limit}")
-            print(f"ok   {label}  shared={shared} B  {describe_code(compiled)}", flush=True)
+            code = machine_code(compiled) if "USE_TMA" in constexprs else None
+            problems = promise_problems(constexprs, compiled, code)
+            if problems:
+                raise RuntimeError("; ".join(problems))
+            sass = "" if code is None else (f"  regs={code['regs']} stack={code['stack']} UTMALDG={code['UTMALDG']} "
+                                            f"UTMASTG={code['UTMASTG']} HGMMA={code['HGMMA']} LDL={code['LDL']}")
+            print(f"ok   {label}  shared={shared} B  {describe_code(compiled)}{sass}", flush=True)
         except Exception as exc:  # collected and reported, the exit code says it failed
             failures.append(label)
             print(f"FAIL {label}\n{''.join(traceback.format_exception_only(exc))[-1500:]}", flush=True)

@@ -24,8 +24,10 @@ import kernels._utils
 import kernels.configs
 import kernels.inception
 import kernels.lrn
+from kernels import race
 from kernels._reduce import column_sum
 from kernels.configs import configs, gemm_shared_bytes, prune_by_shared_memory
+from kernels.conv1x1 import conv1x1_weight_grad
 from kernels.inception import pointwise_forward, pool3_backward_, pool3_gather
 from tests.helpers import LaunchRecorder, assert_close, triton_kernels
 from tests.test_batchnorm import _pair as _bn_pair
@@ -98,6 +100,22 @@ def run_conv(device):
     # 17 channels per group: the tap-by-tap loop with a masked channel block; 2 groups,
     # 40 filters per group (2 column tiles at BLOCK_N 32), M = 84 (2 row tiles at 64).
     _conv_check((2, 34, 6, 7), (80, 17, 3, 3), 1, 1, 2, device, seed=3)
+
+
+def run_conv1x1(device):
+    """The 1x1 GEMM path forced: TMA-fed (24 channels in, 72 out: 16-byte pixel rows) and
+    through pointers (21 in, 37 out), forward with bias and ReLU and every gradient over 150
+    and 60 pixels (1 to 3 row tiles at BLOCK_M 128 .. 64); a weight-grad of 300 pixels in
+    two split shares (256 + 44 rows), TMA-fed."""
+    with race.forced_path("conv_forward", "gemm1x1"), race.forced_path("conv_dgrad", "gemm1x1"), \
+            race.forced_path("conv_wgrad", "gemm1x1"):
+        _conv_check((6, 24, 5, 5), (72, 24, 1, 1), 1, 0, 1, device, seed=12)
+        _conv_check((2, 21, 5, 6), (37, 21, 1, 1), 1, 0, 1, device, seed=13)
+    x64, dy64 = _data((6, 24, 5, 10), (6, 72, 5, 10), seed=14)
+    x, dy = (t.to(device, torch.float32).to(memory_format=torch.channels_last) for t in (x64, dy64))
+    dw = conv1x1_weight_grad(x, dy, torch.float32, split_k=2, use_tma=True)
+    assert_close(dw, torch.einsum("nkhw,nchw->kc", dy64, x64)[:, :, None, None], reduction=300,
+                 name="1x1 weight-grad, 2 splits")
 
 
 def run_pointwise(device):
@@ -180,6 +198,9 @@ AUTOTUNED = {
     "_conv_dgrad_kernel": ("conv_gemm", run_conv),
     "_pointwise_fwd_kernel": ("conv_gemm", run_pointwise),
     "_conv_wgrad_kernel": ("conv_wgrad", run_conv),
+    "_conv1x1_fwd_kernel": ("conv1x1", run_conv1x1),
+    "_conv1x1_dgrad_kernel": ("conv1x1", run_conv1x1),
+    "_conv1x1_wgrad_kernel": ("conv1x1_wgrad", run_conv1x1),
     "_add_relu_fwd_kernel": ("mem_bound", run_add_relu),
     "_relu_grad_kernel": ("mem_bound", run_add_relu),
     "_lrn_fwd_kernel": ("lrn", run_lrn),
@@ -262,6 +283,35 @@ def test_gemm_configs_pruned_by_shared_memory(monkeypatch):
     assert smallest == [cfgs[-1]]  # none fits: the smallest (64x32x32, 5 stages: 61,440 bytes)
 
 
+def test_1x1_configs_pruned_with_their_output_tile(monkeypatch):
+    """The TMA-fed forward / data-grad stage the output tile too (the store), and their
+    pointer variant keeps tiles up to 128x128 (larger ones spill on sm_90)."""
+    monkeypatch.setattr(kernels.configs, "_shared_limit", lambda device: H100_SHARED)
+    cfgs = FAMILIES["conv1x1"]
+    # 128x128x64, 3 stages, fp32: 3 x (8192 + 8192) x 4 = 196,608 + the 128x128 x 4 out tile = 262,144
+    assert gemm_shared_bytes(cfgs[0], 4) == 196_608 and gemm_shared_bytes(cfgs[0], 4, out_tile=True) == 262_144
+    args = {"a_src": object(), "b_ptr": torch.empty(1), "c_dst": object()}
+    fp32 = prune_by_shared_memory(cfgs, args, USE_TMA=True)
+    assert fp32 == [c for c in cfgs if gemm_shared_bytes(c, 4, out_tile=True) <= H100_SHARED]
+    assert cfgs[0] not in fp32 and cfgs[5] in fp32
+    bf16 = prune_by_shared_memory(cfgs, {**args, "b_ptr": torch.empty(1, dtype=torch.bfloat16)}, USE_TMA=True)
+    assert bf16 == cfgs  # 213,016 bytes at most (128x256x64, 3 stages)
+    pointers = prune_by_shared_memory(cfgs, {**args, "b_ptr": torch.empty(1, dtype=torch.bfloat16)}, USE_TMA=False)
+    assert pointers == [c for c in cfgs if c.kwargs["BLOCK_N"] != 256]
+    wgrad = prune_by_shared_memory(FAMILIES["conv1x1_wgrad"], {"a_src": object(), "dw_ptr": torch.empty(1)},
+                                   USE_TMA=True)  # no output tile staged: 128x128x128 fp32 needs 393,216
+    assert wgrad == [c for c in FAMILIES["conv1x1_wgrad"] if gemm_shared_bytes(c, 4) <= H100_SHARED]
+
+
+def test_1x1_k_steps_divide_the_split_alignment():
+    """A weight-grad split share (a multiple of SPLIT_ALIGN rows) must hold whole K steps, or
+    a TMA box would add the next share's rows twice."""
+    from kernels.conv1x1 import SPLIT_ALIGN
+
+    for cfgs in (FAMILIES["conv1x1_wgrad"], configs("conv1x1_wgrad")):
+        assert all(SPLIT_ALIGN % c.kwargs["BLOCK_K"] == 0 for c in cfgs)
+
+
 @pytest.mark.parametrize("block_c, kept_p", [(16, [8, 16, 32, 32, 64, 128]), (256, [8, 16, 32, 32, 64]),
                                               (1024, [8, 16]), (16384, [8])])
 def test_lrn_tiles_pruned_to_16k_elements(block_c, kept_p):
@@ -335,6 +385,9 @@ def _precisions(dtype, device) -> dict:
     w1 = torch.randn(3, 4, 1, 1, device=device, dtype=dtype, requires_grad=True)
     with LaunchRecorder(execute=False) as rec:
         kernels.conv2d(x, w, padding=1).sum().backward()
+        with race.forced_path("conv_forward", "gemm1x1"), race.forced_path("conv_dgrad", "gemm1x1"), \
+                race.forced_path("conv_wgrad", "gemm1x1"):
+            kernels.conv2d(x, w1).sum().backward()  # the 1x1 GEMM path
         kernels.inception_1x1(x, [w1, w1])[0].sum().backward()
     out = {}
     for launch in rec.launches:
@@ -343,7 +396,8 @@ def _precisions(dtype, device) -> dict:
     return out
 
 
-GEMMS = {"_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv_wgrad_kernel", "_pointwise_fwd_kernel"}
+GEMMS = {"_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv_wgrad_kernel", "_pointwise_fwd_kernel",
+         "_conv1x1_fwd_kernel", "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel"}
 
 
 @pytest.mark.parametrize("dtype, cudnn_tf32, matmul_tf32, expected", [

@@ -12,7 +12,8 @@ recorder of Triton kernel launches (tests/helpers.py). Checked:
   FUSED_PAIRS runs as one fused kernel (LRN + max-pool either order, the stem's BatchNorm +
   ReLU + max-pool) in the module that does the work, and its pass-through partner launches
   nothing;
-- backward launches one data-grad and one weight-grad GEMM per forward GEMM, one LRN
+- backward launches one data-grad and one weight-grad GEMM per forward GEMM (a 1x1
+  stride-1 conv's on the 1x1 GEMM path, forced here, the rest on the generic kernels), one LRN
   backward per LRN forward (a max-pool + LRN's backward runs the plain LRN backward), one
   max-pool gather per max-pool forward (plain, pool + LRN, BatchNorm + ReLU + pool), one
   fused LRN + max-pool backward per forward, and per training BatchNorm one statistics pass
@@ -31,6 +32,7 @@ from __future__ import annotations
 import copy
 import re
 from collections import Counter
+from contextlib import ExitStack
 
 import pytest
 import torch
@@ -40,6 +42,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import kernels
 import nets
 import nets.layers
+from kernels import race
 from nets import recipe
 from nets.googlenet import Inception
 from tests.helpers import LaunchRecorder
@@ -83,7 +86,9 @@ def _forward_kernel(module: nn.Module) -> str | None:
     if isinstance(module, (kernels.Linear, kernels.Dropout)):
         return "_fc_epilogue_fwd_kernel"
     if isinstance(module, nn.Conv2d):
-        return "_conv_fwd_kernel"
+        one_by_one = (module.kernel_size, module.stride, module.groups) == ((1, 1), (1, 1), 1) \
+            and module.padding in ((0, 0), "valid")
+        return "_conv1x1_fwd_kernel" if one_by_one else "_conv_fwd_kernel"  # the 1x1 GEMM path (forced below)
     if isinstance(module, nets.layers.TritonLRNMaxPool2d):
         return "_lrn_pool_fwd_kernel"
     if isinstance(module, nets.layers.TritonMaxPool2dLRN):
@@ -137,8 +142,13 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
         if _forward_kernel(m) is not None:
             handles.append(m.register_forward_pre_hook(lambda mod, args, name=name: before(name)))
             handles.append(m.register_forward_hook(lambda mod, args, out, name=name: after(mod, name)))
+    # A 1x1 stride-1 conv takes its dedicated GEMM path, forced: a timed race between the two
+    # paths (a GPU without a tuned record) would launch both, and the recorder count its runs.
+    paths = ExitStack()
+    for site in race.SITES:
+        paths.enter_context(race.forced_path(site, "gemm1x1"))
     try:
-        with LaunchRecorder(execute=execute) as rec, OpRecorder() as rec_ops:
+        with paths, LaunchRecorder(execute=execute) as rec, OpRecorder() as rec_ops:
             out = model(x)
             n_forward = len(rec.launches)
             recipe.loss(out, target).backward()
@@ -155,10 +165,11 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
         kinds = {_forward_kernel(model.get_submodule(n)) for n in (first, second)}
         if PASS_THROUGH not in kinds:
             problems.append(f"{first} -> {second} ran unfused ({', '.join(sorted(map(str, kinds)))})")
-    gemms = fwd["_conv_fwd_kernel"] + fwd["_pointwise_fwd_kernel"]
-    for kernel in ("_conv_dgrad_kernel", "_conv_wgrad_kernel"):
-        if bwd[kernel] != gemms:
-            problems.append(f"backward launched {kernel} {bwd[kernel]}x for {gemms} forward GEMMs")
+    gemms = fwd["_conv_fwd_kernel"] + fwd["_conv1x1_fwd_kernel"] + fwd["_pointwise_fwd_kernel"]
+    for kernels_ in (("_conv_dgrad_kernel", "_conv1x1_dgrad_kernel"), ("_conv_wgrad_kernel", "_conv1x1_wgrad_kernel")):
+        launched = sum(bwd[k] for k in kernels_)
+        if launched != gemms:
+            problems.append(f"backward launched {' + '.join(kernels_)} {launched}x for {gemms} forward GEMMs")
     # backward kernel -> the forward kernels each of whose launches needs exactly one of it
     per_forward = {
         "_lrn_bwd_kernel": ("_lrn_fwd_kernel", "_pool_lrn_fwd_kernel"),

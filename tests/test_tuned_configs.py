@@ -69,6 +69,25 @@ def _run_wgrad(device):
         assert_close(conv2d_weight_grad(x, dy, geo, x.dtype, split_k=split), ref, reduction=2 * 5 * 4)
 
 
+def _run_conv1x1(device, kernel):
+    """The 1x1 GEMM path (its kernel's forced config picks the path): 24 channels in, 72 out
+    (16-byte pixel rows: TMA-fed), 300 pixels; the epilogues, the ReLU mask, and a weight-grad
+    stored directly and as two split shares (256 + 44 rows) of fp32 partials."""
+    x, w, b, r, dy, m = _inputs(device, (6, 24, 5, 10), (72, 24, 1, 1), (72,), (6, 72, 5, 10), (6, 72, 5, 10),
+                                (6, 24, 5, 10))
+    geo = conv_geometry(x, w)
+    if kernel == "_conv1x1_fwd_kernel":
+        ref = F.relu(F.conv2d(_d(x), _d(w), _d(b)) + _d(r))
+        assert_close(conv2d_forward(x, w, b, residual=r, activation="relu"), ref, reduction=24 + 2)
+    elif kernel == "_conv1x1_dgrad_kernel":
+        ref = torch.nn.grad.conv2d_input(x.shape, _d(w), _d(dy)) * (_d(m) > 0)
+        assert_close(conv2d_input_grad(dy, w, geo, relu_input=m), ref, reduction=72)
+    else:
+        ref = torch.nn.grad.conv2d_weight(_d(x), w.shape, _d(dy))
+        for split in (1, 2):
+            assert_close(conv2d_weight_grad(x, dy, geo, x.dtype, split_k=split), ref, reduction=300)
+
+
 def _run_mem_bound(device, kernel):
     x, r, g = _inputs(device, (3, 5, 7, 11), (3, 5, 7, 11), (3, 5, 7, 11))
     if kernel == "_add_relu_fwd_kernel":
@@ -128,6 +147,8 @@ def test_every_config_of_every_kernel(kernel, config, device):
             _run_conv_gemm(device, kernel)
         elif family == "conv_wgrad":
             _run_wgrad(device)
+        elif family in ("conv1x1", "conv1x1_wgrad"):
+            _run_conv1x1(device, kernel)
         elif family == "mem_bound":
             _run_mem_bound(device, kernel)
         elif family == "channel_tiles":

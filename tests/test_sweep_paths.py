@@ -1,0 +1,96 @@
+"""benchmarks/gpu_paths.py on the CPU: the 1x1-path sweep items of the nets' layers, one of
+them checked under every config through the sweep's own `sweep_item` (the interpreter,
+fp32, no timing), and the dispatch records derived from a table's entries."""
+
+from __future__ import annotations
+
+import pytest
+import triton
+
+from benchmarks import gpu_paths, gpu_shapes, shapes, sweep
+from kernels import configs, tuned
+from tests.helpers import LaunchRecorder
+
+
+@pytest.fixture(scope="module")
+def layers():
+    return gpu_shapes.all_layers()
+
+
+def test_path_items_cover_every_1x1_stride1_conv_once(layers):
+    items = gpu_paths.path_items(layers)
+    assert {i.kernel for i in items} == set(gpu_paths.KERNELS.values())
+    assert all(i.kernel == gpu_paths.KERNELS[i.pass_] and not i.follows for i in items)
+    index = [(i.kernel, i.pass_, i.shape_key) for i in items]
+    assert len(index) == len(set(index))
+    convs = [lay.shape for lay in layers if lay.kind == "conv" and gpu_paths.is_gemm1x1(lay.shape)]
+    # ResNet-50's stride-1 reduce / expand 1x1s and GoogLeNet's conv2; no strided 1x1 (the
+    # projection shortcuts and the first reduce of layers 2-4 stay generic)
+    assert any(s.name.startswith("resnet50.") for s in convs) and any(s.name == "googlenet.conv2" for s in convs)
+    assert not [i for i in items if i.shape_key[7] != 1]  # every item at stride 1
+    for s in convs:
+        assert {i.pass_ for i in items if i.layer == s.name} == {"forward", "dgrad", "wgrad"}, s.name
+    blocks = [lay.shape for lay in layers if lay.kind == "inception"]
+    for b in blocks:
+        for suffix in ("fused1x1", "pool_proj"):
+            assert {i.pass_ for i in items if i.layer == f"{b.name}.{suffix}"} <= {"dgrad", "wgrad"}
+    # the generic sweep has an item of the same layer and pass for each (its dispatch rival)
+    generic = {(i.layer, i.pass_) for i in sweep.all_items(layers)}
+    assert all((i.layer, i.pass_) in generic for i in items)
+
+
+def test_wgrad_split_is_what_the_launcher_asks_for():
+    s = shapes.ConvShape("resnet50.layer4.0.conv3", 512, 7, 2048, 1)
+    split = gpu_paths.wgrad_split(s, 128)
+    # 6272 pixels, 16 x 4 tiles of 128: cdiv(264, 64) = 5 splits wanted -> shares of
+    # cdiv(6272, 5) = 1255 rows, rounded up to 1280 (a multiple of 256) -> 5 shares
+    assert split == 5
+
+
+def test_a_1x1_item_checked_under_every_config(monkeypatch, tmp_path):
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    items = gpu_paths.conv1x1_items(shapes.ConvShape("tiny", 24, 5, 40, 1))
+    assert [i.pass_ for i in items] == ["forward", "dgrad", "wgrad"]
+    for item in items:
+        rows = sweep.Rows(tmp_path / f"{item.pass_}.csv", sweep.SWEEP_FIELDS)
+        with LaunchRecorder() as rec:
+            entry = sweep.sweep_item(item, "cpu", rows, configs=configs.configs(item.family), time_it=False)
+        rows.close()
+        assert entry is not None and entry["kernel"] == item.kernel, item.id
+        assert rec.names()[item.kernel] >= 1 and not {"_conv_fwd_kernel", "_conv_dgrad_kernel",
+                                                      "_conv_wgrad_kernel"} & set(rec.names())
+        assert set(entry["key"]) >= {"PIXELS", "C", "K"} and entry["key"]["PIXELS"] == 50
+
+
+def _entry(kernel, pass_, layer, ms, key, dtype="bfloat16"):
+    family = configs.TUNABLE[kernel].family
+    return {"kernel": kernel, "family": family, "layer": layer, "pass": pass_, "dtype": dtype, "key": key,
+            "config": tuned.config_to_json(configs._GPU[family][0]), "split_k": None, "ms": ms,
+            "runner_up_ms": None, "cudnn_ms": 0.05}
+
+
+def test_dispatch_records_from_entries(tmp_path):
+    k1 = {"PIXELS": 6272, "C": 2048, "K": 512, "USE_TMA": True, "DOT_PRECISION": "tf32"}
+    generic_key = {"BATCH": 128, "H": 7, "W": 7, "CG": 2048, "P": 7, "Q": 7, "KG": 512}
+    entries = [
+        _entry("_conv_fwd_kernel", "forward", "resnet50.layer4.1.conv1", 0.129, generic_key),
+        _entry("_conv1x1_fwd_kernel", "forward", "resnet50.layer4.1.conv1", 0.030, k1),
+        _entry("_conv_dgrad_kernel", "dgrad", "resnet50.layer4.1.conv1", 0.040, generic_key),
+        _entry("_conv1x1_dgrad_kernel", "dgrad", "resnet50.layer4.1.conv1", 0.050, k1),
+        _entry("_conv_fwd_kernel", "forward", "resnet50.layer1.0.conv2", 0.2, generic_key | {"H": 56}),  # 3x3
+        _entry("_conv1x1_fwd_kernel", "forward", "resnet50.layer4.1.conv1", 0.031, k1, dtype="float16"),  # alone
+    ]
+    records = gpu_paths.dispatch_records(entries)
+    key = {"PIXELS": 6272, "C": 2048, "K": 512}
+    assert records == [
+        {"site": "conv_forward", "dtype": "bfloat16", "key": key, "path": "gemm1x1",
+         "ms": {"gemm1x1": 0.030, "generic": 0.129}, "layer": "resnet50.layer4.1.conv1"},
+        {"site": "conv_dgrad", "dtype": "bfloat16", "key": key, "path": "generic",
+         "ms": {"gemm1x1": 0.050, "generic": 0.040}, "layer": "resnet50.layer4.1.conv1"},
+    ]
+    path = tuned.write_table(tmp_path / "t.json", "NVIDIA H100 80GB HBM3", triton.__version__, [],
+                             dispatch=records)
+    table = tuned.load_table(path)
+    assert table.path("conv_forward", key, "bfloat16") == "gemm1x1"
+    assert table.path("conv_dgrad", key, "bfloat16") == "generic"
+    assert table.path("conv_wgrad", key, "bfloat16") is None
