@@ -35,8 +35,9 @@ KNOWN_ROWS = PERF_DATA / "sweep.csv.gz"  # the sweep's rows there: items known t
 
 BUDGET_S = 540  # the whole command, by its step limits (the script caps each step to what is left)
 # `gpu_check.sh --followup`, the second command on the warm machine: 15 device minutes less
-# a start (1-2 min) and the first command's 540 s leave about 4 minutes
-FOLLOWUP_BUDGET_S = 200
+# a start (1-2 min; this session's first: about 30 s) and the first command's 540 s leave
+# about 4 to 5 minutes
+FOLLOWUP_BUDGET_S = 240
 COMMAND_LIMIT_S = 600  # the device tool's limit: the budget plus the longest kill grace fits in it
 GRACE_S = {"correct": 25}  # seconds from SIGINT to SIGKILL; 10 for the other steps
 
@@ -171,8 +172,9 @@ def plan() -> list[Step]:
 
 
 def followup_plan() -> list[Step]:
-    """`gpu_check.sh --followup`: the bench, the profile of the items furthest behind
-    cuDNN, and the nets' training steps replayed as CUDA graphs."""
+    """`gpu_check.sh --followup`: the bench, the 1x1 path's items (the table's path records),
+    the profile of the items furthest behind cuDNN, and the nets' training steps replayed
+    as CUDA graphs."""
     layers = sweep.all_layers()
     items = sweep.compile_items(layers)
     n_sweep = len(sweep.all_items(layers))
@@ -184,6 +186,13 @@ def followup_plan() -> list[Step]:
     steps.append(Step("bench", 0, bench_timed, PROCESS_START_S + SETUP_S + bench_timed * MEASURE_S,
                       f"copy; {len(memory)} memory-bound items + ATen; {len(blocks)} Inception blocks x 4 ways "
                       f"({branch_timings} branch timings)"))
+    paths = sweep.path_sweep_items(layers=layers)
+    _, path_compiles = sweep.compile_plan(paths, torch.device("cpu"))
+    path_timed = sum(len(sweep.configs_for(i)) + 1 for i in paths)
+    steps.append(Step("paths", path_compiles, path_timed,
+                      PROCESS_START_S + SETUP_S + path_timed * MEASURE_S + path_compiles * sweep.COMPILE_S,
+                      f"{len(paths)} 1x1-path items (forward, data-grad), compiled serially: their winners and "
+                      f"the table's path records"))
     n_profile = _profile_count()
     steps.append(Step("profile", 0, n_profile, PROCESS_START_S + SETUP_S + n_profile * PROFILE_ITEM_S,
                       f"{n_profile} items: device time per kernel, host and event time, beside cuDNN"))

@@ -856,12 +856,23 @@ def _entry_index(e: dict) -> tuple:
     return e["kernel"], e["dtype"], json.dumps(e["key"], sort_keys=True)
 
 
+def path_sweep_items(passes=("forward", "dgrad"), layers=None) -> list[Item]:
+    """The 1x1 path's items (benchmarks/gpu_paths.py) of `passes`, for `step_sweep(...,
+    dispatch=True)`: their winners beside the base table's generic ones make its dispatch
+    records."""
+    from . import gpu_paths
+
+    return [i for i in gpu_paths.path_items(layers if layers is not None else all_layers()) if i.pass_ in passes]
+
+
 def step_sweep(out: Path, table_out: Path, *, items=None, device=None, base: tuned.Table | None = None,
-               full: bool = False, skip=frozenset()) -> int:
+               full: bool = False, skip=frozenset(), dispatch: bool = False) -> int:
     """Every item the base table lacks but for those in `skip` (ids; every item with `full`
     or with no base table) in turn (a split-count follow-up times only its predecessor's
     winner); the table, the base table's entries and the new winners (a fresh table with
-    `full`), is written however the loop ends."""
+    `full`), is written however the loop ends. `dispatch`: the table also gets the path
+    records (`gpu_paths.dispatch_records`) of every layer pass with winners on both paths,
+    among the new entries and the base table's (whose own records are kept otherwise)."""
     device = device or _device()
     items = items if items is not None else all_items()
     if full:
@@ -898,7 +909,15 @@ def step_sweep(out: Path, table_out: Path, *, items=None, device=None, base: tun
         replaced = {_entry_index(e) for e in new}
         kept = [e for e in base.entries if _entry_index(e) not in replaced] if base is not None else []
         meta = {"base_table": base.source, "items_skipped": total - len(items)} if base is not None else {}
-        tuned.write_table(path, card, triton.__version__, kept + new, torch=torch.__version__,
+        records = list(base.dispatch) if base is not None else []
+        if dispatch:
+            from . import gpu_paths
+
+            fresh = gpu_paths.dispatch_records(kept + new)
+            slots = {(r["site"], r["dtype"], json.dumps(r["key"], sort_keys=True)) for r in fresh}
+            records = [r for r in records if (r["site"], r["dtype"], json.dumps(r["key"], sort_keys=True))
+                       not in slots] + fresh
+        tuned.write_table(path, card, triton.__version__, kept + new, dispatch=records, torch=torch.__version__,
                           measured=time.strftime("%Y-%m-%d"), items_done=done + total - len(items),
                           items_total=total, **meta)
         print(f"sweep: table {path} ({len(entries)} items measured now, {len(kept)} entries kept from the base "
@@ -1113,7 +1132,7 @@ def step_nets(out: Path, archs, backends) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("compile", "sweep", "bench", "nets"))
+    parser.add_argument("step", choices=("compile", "sweep", "paths", "bench", "nets"))
     parser.add_argument("--out", type=Path, required=True, help="folder for this step's rows")
     parser.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
     parser.add_argument("--worker", type=int, help="run as compile worker i (started by the compile step)")
@@ -1125,6 +1144,8 @@ def main(argv=None) -> int:
                         help="an earlier sweep.csv(.gz) of this card and triton: items every config of which "
                              "spilled there are not swept again (the nets launch their first config)")
     parser.add_argument("--table-out", type=Path, help="folder for the tuned table (default: OUT/tuned)")
+    parser.add_argument("--passes", default="forward,dgrad",
+                        help="paths: the passes whose 1x1-path items are timed (default forward,dgrad)")
     parser.add_argument("--archs", default=",".join(NET_ARCHS))
     parser.add_argument("--backends", default=",".join(NET_BACKENDS))
     args = parser.parse_args(argv)
@@ -1136,6 +1157,11 @@ def main(argv=None) -> int:
         device = _device()
         return step_sweep(args.out, args.table_out or args.out / "tuned", device=device, full=args.full,
                           base=None if args.full else base_table(device, args.base_table), skip=skip)
+    if args.step == "paths":  # the 1x1 path's items beside the base table's generic winners
+        device = _device()
+        return step_sweep(args.out, args.table_out or args.out / "tuned", device=device,
+                          items=path_sweep_items(tuple(args.passes.split(","))),
+                          base=base_table(device, args.base_table), dispatch=True)
     if args.step == "bench":
         return step_bench(args.out)
     return step_nets(args.out, args.archs.split(","), args.backends.split(","))

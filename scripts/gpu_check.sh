@@ -41,8 +41,8 @@ LIMIT_env=10 LIMIT_compile=50 LIMIT_correct=180 LIMIT_sweep=10 LIMIT_nets=269 LI
 BUDGET=540  # the whole command (gpu_plan.BUDGET_S); no step runs past it but pack
 # --followup (`python -m benchmarks.gpu_plan --followup --limits`), the second command on the
 # still-warm machine: its own limits and budget (gpu_plan.FOLLOWUP_BUDGET_S)
-FLIMIT_env=10 FLIMIT_bench=47 FLIMIT_profile=37 FLIMIT_graphs=47 FLIMIT_pack=10
-FBUDGET=200
+FLIMIT_env=10 FLIMIT_bench=47 FLIMIT_paths=81 FLIMIT_profile=37 FLIMIT_graphs=47 FLIMIT_pack=10
+FBUDGET=240
 # SIGINT to SIGKILL. The correctness step's pytest -n 14 needs more than xdist's 10 s
 # (NodeManager.EXIT_TIMEOUT) to stop workers caught in a compile, which a signal cannot
 # interrupt, before it writes its JUnit XML and summary; with 10 s it was killed first.
@@ -62,7 +62,7 @@ mkdir -p "$WORK"
 export TRITON_CACHE_DIR=/tmp/convbench-triton-cache
 if [ "$MODE" = followup ]; then
     BUDGET=$FBUDGET
-    for v in env bench profile graphs pack; do eval "LIMIT_$v=\$FLIMIT_$v"; done
+    for v in env bench paths profile graphs pack; do eval "LIMIT_$v=\$FLIMIT_$v"; done
 fi
 
 if ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -129,6 +129,10 @@ CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step nets python3 -m bench
 else  # --followup: what the first command leaves for a second one
     # the bench: copy bandwidth, memory-bound kernels as % of it, Inception four ways
     CONVBENCH_AUTOTUNE=first step bench python3 -m benchmarks.sweep bench --out "$WORK/bench"
+    # the 1x1 TMA path's forward and data-grad items, every config checked and timed beside
+    # cuDNN: the committed table plus their winners and the path records (which path each
+    # 1x1 layer pass should take) come back as the card's table
+    CONVBENCH_TUNED=off step paths python3 -m benchmarks.sweep paths --out "$WORK/paths" --table-out "$WORK/tuned"
     # where the time of the items furthest behind cuDNN goes: device time per kernel, host time
     CONVBENCH_AUTOTUNE=first step profile python3 -m benchmarks.gpu_profile --out "$WORK/profile" \
         --sweep "$KNOWN_ROWS" --worst "$PROFILE_WORST" --items "$PROFILE_ITEMS"

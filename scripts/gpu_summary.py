@@ -66,11 +66,25 @@ def summarize(work: Path) -> None:
                 failure = case.find("error")
             if failure is not None:
                 print(f"  FAILED {case.get('classname')}::{case.get('name')}: {failure.get('message', '')[:300]}")
-    sweep = work / "sweep" / "sweep.csv"
+    for name in ("sweep", "paths"):  # the generic layers' sweep; the 1x1 path's (--followup)
+        summarize_sweep(name, work / name / "sweep.csv")
+    for table in sorted((work / "tuned").glob("*.json")) if (work / "tuned").exists() else []:
+        data = json.loads(table.read_text())
+        print(f"\ntuned table {table.name}: {len(data['entries'])} entries, {len(data.get('dispatch', []))} path "
+              f"records ({data.get('items_done')}/{data.get('items_total')} items measured)")
+        for r in data.get("dispatch", []):
+            print(f"  {r['site']} {r.get('layer', '')} {r['key']}: {r['path']} "
+                  + ", ".join(f"{p} {ms:.4f} ms" for p, ms in r["ms"].items()))
+    _summarize_rest(work)
+
+
+def summarize_sweep(name: str, sweep: Path) -> None:
+    """A sweep's rows: counts by status, every wrong or failed config, each item's best
+    config beside cuDNN and the geomean speedup."""
     if sweep.exists() and sweep.stat().st_size:
         rows = pd.read_csv(sweep)
         counts = rows.status.value_counts().to_dict()
-        print(f"\nsweep: {rows['item'].nunique()} items, {len(rows)} config rows {counts}")
+        print(f"\n{name}: {rows['item'].nunique()} items, {len(rows)} config rows {counts}")
         bad = rows[rows.status.isin(["wrong", "error"])]
         for _, row in bad.head(20).iterrows():
             print(f"  {row.status.upper()} {row['item']} {row.config} w{row.num_warps} s{row.num_stages}: "
@@ -84,10 +98,10 @@ def summarize(work: Path) -> None:
                 print(best[cols].sort_values("item").round(4).to_string(index=False))
             print(f"geomean speedup vs cuDNN over {len(best)} items: "
                   f"{float(pd.Series(best.speedup).pow(1 / len(best)).prod()):.3f}")
-    for table in sorted((work / "tuned").glob("*.json")) if (work / "tuned").exists() else []:
-        data = json.loads(table.read_text())
-        print(f"\ntuned table {table.name}: {len(data['entries'])} entries "
-              f"({data.get('items_done')}/{data.get('items_total')} items measured)")
+
+
+def _summarize_rest(work: Path) -> None:
+    """The bench, the nets, the profile and the steps of a work folder."""
     bench = work / "bench" / "bench.csv"
     if bench.exists() and bench.stat().st_size:
         summarize_bench(pd.read_csv(bench))

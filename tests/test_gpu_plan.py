@@ -15,7 +15,7 @@ from benchmarks import gpu_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("env", "compile", "correct", "sweep", "nets", "pack")
-FOLLOWUP_STEPS = ("env", "bench", "profile", "graphs", "pack")
+FOLLOWUP_STEPS = ("env", "bench", "paths", "profile", "graphs", "pack")
 
 
 @pytest.fixture(scope="module")

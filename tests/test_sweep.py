@@ -442,3 +442,30 @@ def test_nets_step_counts_table_hits_and_misses(monkeypatch, tmp_path):
     (missed,) = csv.DictReader((tmp_path / "nets-misses.csv").open())
     assert (missed["backend"], missed["kernel"], missed["launches"]) == ("triton", "_add_relu_fwd_kernel", "1")
     assert json.loads(missed["key"]) == {"numel": x[:1].numel()}
+
+
+def test_paths_step_writes_dispatch_records_beside_the_base_table(monkeypatch, tmp_path):
+    """`sweep paths`: a 1x1 layer's 1x1-path items swept against a base table holding its
+    generic winners; the written table keeps the base's entries, adds the 1x1 winners, and
+    records which path won each pass (made-up CPU times: the 1x1 path is timed faster here)."""
+    from benchmarks import gpu_paths
+
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    every = sweep.configs_for
+    monkeypatch.setattr(sweep, "configs_for", lambda item: every(item)[:1])
+    layer = shapes.ConvShape("l1x1", 16, 5, 32, 1)
+    generic = sweep.conv_items(layer, passes=("forward", "dgrad"))
+    path = [i for i in gpu_paths.conv1x1_items(layer, ("forward", "dgrad"))]
+    assert {i.kernel for i in path} == {"_conv1x1_fwd_kernel", "_conv1x1_dgrad_kernel"}
+    cpu = torch.device("cpu")
+    base_entries = [dict(_entry(i, every(i)[0]), ms=2.0, dtype="float32") for i in generic]
+    base = tuned.Table("cpu", "3.9", base_entries, source="base.json")
+    monkeypatch.setattr(sweep, "do_bench", lambda fn: (fn(), 1.0)[1])  # every 1x1 timing: 1.0 < 2.0
+    assert sweep.step_sweep(tmp_path, tmp_path / "tuned", items=path, device=cpu, base=base, dispatch=True) == 0
+    table = tuned.load_table(tmp_path / "tuned" / tuned.table_path("cpu", None).name)
+    assert sorted(e["kernel"] for e in table.entries) == sorted(
+        ["_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv1x1_fwd_kernel", "_conv1x1_dgrad_kernel"])
+    sites = {r["site"]: r for r in table.dispatch}
+    assert set(sites) == {"conv_forward", "conv_dgrad"}
+    assert all(r["path"] == "gemm1x1" and r["ms"] == {"generic": 2.0, "gemm1x1": 1.0} for r in sites.values())
+    assert sites["conv_forward"]["key"] == {"PIXELS": 2 * 5 * 5, "C": 16, "K": 32}
