@@ -301,15 +301,22 @@ def forced_config(kernel: str, config: triton.Config):
         raise ValueError(f"kernel must be one of {sorted(TUNABLE)}, got {kernel!r}")
     if not isinstance(config, triton.Config):
         raise TypeError(f"config must be a triton.Config, got {type(config).__name__}")
-    previous = _FORCED.get(kernel)
-    _FORCED[kernel] = config
+    with overriding(_FORCED, kernel, config):
+        yield
+
+
+@contextmanager
+def overriding(mapping: dict, key, value):
+    """Within the block, mapping[key] is value; afterwards what it was (absent stays absent)."""
+    previous = mapping.get(key)
+    mapping[key] = value
     try:
         yield
     finally:
         if previous is None:
-            _FORCED.pop(kernel, None)
+            mapping.pop(key, None)
         else:
-            _FORCED[kernel] = previous
+            mapping[key] = previous
 
 
 def autotune(family: str, key: list[str], **kwargs):

@@ -62,15 +62,8 @@ def forced_path(site: str, path: str):
         raise ValueError(f"site must be one of {SITES}, got {site!r}")
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    previous = _FORCED.get(site)
-    _FORCED[site] = path
-    try:
+    with configs.overriding(_FORCED, site, path):
         yield
-    finally:
-        if previous is None:
-            _FORCED.pop(site, None)
-        else:
-            _FORCED[site] = previous
 
 
 def _slot(site: str, key: dict, like: torch.Tensor) -> tuple:
