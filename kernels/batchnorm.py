@@ -434,16 +434,10 @@ def batch_norm_stats(x, running_mean=None, running_var=None, num_batches_tracked
     num_batches_tracked updated in place when given (momentum=None: cumulative average)."""
     N, C, H, W = x.shape
     P = N * H * W
-    if P == 1:
-        raise ValueError(f"BatchNorm in training needs more than 1 value per channel, got x {describe(x)}")
-    if momentum is None and running_mean is not None and num_batches_tracked is None:
-        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
-    if P == 0:
-        # torch: an empty batch leaves the running stats as they are and still counts a batch
-        if num_batches_tracked is not None:
-            num_batches_tracked.add_(1)
-        acc = _acc_dtype(x)
-        return (torch.zeros(C, device=x.device, dtype=acc), torch.ones(C, device=x.device, dtype=acc))
+    empty = _no_statistics(P, C, x.device, _acc_dtype(x), running_mean, num_batches_tracked, momentum,
+                           f"x {describe(x)}")
+    if empty is not None:
+        return empty
     block_r, block_c, splits, per_split = _split_plan(P, C, x.device)
     part = torch.empty((2, splits, C), device=x.device, dtype=_acc_dtype(x))
     _bn_stats_kernel[(triton.cdiv(C, block_c), splits)](
@@ -461,15 +455,27 @@ def batch_norm_stats_from_partials(partials, running_mean=None, running_var=None
     C = part.shape[2]
     if part.is_meta:
         return torch.empty(C, device="meta", dtype=part.dtype), torch.empty(C, device="meta", dtype=part.dtype)
-    if count == 1:
-        raise ValueError("BatchNorm in training needs more than 1 value per channel, got 1 pixel")
+    empty = _no_statistics(count, C, part.device, part.dtype, running_mean, num_batches_tracked, momentum,
+                           f"{count} pixel")
+    if empty is not None:
+        return empty
+    return _finalize(part, count, C, pieces, rows, running_mean, running_var, num_batches_tracked, momentum)
+
+
+def _no_statistics(P, C, device, dtype, running_mean, num_batches_tracked, momentum, what):
+    """The statistics entry points' rules before any launch: refuse one value per channel
+    (`what` names the input) and momentum=None without a batch count; an empty batch gives
+    (zeros, ones), leaves the running stats as they are and still counts a batch, as torch.
+    None where statistics are to be computed."""
+    if P == 1:
+        raise ValueError(f"BatchNorm in training needs more than 1 value per channel, got {what}")
     if momentum is None and running_mean is not None and num_batches_tracked is None:
         raise ValueError("momentum=None (cumulative average) needs num_batches_tracked")
-    if count == 0:
+    if P == 0:
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
-        return torch.zeros(C, device=part.device, dtype=part.dtype), torch.ones(C, device=part.device, dtype=part.dtype)
-    return _finalize(part, count, C, pieces, rows, running_mean, running_var, num_batches_tracked, momentum)
+        return torch.zeros(C, device=device, dtype=dtype), torch.ones(C, device=device, dtype=dtype)
+    return None
 
 
 def _finalize(part, P, C, splits, per_split, running_mean, running_var, num_batches_tracked, momentum):
