@@ -108,13 +108,17 @@ def profile_call(name: str, side: str, fn, rows: Rows, *, reps: int = 20, config
         rows.add(item=name, side=side, kernel=kernel[:120], launches_per_call=n, device_us=us, status="ok")
 
 
+def best_rows(sweep):
+    """One row per item of a sweep's rows (a DataFrame): its fastest timed config (status ok)."""
+    ok = sweep[(sweep.status == "ok") & sweep.ms.notna()]
+    return ok.loc[ok.groupby("item").ms.idxmin()].reset_index(drop=True)
+
+
 def best_configs(sweep_csv: Path) -> dict[str, tuple[float, float, dict]]:
     """{item id: (best ms, cuDNN ms, config spec)} from a sweep CSV (gzip is fine)."""
     import pandas as pd
 
-    d = pd.read_csv(sweep_csv)
-    ok = d[(d.status == "ok") & d.ms.notna()]
-    best = ok.loc[ok.groupby("item").ms.idxmin()]
+    best = best_rows(pd.read_csv(sweep_csv))
     return {r.item: (r.ms, r.cudnn_ms, {"kwargs": json.loads(r.config), "num_warps": int(r.num_warps),
                                         "num_stages": int(r.num_stages)}) for r in best.itertuples()}
 

@@ -22,11 +22,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def best_per_item(sweep: pd.DataFrame) -> pd.DataFrame:
-    """One row per item: its fastest timed config (status ok)."""
-    ok = sweep[(sweep.status == "ok") & sweep.ms.notna()]
-    return ok.loc[ok.groupby("item").ms.idxmin()].reset_index(drop=True)
+from benchmarks.gpu_profile import best_rows  # noqa: E402 (the repository root on the path first)
 
 
 def best_per_pass(best: pd.DataFrame) -> pd.DataFrame:
@@ -99,7 +95,7 @@ def main(argv=None) -> int:
     parser.add_argument("--copy-tbps", type=float, default=3.0,
                         help="device copy bandwidth the %% column divides by (default: the H100 anchor, 3.0 TB/s)")
     args = parser.parse_args(argv)
-    per_pass = best_per_pass(best_per_item(pd.read_csv(args.sweep)))
+    per_pass = best_per_pass(best_rows(pd.read_csv(args.sweep)))
     print("#### Convolutions: Triton ms / cuDNN ms = ratio (weight-grad: best split sN)\n")
     print(conv_table(per_pass))
     print(f"\n#### Memory-bound kernels (bytes as planned; % of {args.copy_tbps} TB/s copy)\n")

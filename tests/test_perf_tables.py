@@ -41,5 +41,5 @@ def test_best_split_is_kept_per_layer():
         {"item": "l:wgrad/split4", "layer": "l", "kind": "conv", "pass": "wgrad", "split_k": 4, "status": "wrong",
          "ms": 0.01, "cudnn_ms": 0.1},
     ])
-    per_pass = mod.best_per_pass(mod.best_per_item(sweep))
+    per_pass = mod.best_per_pass(mod.best_rows(sweep))
     assert len(per_pass) == 1 and per_pass.iloc[0].ms == 0.2 and per_pass.iloc[0].split_k == 2
