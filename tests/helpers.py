@@ -191,3 +191,31 @@ def tolerance_excess(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.
     atol, rtol = tolerance(dtype, reduction, tf32=tf32)
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
     return ((a - e).abs() / (atol * scale + rtol * e.abs())).max().item()
+
+
+# --------------------------------------------------------------------------- profiler stand-ins
+class RecordedRows:
+    """A results writer that keeps each row (a dict) in `rows`."""
+
+    def __init__(self):
+        self.rows = []
+
+    def write(self, **row):
+        self.rows.append(row)
+
+
+def profiler_run(monkeypatch, *, ms=8.0, p20=7.5, p80=9.0, batch=32, ceilings=None, **args):
+    """A `benchmarks.measure.Run` on the CPU whose timer returns (ms, p20, p80) and whose rows
+    land in `run.store.results.rows`; `args` add to or replace its command-line arguments."""
+    import argparse
+    import types
+
+    from benchmarks import measure
+    from benchmarks.timing import Timing
+
+    monkeypatch.setattr(measure, "measure", lambda fn, device, **kw: Timing(ms, p20, p80))
+    namespace = argparse.Namespace(**{**dict(dtype="fp32", batch_size=batch, image_size=2, rep_ms=10, trace=False,
+                                             attribution=False), **args})
+    return measure.Run(args=namespace, device=torch.device("cpu"),
+                       store=types.SimpleNamespace(results=RecordedRows(), run_id="r1"), ceilings=ceilings or {},
+                       bar=types.SimpleNamespace(set_postfix_str=lambda s: None, update=lambda n: None))

@@ -6,35 +6,20 @@ replaying the captured step trains exactly as the eager step does, on both net b
 
 from __future__ import annotations
 
-import argparse
 import copy
-import types
 
 import pytest
 import torch
 from torch import nn
 
 from benchmarks import graphs, measure, profile
-from benchmarks.timing import Timing
 from nets import recipe
 from reports.schema import NETWORK
+from tests.helpers import profiler_run
 
 
-class _Rows:
-    def __init__(self):
-        self.rows = []
-
-    def write(self, **row):
-        self.rows.append(row)
-
-
-def _run(monkeypatch, device="cpu") -> measure.Run:
-    monkeypatch.setattr(measure, "measure", lambda fn, device, **kw: Timing(4.0, 3.9, 4.1))
-    args = argparse.Namespace(dtype="fp32", batch_size=4, image_size=2, rep_ms=10, trace=False, attribution=False,
-                              cuda_graphs=True)
-    return measure.Run(args=args, device=torch.device(device),
-                       store=types.SimpleNamespace(results=_Rows(), run_id="r1"), ceilings={},
-                       bar=types.SimpleNamespace(set_postfix_str=lambda s: None, update=lambda n: None))
+def _run(monkeypatch) -> measure.Run:
+    return profiler_run(monkeypatch, ms=4.0, p20=3.9, p80=4.1, batch=4, cuda_graphs=True)
 
 
 def test_capture_refuses_a_cpu_device_and_no_warmup():

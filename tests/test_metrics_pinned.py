@@ -10,7 +10,6 @@ percentile or a factor of 1000 / 2 / 10 anywhere gives a different number.
 
 from __future__ import annotations
 
-import argparse
 import math
 import types
 
@@ -21,6 +20,7 @@ from torch import nn
 
 from benchmarks import ceilings, measure, metrics, timing
 from benchmarks.timing import Timing
+from tests.helpers import profiler_run
 
 # Per-run times in ms, unsorted, one slow outlier: median 3, mean 22.
 SAMPLE_MS = [4.0, 1.0, 100.0, 3.0, 2.0]
@@ -150,21 +150,8 @@ def test_measured_ceilings_from_known_times(monkeypatch):
 
 
 # --------------------------------------------------------------------------- profiler rows
-class _Rows:
-    def __init__(self):
-        self.rows = []
-
-    def write(self, **row):
-        self.rows.append(row)
-
-
 def _run(monkeypatch, ms=8.0, p20=7.5, p80=9.0, batch=32) -> measure.Run:
-    monkeypatch.setattr(measure, "measure", lambda fn, device, **kw: Timing(ms, p20, p80))
-    args = argparse.Namespace(dtype="fp32", batch_size=batch, image_size=2, rep_ms=10, trace=False,
-                              attribution=False)
-    return measure.Run(args=args, device=torch.device("cpu"), store=types.SimpleNamespace(results=_Rows(), run_id="r1"),
-                       ceilings=CEILINGS,
-                       bar=types.SimpleNamespace(set_postfix_str=lambda s: None, update=lambda n: None))
+    return profiler_run(monkeypatch, ms=ms, p20=p20, p80=p80, batch=batch, ceilings=CEILINGS)
 
 
 def test_profiler_row_numbers(monkeypatch):
