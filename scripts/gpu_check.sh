@@ -62,7 +62,7 @@ mkdir -p "$WORK"
 export TRITON_CACHE_DIR=/tmp/convbench-triton-cache
 if [ "$MODE" = followup ]; then
     BUDGET=$FBUDGET
-    for v in env bench paths profile graphs pack; do eval "LIMIT_$v=\$FLIMIT_$v"; done
+    for f in ${!FLIMIT_@}; do eval "LIMIT_${f#FLIMIT_}=\$$f"; done  # each FLIMIT_x becomes LIMIT_x
 fi
 
 if ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
