@@ -510,8 +510,14 @@ def _shares_memory(out: torch.Tensor, src: torch.Tensor | None) -> bool:
 
 def dispatch_key(geo: ConvGeometry) -> dict:
     """The shape key of a pass's path choice (`race.py`, the tuned table's dispatch records):
-    the GEMM sizes of a 1x1 stride-1 conv, the only shapes with two candidate paths."""
-    return {"PIXELS": geo.N * geo.H * geo.W, "C": geo.C, "K": geo.K}
+    the GEMM sizes of a 1x1 stride-1 conv (all that its paths depend on), else the whole
+    geometry (P and Q carry torch's asymmetric 'same' padding)."""
+    if eligible(geo):
+        return {"PIXELS": geo.N * geo.H * geo.W, "C": geo.C, "K": geo.K}
+    return {"N": geo.N, "C": geo.C, "H": geo.H, "W": geo.W, "K": geo.K, "R": geo.R, "S": geo.S,
+            "P": geo.P, "Q": geo.Q, "stride_h": geo.stride[0], "stride_w": geo.stride[1],
+            "pad_h": geo.padding[0], "pad_w": geo.padding[1], "dil_h": geo.dilation[0],
+            "dil_w": geo.dilation[1], "groups": geo.groups}
 
 
 def _generic_forward(x, weight, bias, residual, y, geo: ConvGeometry, relu: bool, *, stats: bool = False):
