@@ -13,9 +13,12 @@ The GEMMs, with activations NHWC (channels_last memory) and filters KRSC:
   weight-grad M = C_out/groups, N = R*S*C/groups, K = N*P*Q, split-K into fp32 partials
 Padding is a load mask: no im2col and no padded copy of the input is ever materialized.
 
-The K loop runs one of two ways (constexpr FLAT_K): tap by tap with a channel block
-(C >= 16), or over the flattened R*S*C with per-element (r, s, c) decoding, so a C=3 stem
-packs 16+ useful values into each K step instead of 3.
+The K loop runs one of two ways (constexpr K_CHUNK, `k_chunk`): tap by tap with a channel
+block where the channels fill every block, else over the flattened (tap, channel) decoded
+per run of 16, 8, 4, 2 or 1 channels, so every K step is full: a C=3 stem packs 16+
+useful values into each step instead of 3, a 48-channel tap no longer leaves a quarter of
+its second step idle. FLAT_K (C < 16) stays in the autotune key, K_CHUNK follows from
+the key's channel count.
 
 Each public launcher is a dispatch point: a 1x1 stride-1 conv (one group, no padding) may
 also run as a plain TMA-fed GEMM (`conv1x1.py`); `race.py` picks between the two per shape
@@ -47,10 +50,25 @@ STATS_ROWS = min(c.kwargs["BLOCK_M"] for c in _configs.CONV_GEMM + _configs._INT
 
 # Below this many channels per group the tap-by-tap K loop wastes most of each K step.
 FLAT_K_MAX_CHANNELS = 16
+# The widest channel block of the tap-by-tap loops: every BLOCK_K of CONV_GEMM, and the
+# 64-column weight-grad tiles (its 128-column tiles also serve multiples of 128 whole).
+K_STEP_MAX = 64
 ACTIVATIONS = (None, "relu")
 
 _SHAPE_KEY = ["BATCH", "H", "W", "CG", "P", "Q", "KG", "R", "S", "stride_h", "stride_w",
               "dil_h", "dil_w", "FLAT_K", "DOT_PRECISION"]
+
+
+def k_chunk(channels: int) -> int:
+    """The K loop's shape for `channels` per tap (the kernels' K_CHUNK): 0, tap by tap in
+    channel blocks, where every block is full (channels a multiple of K_STEP_MAX); else the
+    loop over the flattened (tap, channel) in runs of the largest power of two <= 16 that
+    divides `channels` (1: element by element, e.g. the C=3 stems). A 48-channel tap in
+    64-wide K steps leaves 25% of each step idle, 16 channels 75%; flattened, every step but
+    the last is full and each run of 8 or 16 channels is one 16- or 32-byte load."""
+    if channels % K_STEP_MAX == 0:
+        return 0
+    return math.gcd(channels, 16) if channels else 1
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
@@ -85,6 +103,18 @@ def tile_stats(acc, offs_m, M, k_out, mask_n, b_ptr, sb, y_ptr, st_ptr, st_plane
     tl.store(ptrs + st_plane, m2, mask=keep)
 
 
+@triton.jit
+def chunk_decode(offs, CH, K_CHUNK: tl.constexpr):
+    """Flat index over (tap, channel), channels innermost, CH channels per tap -> (channel,
+    tap), decoded per run of K_CHUNK channels (CH a multiple of K_CHUNK): the channel is a
+    run's first channel plus offs % K_CHUNK, so the compiler sees K_CHUNK contiguous
+    channels (one vector load each for channels-innermost memory). K_CHUNK = 1 decodes each
+    element on its own (any CH)."""
+    run = offs // K_CHUNK
+    runs_per_tap = CH // K_CHUNK
+    return (run % runs_per_tap) * K_CHUNK + offs % K_CHUNK, run // runs_per_tap
+
+
 # --------------------------------------------------------------------------- kernels
 @autotune("conv_gemm", key=_SHAPE_KEY)
 @triton.jit
@@ -106,7 +136,8 @@ def _conv_fwd_kernel(
     st_plane,
     # meta-parameters
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
-    STATS_ROWS: tl.constexpr, FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    STATS_ROWS: tl.constexpr, FLAT_K: tl.constexpr, K_CHUNK: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """y[n, g*KG + k, p, q] = act(sum_{r,s,c} x[n, g*CG + c, p*sh - ph + r*dh, q*sw - pw + s*dw]
@@ -135,13 +166,13 @@ def _conv_fwd_kernel(
     w_cols = w_ptr + k_out * swk
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    if FLAT_K:
+    if K_CHUNK > 0:
         for k0 in range(0, R * S * CG, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mask_k = offs_k < R * S * CG
-            c = offs_k % CG
-            r = offs_k // (S * CG)
-            s = (offs_k // CG) % S
+            c, tap = chunk_decode(offs_k, CG, K_CHUNK)
+            r = tap // S
+            s = tap % S
             ih = ih0[:, None] + (r * dil_h)[None, :]
             iw = iw0[:, None] + (s * dil_w)[None, :]
             ok = (mask_m[:, None] & mask_k[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
@@ -188,7 +219,8 @@ def _conv_dgrad_kernel(
     smn, smc, smh, smw,
     sdxn, sdxc, sdxh, sdxw,
     # meta-parameters
-    RELU_MASK: tl.constexpr, FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    RELU_MASK: tl.constexpr, FLAT_K: tl.constexpr, K_CHUNK: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """dx[n, g*CG + c, h, w] = sum over taps (r, s) and k of dy[n, g*KG + k, p, q] *
@@ -201,7 +233,8 @@ def _conv_dgrad_kernel(
     exists. Grid: (tiles, groups * sh * sw).
     RELU_MASK: the conv's input m came out of a ReLU; zero dx where m <= 0 (torch's
     threshold_backward), fusing that ReLU's backward into this store.
-    FLAT_K is unused here (kept in the signature so one autotune key serves all kernels).
+    FLAT_K is unused here (kept in the signature so one autotune key serves all kernels);
+    K_CHUNK shapes the loop over (tap, k) as the forward's over (tap, c).
     """
     ACC: tl.constexpr = tl.float64 if dy_ptr.dtype.element_ty == tl.float64 else tl.float32
     z = tl.program_id(1)
@@ -239,23 +272,40 @@ def _conv_dgrad_kernel(
     w_cols = w_ptr + offs_c * swc
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    num_kb = tl.cdiv(KG, BLOCK_K)
-    for it in range(taps_r * taps_s * num_kb):
-        t = it // num_kb
-        tr = t // taps_s
-        ts = t % taps_s
-        p = p0 - tr * p_step
-        q = q0 - ts * q_step
-        offs_k = (it % num_kb) * BLOCK_K + tl.arange(0, BLOCK_K)
-        k_glob = g * KG + offs_k
-        mask_k = offs_k < KG
-        ok_m = mask_m & (p >= 0) & (p < P) & (q >= 0) & (q < Q)
-        a_tile = tl.load(dy_rows[:, None] + (p * sdyp + q * sdyq)[:, None] + k_glob[None, :] * sdyk,
-                         mask=ok_m[:, None] & mask_k[None, :], other=0.0)
-        w_tap = (r0 + tr * tap_step_h) * swr + (s0 + ts * tap_step_w) * sws
-        b_tile = tl.load(w_cols[None, :] + k_glob[:, None] * swk + w_tap,
-                         mask=mask_k[:, None] & mask_c[None, :], other=0.0)
-        acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
+    if K_CHUNK > 0:  # K flattened over (tap of this phase, k) in runs of K_CHUNK channels
+        for k0 in range(0, taps_r * taps_s * KG, BLOCK_K):
+            offs_f = k0 + tl.arange(0, BLOCK_K)
+            kk, t = chunk_decode(offs_f, KG, K_CHUNK)
+            tr = t // taps_s
+            ts = t % taps_s
+            p = p0[:, None] - (tr * p_step)[None, :]
+            q = q0[:, None] - (ts * q_step)[None, :]
+            k_glob = g * KG + kk
+            mask_k = offs_f < taps_r * taps_s * KG
+            ok = mask_m[:, None] & mask_k[None, :] & (p >= 0) & (p < P) & (q >= 0) & (q < Q)
+            a_tile = tl.load(dy_rows[:, None] + p * sdyp + q * sdyq + k_glob[None, :] * sdyk, mask=ok, other=0.0)
+            w_tap = (r0 + tr * tap_step_h) * swr + (s0 + ts * tap_step_w) * sws
+            b_tile = tl.load(w_cols[None, :] + (k_glob * swk + w_tap)[:, None],
+                             mask=mask_k[:, None] & mask_c[None, :], other=0.0)
+            acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
+    else:
+        num_kb = tl.cdiv(KG, BLOCK_K)
+        for it in range(taps_r * taps_s * num_kb):
+            t = it // num_kb
+            tr = t // taps_s
+            ts = t % taps_s
+            p = p0 - tr * p_step
+            q = q0 - ts * q_step
+            offs_k = (it % num_kb) * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_glob = g * KG + offs_k
+            mask_k = offs_k < KG
+            ok_m = mask_m & (p >= 0) & (p < P) & (q >= 0) & (q < Q)
+            a_tile = tl.load(dy_rows[:, None] + (p * sdyp + q * sdyq)[:, None] + k_glob[None, :] * sdyk,
+                             mask=ok_m[:, None] & mask_k[None, :], other=0.0)
+            w_tap = (r0 + tr * tap_step_h) * swr + (s0 + ts * tap_step_w) * sws
+            b_tile = tl.load(w_cols[None, :] + k_glob[:, None] * swk + w_tap,
+                             mask=mask_k[:, None] & mask_c[None, :], other=0.0)
+            acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
 
     c_glob = g * CG + offs_c
     if RELU_MASK:
@@ -279,7 +329,7 @@ def _conv_wgrad_kernel(
     sdyn, sdyk, sdyp, sdyq,
     sdwz, sdwk, sdwc, sdwr, sdws,
     # meta-parameters
-    FLAT_K: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    FLAT_K: tl.constexpr, K_CHUNK: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dw[split, g*KG + k, c, r, s] = sum over this split's (n, p, q) of dy[n, g*KG + k, p, q]
@@ -298,12 +348,12 @@ def _conv_wgrad_kernel(
     mask_k = offs_k < KG
     k_glob = g * KG + offs_k
     col = pid // num_rows
-    if FLAT_K:
+    if K_CHUNK > 0:
         offs_col = col * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_col = offs_col < R * S * CG
-        c = offs_col % CG
-        r = offs_col // (S * CG)
-        s = (offs_col // CG) % S
+        c, tap = chunk_decode(offs_col, CG, K_CHUNK)
+        r = tap // S
+        s = tap % S
     else:
         num_cb = tl.cdiv(CG, BLOCK_N)
         rs = col // num_cb
@@ -329,7 +379,7 @@ def _conv_wgrad_kernel(
         b_tile = tl.load(x_cols[None, :] + (n * sxn)[:, None] + ih * sxh + iw * sxw, mask=ok, other=0.0)
         acc = tl.dot(a_tile, b_tile, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
 
-    # r, s are scalars (one tap) or vectors (FLAT_K); either broadcasts along the columns.
+    # r, s are scalars (one tap) or vectors (K_CHUNK); either broadcasts along the columns.
     dw_off = split * sdwz + k_glob[:, None] * sdwk + (c * sdwc + r * sdwr + s * sdws)[None, :]
     tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=mask_k[:, None] & mask_col[None, :])
 
@@ -538,7 +588,8 @@ def _generic_forward(x, weight, bias, residual, y, geo: ConvGeometry, relu: bool
         *x.stride(), *weight.stride(), *y.stride(), *res.stride(), b.stride(0),
         part.stride(0) if stats else 0,
         HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=relu, STATS=stats,
-        STATS_ROWS=STATS_ROWS, FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(x.dtype), INDEX_64=needs_int64(x, y, res),
+        STATS_ROWS=STATS_ROWS, FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.CG), DOT_PRECISION=dot_precision(x.dtype),
+        INDEX_64=needs_int64(x, y, res),
     )
     if not stats:
         return y
@@ -575,7 +626,8 @@ def _generic_input_grad(grad_out, weight, geo: ConvGeometry, dx, relu_input) -> 
     _conv_dgrad_kernel[grid](
         grad_out, weight, mask_src, dx, *geo.sizes(), sh // math.gcd(sh, dh), sw // math.gcd(sw, dw),
         *grad_out.stride(), *weight.stride(), *mask_src.stride(), *dx.stride(),
-        RELU_MASK=relu_input is not None, FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(dx.dtype),
+        RELU_MASK=relu_input is not None, FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.KG),
+        DOT_PRECISION=dot_precision(dx.dtype),
         INDEX_64=needs_int64(grad_out, dx, mask_src),
     )
     return dx
@@ -639,7 +691,7 @@ def _generic_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype, split_k) 
     _conv_wgrad_kernel[grid](
         x, grad_out, dw, *geo.sizes(), triton.cdiv(M, splits),
         *x.stride(), *grad_out.stride(), *dw.stride(),
-        FLAT_K=geo.flat_k, DOT_PRECISION=dot_precision(x.dtype),
+        FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.CG), DOT_PRECISION=dot_precision(x.dtype),
         INDEX_64=needs_int64(x, grad_out, buf),
     )
     if splits == 1:

@@ -195,15 +195,21 @@ def variants(quick: bool):
                 yield (f"conv fwd {dt} flat={not on} epilogue={on} i64={not on} {meta}", conv._conv_fwd_kernel,
                        {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
                        dict(HAS_BIAS=on, HAS_RESIDUAL=on, RELU=on, STATS=False, STATS_ROWS=64, FLAT_K=not on,
-                            DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_fwd"), **meta), w, s)
+                            K_CHUNK=0 if on else 1, DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_fwd"), **meta),
+                       w, s)
+                if on:  # the flattened K loop in runs of 16 channels (e.g. 48 channels per group)
+                    yield (f"conv fwd {dt} chunk=16 {meta}", conv._conv_fwd_kernel,
+                           {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
+                           dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=False,
+                                K_CHUNK=16, DOT_PRECISION=prec, INDEX_64=False, **_unit("conv_fwd"), **meta), w, s)
                 if on:  # the BatchNorm statistics epilogue (no residual, no activation: the launcher's rule)
                     yield (f"conv fwd {dt} stats bias i64=False {meta}", conv._conv_fwd_kernel,
                            {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
                            dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=False, STATS=True, STATS_ROWS=64, FLAT_K=False,
-                                DOT_PRECISION=prec, INDEX_64=False, **_unit("conv_fwd"), **meta), w, s)
-                yield (f"conv dgrad {dt} relu_mask={on} i64={not on} {meta}", conv._conv_dgrad_kernel,
-                       dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
-                       dict(RELU_MASK=on, FLAT_K=False, DOT_PRECISION=prec, INDEX_64=not on,
+                                K_CHUNK=0, DOT_PRECISION=prec, INDEX_64=False, **_unit("conv_fwd"), **meta), w, s)
+                yield (f"conv dgrad {dt} relu_mask={on} chunk={0 if on else 8} i64={not on} {meta}",
+                       conv._conv_dgrad_kernel, dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
+                       dict(RELU_MASK=on, FLAT_K=False, K_CHUNK=0 if on else 8, DOT_PRECISION=prec, INDEX_64=not on,
                             **_unit("conv_dgrad"), **meta), w, s)
                 yield (f"pointwise fwd {dt} pool3={on} bias/relu={on} i64={not on} {meta}",
                        inception._pointwise_fwd_kernel,
@@ -213,9 +219,11 @@ def variants(quick: bool):
         for conf in _ends(cfg.CONV_WGRAD, quick, dt):
             meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
             for on in (True, False):
-                yield (f"conv wgrad {dt} flat={on} fp32 partials={on} i64={not on} {meta}", conv._conv_wgrad_kernel,
-                       {"x_ptr": dt, "dy_ptr": dt, "dw_ptr": "fp32" if on else dt}, {},
-                       dict(FLAT_K=on, DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_wgrad"), **meta), w, s)
+                for chunk in (1, 16) if on else (0,):
+                    yield (f"conv wgrad {dt} chunk={chunk} fp32 partials={on} i64={not on} {meta}",
+                           conv._conv_wgrad_kernel, {"x_ptr": dt, "dy_ptr": dt, "dw_ptr": "fp32" if on else dt}, {},
+                           dict(FLAT_K=chunk == 1, K_CHUNK=chunk, DOT_PRECISION=prec, INDEX_64=not on,
+                                **_unit("conv_wgrad"), **meta), w, s)
         yield from conv1x1_variants(dt, quick)
         for on in (True, False):
             yield (f"colsum {dt} i64={on}", _reduce._colsum_kernel,
@@ -295,16 +303,19 @@ def gpu_test_variants(quick: bool):
             tag = f"{dt} {prec} {shape}"
             yield (f"conv fwd {tag} {g.kwargs}", conv._conv_fwd_kernel, dict.fromkeys([*gemm_ptrs, "st_ptr"], dt), {},
                    dict(HAS_BIAS=True, HAS_RESIDUAL=True, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=ones,
-                        DOT_PRECISION=prec, INDEX_64=False, **one("conv_fwd"), **g.kwargs), g.num_warps, g.num_stages,
+                        K_CHUNK=int(ones), DOT_PRECISION=prec, INDEX_64=False, **one("conv_fwd"), **g.kwargs),
+                   g.num_warps, g.num_stages,
                    not ones)
             yield (f"conv dgrad {tag} {g.kwargs}", conv._conv_dgrad_kernel,
                    dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
-                   dict(RELU_MASK=True, FLAT_K=ones, DOT_PRECISION=prec, INDEX_64=False, **one("conv_dgrad"),
+                   dict(RELU_MASK=True, FLAT_K=ones, K_CHUNK=int(ones), DOT_PRECISION=prec, INDEX_64=False,
+                        **one("conv_dgrad"),
                         **g.kwargs), g.num_warps, g.num_stages, not ones)
             for partials in (True, False) if not quick else (ones,):
                 yield (f"conv wgrad {tag} partials={partials} {w.kwargs}", conv._conv_wgrad_kernel,
                        {"x_ptr": dt, "dy_ptr": dt, "dw_ptr": ("fp64" if dt == "fp64" else "fp32") if partials else dt},
-                       {}, dict(FLAT_K=ones, DOT_PRECISION=prec, INDEX_64=False, **one("conv_wgrad"), **w.kwargs),
+                       {}, dict(FLAT_K=ones, K_CHUNK=int(ones), DOT_PRECISION=prec, INDEX_64=False, **one("conv_wgrad"),
+                                **w.kwargs),
                        w.num_warps, w.num_stages, not ones)
             for pool3 in (True, False) if not quick else (ones,):
                 yield (f"pointwise fwd {tag} pool3={pool3} {g.kwargs}", inception._pointwise_fwd_kernel,

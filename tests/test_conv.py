@@ -350,3 +350,30 @@ def test_conv2d_int64_sized_gpu():
     assert_close(y[:, :, -5:, -5:], ref, reduction=72, name="int64 corner")
     del x, y
     torch.cuda.empty_cache()
+
+
+# K loop shapes (kernels.conv.k_chunk): channels per tap -> the launched K_CHUNK. Each runs
+# forward and both gradients against float64: tap by tap (64), runs of 16 (48, 80, the
+# AlexNet-like 48 per group), 8 (24, over two groups), 4, 2 and single channels (12, 6, 3),
+# with a 3x3 or 5x5 kernel so a K step spans taps, stride 2 for the data-grad's phases.
+@pytest.mark.parametrize("C,K,groups,R,stride,chunks", [
+    (64, 8, 1, 3, 1, {"_conv_fwd_kernel": 0, "_conv_dgrad_kernel": 8, "_conv_wgrad_kernel": 0}),
+    (48, 16, 1, 3, 2, {"_conv_fwd_kernel": 16, "_conv_dgrad_kernel": 16, "_conv_wgrad_kernel": 16}),
+    (80, 24, 1, 3, 1, {"_conv_fwd_kernel": 16, "_conv_dgrad_kernel": 8, "_conv_wgrad_kernel": 16}),
+    (48, 96, 2, 5, 2, {"_conv_fwd_kernel": 8, "_conv_dgrad_kernel": 16, "_conv_wgrad_kernel": 8}),
+    (12, 6, 1, 5, 1, {"_conv_fwd_kernel": 4, "_conv_dgrad_kernel": 2, "_conv_wgrad_kernel": 4}),
+    (3, 5, 1, 3, 2, {"_conv_fwd_kernel": 1, "_conv_dgrad_kernel": 1, "_conv_wgrad_kernel": 1}),
+])
+def test_k_loop_runs_of_channels(C, K, groups, R, stride, chunks, device):
+    from tests.helpers import LaunchRecorder
+
+    with LaunchRecorder() as rec:
+        run_and_compare(2, C, 7, 6, K, R, R, stride, 1, groups, bias=True, residual=False, activation="relu",
+                        channels_last=True, device=device)
+    launched = {la.name: la.kwargs["K_CHUNK"] for la in rec.launches if la.name in chunks}
+    assert launched == chunks
+
+
+def test_k_chunk_rule():
+    assert [conv_mod.k_chunk(c) for c in (0, 1, 3, 6, 12, 16, 24, 48, 64, 96, 128, 192, 17)] == \
+        [0, 1, 1, 2, 4, 16, 8, 16, 0, 16, 0, 0, 1]
