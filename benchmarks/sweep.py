@@ -184,13 +184,14 @@ def conv_items(s: ConvShape, passes=("forward", "dgrad", "wgrad"), splits=None) 
 
 
 def wgrad_splits(s: ConvShape, sm_count: int = 132) -> list[int]:
-    """The split counts tried for a weight-grad, the host heuristic's first (on a device of
-    `sm_count` SMs, an H100's 132 unless told), then its double, within 1..128 and at least
-    512 rows per split. Every config is timed at the first; the others time its winner."""
+    """The split counts tried for a weight-grad, the host heuristic's at 64x64 tiles first
+    (on a device of `sm_count` SMs, an H100's 132 unless told), then its double, within
+    1..128 and at least 512 rows per split. Every config is timed at the first; the others
+    time its winner."""
     geo = ConvGeometry(s.x_shape(BATCH), s.w_shape(), (s.stride,) * 2, (s.padding,) * 4, (1, 1), s.groups)
     with mock.patch.dict(os.environ, {"CONVBENCH_TUNED": "off"}), \
             mock.patch.object(kconv, "sm_count", lambda device: sm_count):
-        h = kconv._wgrad_splits(geo, torch.device("cuda"), None)
+        h = kconv._tile_splits(geo, torch.device("cuda"), 64, 64)
     most = max(1, min(128, geo.N * geo.P * geo.Q // 512))
     return list(dict.fromkeys(max(1, min(most, round(h * f))) for f in SPLIT_FACTORS))
 

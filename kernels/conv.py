@@ -321,7 +321,8 @@ def _conv_dgrad_kernel(
 @triton.jit
 def _conv_wgrad_kernel(
     x_ptr, dy_ptr, dw_ptr,
-    # problem sizes; SPLIT_ROWS: length of each split's share of the N*P*Q reduction
+    # problem sizes; SPLIT_ROWS: length of each split's share of the N*P*Q reduction (0:
+    # derived from the grid's split count, each config's own)
     BATCH, H, W, CG, P, Q, KG, R, S,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, SPLIT_ROWS,
     # strides: x (n, c, h, w), dy (n, k, p, q), dw (split, k, c, r, s)
@@ -364,8 +365,11 @@ def _conv_wgrad_kernel(
     x_cols = x_ptr + (g * CG + c) * sxc
 
     M = BATCH * P * Q
-    m_start = split * SPLIT_ROWS
-    m_end = tl.minimum(m_start + SPLIT_ROWS, M)
+    rows = SPLIT_ROWS
+    if SPLIT_ROWS == 0:  # the grid's split count: equal shares in whole K steps
+        rows = tl.cdiv(tl.cdiv(M, tl.num_programs(1)), BLOCK_K) * BLOCK_K
+    m_start = split * rows
+    m_end = tl.minimum(m_start + rows, M)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     for m0 in range(m_start, m_end, BLOCK_K):
         offs_m = m0 + tl.arange(0, BLOCK_K)
@@ -633,11 +637,30 @@ def _generic_input_grad(grad_out, weight, geo: ConvGeometry, dx, relu_input) -> 
     return dx
 
 
+def _wgrad_col_tiles(geo: ConvGeometry, block_n: int) -> int:
+    """Column tiles of the weight-grad GEMM (N = R*S*CG) at BLOCK_N columns: over the
+    flattened columns, or tap by tap (the kernel's K_CHUNK rule)."""
+    if k_chunk(geo.CG):
+        return triton.cdiv(geo.R * geo.S * geo.CG, block_n)
+    return geo.R * geo.S * triton.cdiv(geo.CG, block_n)
+
+
+def _tile_splits(geo: ConvGeometry, device: torch.device, block_m: int, block_n: int) -> int:
+    """The heuristic split count for one tile size: enough programs to fill the device
+    twice over with the tiles of that size, each split keeping at least 512 rows so the
+    fp32 partials stay small (and at most 128 splits)."""
+    tiles = triton.cdiv(geo.KG, block_m) * _wgrad_col_tiles(geo, block_n) * geo.groups
+    want = triton.cdiv(2 * sm_count(device), tiles)
+    return max(1, min(want, geo.N * geo.P * geo.Q // 512, 128))
+
+
 def _wgrad_splits(geo: ConvGeometry, device: torch.device, split_k: int | None,
-                  dtype: torch.dtype | None = None) -> int:
+                  dtype: torch.dtype | None = None) -> int | None:
     """How many programs share the N*P*Q reduction: `split_k` when given, else the count the
-    card's tuned table holds for this geometry (and dtype, when given), else enough to fill
-    the device twice over, each keeping at least 512 rows so the fp32 partials stay small."""
+    card's tuned table holds for this geometry (and dtype, when given), else the heuristic
+    at the tile of a forced config; None when the launch's autotuning picks the tile, which
+    then brings its own count (`_tile_splits`: 72 programs of 128x128 tiles need more
+    splits than 288 of 64x64 to fill 132 SMs)."""
     M = geo.N * geo.P * geo.Q
     if split_k is not None:
         return max(1, min(int(split_k), M))
@@ -647,10 +670,10 @@ def _wgrad_splits(geo: ConvGeometry, device: torch.device, split_k: int | None,
     tuned = tuned_split("_conv_wgrad_kernel", device, fields, dtype)
     if tuned is not None:
         return max(1, min(tuned, M))
-    cols = geo.R * geo.S * geo.CG
-    tiles = triton.cdiv(geo.KG, 64) * triton.cdiv(cols, 64) * geo.groups
-    want = triton.cdiv(2 * sm_count(device), tiles)
-    return max(1, min(want, M // 512, 128))
+    forced = _configs._FORCED.get("_conv_wgrad_kernel")
+    if forced is not None:
+        return _tile_splits(geo, device, forced.kwargs["BLOCK_M"], forced.kwargs["BLOCK_N"])
+    return None
 
 
 def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype, *,
@@ -675,28 +698,36 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
 
 
 def _generic_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype, split_k) -> torch.Tensor:
+    """The implicit-GEMM weight-grad. With a fixed split count (given, tuned or forced) each
+    split's share is SPLIT_ROWS; otherwise each config's grid brings its own count
+    (`_tile_splits`), the kernel derives its share from the grid (SPLIT_ROWS=0), the
+    partials buffer holds the most any config asks for, and the sum reads the splits of
+    the config that ran."""
     M = geo.N * geo.P * geo.Q
-    splits = _wgrad_splits(geo, x.device, split_k, x.dtype)
+    fixed = _wgrad_splits(geo, x.device, split_k, x.dtype)
+    if fixed is not None:
+        splits_of = lambda meta: fixed
+        most = fixed
+    else:
+        splits_of = lambda meta: _tile_splits(geo, x.device, meta["BLOCK_M"], meta["BLOCK_N"])
+        most = max(splits_of(c.kwargs) for c in _configs.configs("conv_wgrad"))
     # [split, K, R, S, CG] memory viewed as [split, K, CG, R, S]: KRSC per split.
     partial_dtype = torch.float64 if weight_dtype == torch.float64 else torch.float32
-    buf_dtype = weight_dtype if splits == 1 else partial_dtype
-    buf = torch.empty((splits, geo.K, geo.R, geo.S, geo.CG), device=x.device, dtype=buf_dtype)
+    buf_dtype = weight_dtype if most == 1 else partial_dtype
+    buf = torch.empty((most, geo.K, geo.R, geo.S, geo.CG), device=x.device, dtype=buf_dtype)
     dw = buf.permute(0, 1, 4, 2, 3)
-    cols = geo.R * geo.S * geo.CG
-    if geo.flat_k:
-        col_tiles = lambda meta: triton.cdiv(cols, meta["BLOCK_N"])
-    else:
-        col_tiles = lambda meta: geo.R * geo.S * triton.cdiv(geo.CG, meta["BLOCK_N"])
-    grid = lambda meta: (triton.cdiv(geo.KG, meta["BLOCK_M"]) * col_tiles(meta), splits, geo.groups)
+    grid = lambda meta: (triton.cdiv(geo.KG, meta["BLOCK_M"]) * _wgrad_col_tiles(geo, meta["BLOCK_N"]),
+                         splits_of(meta), geo.groups)
     _conv_wgrad_kernel[grid](
-        x, grad_out, dw, *geo.sizes(), triton.cdiv(M, splits),
+        x, grad_out, dw, *geo.sizes(), triton.cdiv(M, fixed) if fixed is not None else 0,
         *x.stride(), *grad_out.stride(), *dw.stride(),
         FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.CG), DOT_PRECISION=dot_precision(x.dtype),
         INDEX_64=needs_int64(x, grad_out, buf),
     )
-    if splits == 1:
+    splits = fixed if fixed is not None else splits_of(_conv_wgrad_kernel.best_config.kwargs)
+    if most == 1:
         return dw[0]
-    total = column_sum(buf.view(splits, -1), weight_dtype)
+    total = column_sum(buf[:splits].view(splits, -1), weight_dtype)
     return total.view(geo.K, geo.R, geo.S, geo.CG).permute(0, 3, 1, 2)
 
 

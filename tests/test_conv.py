@@ -247,6 +247,42 @@ def test_weight_grad_split_k_matches_single(device):
         assert_close(dw, ref, reduction=2 * 16 * 16, name=f"grad weight split_k={split}")
 
 
+def test_weight_grad_split_count_follows_the_tile(monkeypatch, device):
+    """Without a given or tuned count each config's grid brings its own split count, the
+    kernel takes its share of rows from the grid (SPLIT_ROWS=0) and the sum reads exactly
+    the splits that ran; a forced config fixes the count at its tile."""
+    import triton
+
+    from kernels import configs
+    from tests.helpers import LaunchRecorder
+
+    monkeypatch.setenv("CONVBENCH_TUNED", "off")
+    monkeypatch.setattr(conv_mod, "sm_count", lambda device: 6)
+    x = torch.randn(2, 5, 32, 40, device=device)
+    w = torch.randn(7, 5, 3, 3, device=device)
+    geo = conv_mod.conv_geometry(x, w, 1, 1)
+    g = torch.randn(2, 7, 32, 40, device=device).contiguous(memory_format=torch.channels_last)
+    ref = torch.nn.grad.conv2d_weight(x.double(), w.shape, g.double(), 1, 1)
+    tile = configs.configs("conv_wgrad")[0].kwargs
+    want = conv_mod._tile_splits(geo, x.device, tile["BLOCK_M"], tile["BLOCK_N"])
+    assert want == 5  # one 64x64 tile (7 x 45 flattened columns) on 6 "SMs": 12, but 2560 rows // 512
+    with LaunchRecorder() as rec:
+        dw = conv_mod.conv2d_weight_grad(x, g, geo, torch.float32)
+    assert_close(dw, ref, reduction=2 * 32 * 40, name="grad weight, the tile's split count")
+    (launch,) = [la for la in rec.launches if la.name == "_conv_wgrad_kernel"]
+    split_rows = lambda la: dict(zip(configs.TUNABLE["_conv_wgrad_kernel"].arg_names, la.args))["SPLIT_ROWS"]
+    assert split_rows(launch) == 0  # from the grid
+    assert launch.grid(tile)[1] == want
+    small = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32}, num_warps=4, num_stages=1)
+    with configs.forced_config("_conv_wgrad_kernel", small), LaunchRecorder() as rec:
+        dw = conv_mod.conv2d_weight_grad(x, g, geo, torch.float32)
+    assert_close(dw, ref, reduction=2 * 32 * 40, name="grad weight, a forced tile's split count")
+    (launch,) = [la for la in rec.launches if la.name == "_conv_wgrad_kernel"]
+    assert conv_mod._tile_splits(geo, x.device, 16, 16) == 4  # 3 tiles of 16x16 fill 12 programs 4 times
+    assert split_rows(launch) == triton.cdiv(2 * 32 * 40, 4)
+    assert launch.grid(small.kwargs)[1] == 4
+
+
 def test_int64_indexing_path(monkeypatch, device):
     """The int64 offset path computes the same result (the real >2**31 case runs on GPU)."""
     monkeypatch.setattr(conv_mod, "needs_int64", lambda *t: True)
