@@ -208,19 +208,21 @@ def _conv_fwd_kernel(
 @autotune("conv_gemm", key=_SHAPE_KEY)
 @triton.jit
 def _conv_dgrad_kernel(
-    dy_ptr, w_ptr, m_ptr, dx_ptr,
+    dy_ptr, o_ptr, w_ptr, m_ptr, dx_ptr,
     # problem sizes; tap_step_h = stride_h / gcd(stride_h, dil_h): the tap distance
     # between two taps that reach the same stride phase (likewise along w)
     BATCH, H, W, CG, P, Q, KG, R, S,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, tap_step_h, tap_step_w,
-    # strides: dy (n, k, p, q), w (k, c, r, s), mask source and dx (n, c, h, w)
+    # strides: dy and the conv's output o (n, k, p, q), w (k, c, r, s), mask source and dx
+    # (n, c, h, w)
     sdyn, sdyk, sdyp, sdyq,
+    son, sok, sop, soq,
     swk, swc, swr, sws,
     smn, smc, smh, smw,
     sdxn, sdxc, sdxh, sdxw,
     # meta-parameters
-    RELU_MASK: tl.constexpr, FLAT_K: tl.constexpr, K_CHUNK: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    INDEX_64: tl.constexpr,
+    DY_RELU: tl.constexpr, RELU_MASK: tl.constexpr, FLAT_K: tl.constexpr, K_CHUNK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """dx[n, g*CG + c, h, w] = sum over taps (r, s) and k of dy[n, g*KG + k, p, q] *
@@ -233,6 +235,9 @@ def _conv_dgrad_kernel(
     exists. Grid: (tiles, groups * sh * sw).
     RELU_MASK: the conv's input m came out of a ReLU; zero dx where m <= 0 (torch's
     threshold_backward), fusing that ReLU's backward into this store.
+    DY_RELU: the conv's own output o went through a ReLU and dy is the grad of that ReLU's
+    output: dy is read as zero where o <= 0 (threshold_backward: a NaN o lets it through), in
+    the operand load (no masked copy of dy).
     FLAT_K is unused here (kept in the signature so one autotune key serves all kernels);
     K_CHUNK shapes the loop over (tap, k) as the forward's over (tap, c).
     """
@@ -269,6 +274,7 @@ def _conv_dgrad_kernel(
     taps_r = tl.where(r0 < tap_step_h, tl.cdiv(R - r0, tap_step_h), 0)  # 0 also when r0 >= R
     taps_s = tl.where(s0 < tap_step_w, tl.cdiv(S - s0, tap_step_w), 0)
     dy_rows = dy_ptr + n * sdyn
+    o_rows = o_ptr + n * son
     w_cols = w_ptr + offs_c * swc
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
@@ -284,6 +290,9 @@ def _conv_dgrad_kernel(
             mask_k = offs_f < taps_r * taps_s * KG
             ok = mask_m[:, None] & mask_k[None, :] & (p >= 0) & (p < P) & (q >= 0) & (q < Q)
             a_tile = tl.load(dy_rows[:, None] + p * sdyp + q * sdyq + k_glob[None, :] * sdyk, mask=ok, other=0.0)
+            if DY_RELU:
+                o = tl.load(o_rows[:, None] + p * sop + q * soq + k_glob[None, :] * sok, mask=ok, other=0.0)
+                a_tile = tl.where(o <= 0, 0.0, a_tile)  # NaN passes, as threshold_backward
             w_tap = (r0 + tr * tap_step_h) * swr + (s0 + ts * tap_step_w) * sws
             b_tile = tl.load(w_cols[None, :] + (k_glob * swk + w_tap)[:, None],
                              mask=mask_k[:, None] & mask_c[None, :], other=0.0)
@@ -302,6 +311,10 @@ def _conv_dgrad_kernel(
             ok_m = mask_m & (p >= 0) & (p < P) & (q >= 0) & (q < Q)
             a_tile = tl.load(dy_rows[:, None] + (p * sdyp + q * sdyq)[:, None] + k_glob[None, :] * sdyk,
                              mask=ok_m[:, None] & mask_k[None, :], other=0.0)
+            if DY_RELU:
+                o = tl.load(o_rows[:, None] + (p * sop + q * soq)[:, None] + k_glob[None, :] * sok,
+                            mask=ok_m[:, None] & mask_k[None, :], other=0.0)
+                a_tile = tl.where(o <= 0, 0.0, a_tile)  # NaN passes, as threshold_backward
             w_tap = (r0 + tr * tap_step_h) * swr + (s0 + ts * tap_step_w) * sws
             b_tile = tl.load(w_cols[None, :] + k_glob[:, None] * swk + w_tap,
                              mask=mask_k[:, None] & mask_c[None, :], other=0.0)
@@ -320,17 +333,21 @@ def _conv_dgrad_kernel(
 @autotune("conv_wgrad", key=[*_SHAPE_KEY, "SPLIT_ROWS"])
 @triton.jit
 def _conv_wgrad_kernel(
-    x_ptr, dy_ptr, dw_ptr,
+    x_ptr, dy_ptr, o_ptr, dw_ptr, db_ptr,
     # problem sizes; SPLIT_ROWS: length of each split's share of the N*P*Q reduction (0:
     # derived from the grid's split count, each config's own)
     BATCH, H, W, CG, P, Q, KG, R, S,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, SPLIT_ROWS,
-    # strides: x (n, c, h, w), dy (n, k, p, q), dw (split, k, c, r, s)
+    # strides: x (n, c, h, w), dy and the conv's output o (n, k, p, q), dw (split, k, c, r, s),
+    # db (split, k)
     sxn, sxc, sxh, sxw,
     sdyn, sdyk, sdyp, sdyq,
+    son, sok, sop, soq,
     sdwz, sdwk, sdwc, sdwr, sdws,
+    sdbz, sdbk,
     # meta-parameters
-    FLAT_K: tl.constexpr, K_CHUNK: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    DY_RELU: tl.constexpr, BIAS_GRAD: tl.constexpr, FLAT_K: tl.constexpr, K_CHUNK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """dw[split, g*KG + k, c, r, s] = sum over this split's (n, p, q) of dy[n, g*KG + k, p, q]
@@ -339,6 +356,9 @@ def _conv_wgrad_kernel(
     Rows are output channels, columns one tap's channel block (or, with FLAT_K, a block of
     the flattened R*S*CG). Grid: (row tiles * column tiles, splits, groups); with one split
     dw is the gradient itself, else fp32 (fp64 for fp64) partials summed afterwards.
+    DY_RELU: dy read as zero where the conv's output o <= 0 (its ReLU's backward, as in the
+    data-grad). BIAS_GRAD: the programs of the first column tile also sum their dy rows
+    into db[split, g*KG + k], the bias gradient (or its partials), from the same loads.
     """
     ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     pid = tl.program_id(0)
@@ -371,12 +391,19 @@ def _conv_wgrad_kernel(
     m_start = split * rows
     m_end = tl.minimum(m_start + rows, M)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    db_acc = tl.zeros((BLOCK_M,), dtype=ACC)
     for m0 in range(m_start, m_end, BLOCK_K):
         offs_m = m0 + tl.arange(0, BLOCK_K)
         mask_m = offs_m < m_end
         n, p, q = decode_pixels(offs_m, P, Q, INDEX_64)
         a_tile = tl.load(dy_ptr + (n * sdyn + p * sdyp + q * sdyq)[None, :] + k_glob[:, None] * sdyk,
                          mask=mask_k[:, None] & mask_m[None, :], other=0.0)
+        if DY_RELU:
+            o = tl.load(o_ptr + (n * son + p * sop + q * soq)[None, :] + k_glob[:, None] * sok,
+                        mask=mask_k[:, None] & mask_m[None, :], other=0.0)
+            a_tile = tl.where(o <= 0, 0.0, a_tile)  # NaN passes, as threshold_backward
+        if BIAS_GRAD:
+            db_acc += tl.sum(a_tile.to(ACC), axis=1)
         ih = (p * stride_h - pad_h)[:, None] + r * dil_h
         iw = (q * stride_w - pad_w)[:, None] + s * dil_w
         ok = mask_m[:, None] & mask_col[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
@@ -386,6 +413,9 @@ def _conv_wgrad_kernel(
     # r, s are scalars (one tap) or vectors (K_CHUNK); either broadcasts along the columns.
     dw_off = split * sdwz + k_glob[:, None] * sdwk + (c * sdwc + r * sdwr + s * sdws)[None, :]
     tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=mask_k[:, None] & mask_col[None, :])
+    if BIAS_GRAD:
+        if col == 0:
+            tl.store(db_ptr + split * sdbz + k_glob * sdbk, db_acc.to(db_ptr.dtype.element_ty), mask=mask_k)
 
 
 # --------------------------------------------------------------------------- host side
@@ -600,39 +630,56 @@ def _generic_forward(x, weight, bias, residual, y, geo: ConvGeometry, relu: bool
     return y, StatsPartials(part, STATS_ROWS, triton.cdiv(M, STATS_ROWS), M)
 
 
-def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_input=None) -> torch.Tensor:
+def _check_relu_output(relu_output, grad_out) -> None:
+    """`relu_output` (the conv's output after its ReLU) must be shaped and typed as grad_out."""
+    check_float_tensor(relu_output, "relu_output", ndim=4)
+    check_same(grad_out, "grad_out", relu_output, "relu_output")
+    if relu_output.shape != grad_out.shape:
+        raise ValueError(f"relu_output must have grad_out's shape {tuple(grad_out.shape)}, got {describe(relu_output)}")
+
+
+def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_input=None,
+                      relu_output=None) -> torch.Tensor:
     """Gradient w.r.t. the conv input (channels_last, or written into `out`).
 
     `relu_input`: the conv's input, when it is a ReLU's output; the gradient is then also
     taken through that ReLU (zero where relu_input <= 0) in the same store.
+    `relu_output`: the conv's output, when a ReLU followed the conv (its output, saved) and
+    grad_out is the grad of that ReLU's output: the generic kernel reads grad_out through
+    the ReLU's mask in its operand loads; the other paths mask a copy first.
     """
     dx = _output((geo.N, geo.C, geo.H, geo.W), grad_out, out)
     if no_launch(dx):
         return dx
     weight = _channels_last(weight)
     grad_out = _channels_last(grad_out)
+    if relu_output is not None:
+        _check_relu_output(relu_output, grad_out)
+        relu_output = _channels_last(relu_output)
+    masked = lambda: grad_out if relu_output is None else relu_grad(grad_out, relu_output)
     candidates = [race.Candidate("generic", ("_conv_dgrad_kernel",),
-                                 lambda: _generic_input_grad(grad_out, weight, geo, dx, relu_input))]
+                                 lambda: _generic_input_grad(grad_out, weight, geo, dx, relu_input, relu_output))]
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_dgrad_kernel",),
-                                         lambda: conv1x1_input_grad(grad_out, weight, dx, relu_input=relu_input)))
+                                         lambda: conv1x1_input_grad(masked(), weight, dx, relu_input=relu_input)))
     race.choose("conv_dgrad", dispatch_key(geo), dx, candidates, rerun_safe=not _shares_memory(dx, relu_input)).run()
     return dx
 
 
-def _generic_input_grad(grad_out, weight, geo: ConvGeometry, dx, relu_input) -> torch.Tensor:
+def _generic_input_grad(grad_out, weight, geo: ConvGeometry, dx, relu_input, relu_output=None) -> torch.Tensor:
     mask_src = relu_input if relu_input is not None else dx
+    o = relu_output if relu_output is not None else grad_out  # dummy pointer when absent
     sh, sw = geo.stride
     dh, dw = geo.dilation
     M = geo.N * triton.cdiv(geo.H, sh) * triton.cdiv(geo.W, sw)
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.CG, meta["BLOCK_N"]),
                          geo.groups * sh * sw)
     _conv_dgrad_kernel[grid](
-        grad_out, weight, mask_src, dx, *geo.sizes(), sh // math.gcd(sh, dh), sw // math.gcd(sw, dw),
-        *grad_out.stride(), *weight.stride(), *mask_src.stride(), *dx.stride(),
-        RELU_MASK=relu_input is not None, FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.KG),
+        grad_out, o, weight, mask_src, dx, *geo.sizes(), sh // math.gcd(sh, dh), sw // math.gcd(sw, dw),
+        *grad_out.stride(), *o.stride(), *weight.stride(), *mask_src.stride(), *dx.stride(),
+        DY_RELU=relu_output is not None, RELU_MASK=relu_input is not None, FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.KG),
         DOT_PRECISION=dot_precision(dx.dtype),
-        INDEX_64=needs_int64(grad_out, dx, mask_src),
+        INDEX_64=needs_int64(grad_out, dx, mask_src, o),
     )
     return dx
 
@@ -677,27 +724,44 @@ def _wgrad_splits(geo: ConvGeometry, device: torch.device, split_k: int | None,
 
 
 def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype, *,
-                       split_k: int | None = None) -> torch.Tensor:
-    """Gradient w.r.t. the weight [K, CG, R, S] (channels_last strides: KRSC memory).
+                       split_k: int | None = None, relu_output=None, bias: bool = False):
+    """Gradient w.r.t. the weight [K, CG, R, S] (channels_last strides: KRSC memory); with
+    `bias`, (that, the bias gradient [K]).
 
     `split_k` overrides the heuristic number of reduction splits (tests force both paths).
-    An empty batch gives a zero gradient, as in torch.
+    `relu_output`: as in `conv2d_input_grad` (grad_out read through the ReLU's mask).
+    `bias`: the generic kernel sums the bias gradient from the same grad_out loads; the
+    other paths sum it afterwards. An empty batch gives zero gradients, as in torch.
     """
     M = geo.N * geo.P * geo.Q
     if x.is_meta or M == 0 or geo.CG == 0:
         dw = torch.empty((geo.K, geo.R, geo.S, geo.CG), device=x.device, dtype=weight_dtype)
-        return (dw if x.is_meta else dw.zero_()).permute(0, 3, 1, 2)
+        dw = (dw if x.is_meta else dw.zero_()).permute(0, 3, 1, 2)
+        if not bias:
+            return dw
+        db = torch.empty(geo.K, device=x.device, dtype=weight_dtype)
+        return dw, db if x.is_meta else db.zero_()
     x = _channels_last(x)
     grad_out = _channels_last(grad_out)
+    if relu_output is not None:
+        _check_relu_output(relu_output, grad_out)
+        relu_output = _channels_last(relu_output)
+
+    def other_path(run):  # a path without the fused mask and bias: both around it
+        g = grad_out if relu_output is None else relu_grad(grad_out, relu_output)
+        dw = run(g)
+        return (dw, bias_grad(g, weight_dtype)) if bias else dw
+
     candidates = [race.Candidate("generic", ("_conv_wgrad_kernel",),
-                                 lambda: _generic_weight_grad(x, grad_out, geo, weight_dtype, split_k))]
+                                 lambda: _generic_weight_grad(x, grad_out, geo, weight_dtype, split_k,
+                                                              relu_output, bias))]
     if eligible(geo):
-        candidates.append(race.Candidate("gemm1x1", ("_conv1x1_wgrad_kernel",),
-                                         lambda: conv1x1_weight_grad(x, grad_out, weight_dtype, split_k=split_k)))
+        candidates.append(race.Candidate("gemm1x1", ("_conv1x1_wgrad_kernel",), lambda: other_path(
+            lambda g: conv1x1_weight_grad(x, g, weight_dtype, split_k=split_k))))
     return race.choose("conv_wgrad", dispatch_key(geo), x, candidates).run()
 
 
-def _generic_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype, split_k) -> torch.Tensor:
+def _generic_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype, split_k, relu_output=None, bias=False):
     """The implicit-GEMM weight-grad. With a fixed split count (given, tuned or forced) each
     split's share is SPLIT_ROWS; otherwise each config's grid brings its own count
     (`_tile_splits`), the kernel derives its share from the grid (SPLIT_ROWS=0), the
@@ -716,19 +780,25 @@ def _generic_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype, split_k) 
     buf_dtype = weight_dtype if most == 1 else partial_dtype
     buf = torch.empty((most, geo.K, geo.R, geo.S, geo.CG), device=x.device, dtype=buf_dtype)
     dw = buf.permute(0, 1, 4, 2, 3)
+    db = torch.empty((most, geo.K), device=x.device, dtype=buf_dtype) if bias else buf
+    o = relu_output if relu_output is not None else grad_out  # dummy pointer when absent
     grid = lambda meta: (triton.cdiv(geo.KG, meta["BLOCK_M"]) * _wgrad_col_tiles(geo, meta["BLOCK_N"]),
                          splits_of(meta), geo.groups)
     _conv_wgrad_kernel[grid](
-        x, grad_out, dw, *geo.sizes(), triton.cdiv(M, fixed) if fixed is not None else 0,
-        *x.stride(), *grad_out.stride(), *dw.stride(),
-        FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.CG), DOT_PRECISION=dot_precision(x.dtype),
-        INDEX_64=needs_int64(x, grad_out, buf),
+        x, grad_out, o, dw, db, *geo.sizes(), triton.cdiv(M, fixed) if fixed is not None else 0,
+        *x.stride(), *grad_out.stride(), *o.stride(), *dw.stride(), db.stride(0), db.stride(-1),
+        DY_RELU=relu_output is not None, BIAS_GRAD=bias, FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.CG),
+        DOT_PRECISION=dot_precision(x.dtype),
+        INDEX_64=needs_int64(x, grad_out, buf, o),
     )
     splits = fixed if fixed is not None else splits_of(_conv_wgrad_kernel.best_config.kwargs)
     if most == 1:
-        return dw[0]
-    total = column_sum(buf[:splits].view(splits, -1), weight_dtype)
-    return total.view(geo.K, geo.R, geo.S, geo.CG).permute(0, 3, 1, 2)
+        total, db_total = dw[0], db[0]
+    else:
+        total = column_sum(buf[:splits].view(splits, -1), weight_dtype)
+        total = total.view(geo.K, geo.R, geo.S, geo.CG).permute(0, 3, 1, 2)
+        db_total = column_sum(db[:splits], weight_dtype) if bias else None
+    return (total, db_total) if bias else total
 
 
 def bias_grad(grad_out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -757,14 +827,20 @@ class Conv2dFunction(torch.autograd.Function):
     def backward(ctx, grad_out, *_):
         x, weight, y = ctx.saved_tensors
         geo = ctx.geo
-        # The ReLU mask comes from the saved output; what remains is the pre-activation grad.
-        g = relu_grad(grad_out, y) if ctx.relu else _channels_last(grad_out)
         need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
-        dx = conv2d_input_grad(g, weight, geo) if need_x else None
-        dw = conv2d_weight_grad(x, g, geo, weight.dtype) if need_w else None
-        db = None
-        if need_b and ctx.has_bias:  # no input channels: an empty output, a zero bias grad
-            db = bias_grad(g, weight.dtype) if geo.C else weight.new_zeros(geo.K)
+        need_b = need_b and ctx.has_bias
+        if ctx.relu and need_r:  # the residual's grad is the masked grad itself: written once
+            g, relu_output = relu_grad(grad_out, y), None
+        else:  # the ReLU's mask (from the saved output) is applied inside the GEMMs' loads
+            g, relu_output = _channels_last(grad_out), (y if ctx.relu else None)
+        dx = conv2d_input_grad(g, weight, geo, relu_output=relu_output) if need_x else None
+        dw = db = None
+        if need_w:  # the bias grad from the weight-grad's own loads of g
+            out = conv2d_weight_grad(x, g, geo, weight.dtype, relu_output=relu_output, bias=need_b)
+            dw, db = out if need_b else (out, None)
+        elif need_b:  # no input channels: an empty output, a zero bias grad
+            masked = g if relu_output is None else relu_grad(g, relu_output)
+            db = bias_grad(masked, weight.dtype) if geo.C else weight.new_zeros(geo.K)
         return dx, dw, db, g if need_r else None, None, None, None, None, None, None
 
 

@@ -413,3 +413,44 @@ def test_k_loop_runs_of_channels(C, K, groups, R, stride, chunks, device):
 def test_k_chunk_rule():
     assert [conv_mod.k_chunk(c) for c in (0, 1, 3, 6, 12, 16, 24, 48, 64, 96, 128, 192, 17)] == \
         [0, 1, 1, 2, 4, 16, 8, 16, 0, 16, 0, 0, 1]
+
+
+def test_relu_mask_and_bias_grad_ride_on_the_gemms(device):
+    """conv -> ReLU without a residual: the backward reads grad_out through the ReLU's mask
+    inside the data-grad and weight-grad loads, and sums the bias grad in the weight-grad:
+    no separate ReLU-backward or bias pass is launched."""
+    from tests.helpers import LaunchRecorder
+
+    with LaunchRecorder() as rec:
+        run_and_compare(2, 8, 9, 7, 6, 3, 3, 2, 1, 1, bias=True, residual=False, activation="relu",
+                        channels_last=True, device=device)
+    by_name = {la.name: la.kwargs for la in rec.launches}
+    assert "_relu_grad_kernel" not in by_name
+    assert by_name["_conv_dgrad_kernel"]["DY_RELU"] is True
+    assert by_name["_conv_wgrad_kernel"]["DY_RELU"] is True and by_name["_conv_wgrad_kernel"]["BIAS_GRAD"] is True
+    with LaunchRecorder() as rec:  # the residual's grad is the masked grad: written once, then read
+        run_and_compare(2, 8, 9, 7, 6, 3, 3, 1, 1, 1, bias=True, residual=True, activation="relu",
+                        channels_last=True, device=device)
+    assert rec.names()["_relu_grad_kernel"] == 1
+    assert not any(la.kwargs.get("DY_RELU") for la in rec.launches)
+
+
+@pytest.mark.parametrize("split_k", [1, 3])
+def test_relu_output_mask_follows_threshold_backward(split_k, device):
+    """The fused mask zeroes grad_out exactly where the saved output is <= 0, -0.0 included,
+    and lets it through where that output is NaN (torch's threshold_backward)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 6, 5, generator=gen).to(device)
+    w = torch.randn(6, 4, 3, 3, generator=gen).to(device)
+    geo = conv_mod.conv_geometry(x, w, 1, 1)
+    dy = torch.randn(2, 6, 6, 5, generator=gen).to(device)
+    o = torch.randn(2, 6, 6, 5, generator=gen).relu().to(device)
+    o[0, 1, 2, 3], o[1, 2, 0, 0], o[0, 0, 0, 0] = float("nan"), -0.0, float("nan")
+    g64 = torch.ops.aten.threshold_backward(dy.double(), o.double(), 0.0)
+    dx = conv_mod.conv2d_input_grad(dy, w, geo, relu_output=o)
+    dw, db = conv_mod.conv2d_weight_grad(x, dy, geo, torch.float32, relu_output=o, bias=True, split_k=split_k)
+    assert_close(dx, torch.nn.grad.conv2d_input(x.shape, w.double(), g64, 1, 1), reduction=6 * 9, name="grad x")
+    assert_close(dw, torch.nn.grad.conv2d_weight(x.double(), w.shape, g64, 1, 1), reduction=2 * 30, name="grad w")
+    assert_close(db, g64.sum((0, 2, 3)), reduction=2 * 30, name="grad bias")
+    with pytest.raises(ValueError, match="relu_output"):
+        conv_mod.conv2d_input_grad(dy, w, geo, relu_output=o[:, :3])
