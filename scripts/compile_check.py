@@ -54,8 +54,8 @@ def _ends(configs, quick, dt="bf16", limit=232448):
 # at launch, so the real kernels see them as constants (contiguous, vectorizable loads).
 UNIT_STRIDES = {
     "conv_fwd": ["sxc", "swc", "syk", "srk"],
-    "conv_dgrad": ["sdyk", "swc", "smc", "sdxc"],
-    "conv_wgrad": ["sxc", "sdyk", "sdwc"],
+    "conv_dgrad": ["sdyk", "sok", "swc", "smc", "sdxc"],
+    "conv_wgrad": ["sxc", "sdyk", "sok", "sdwc", "sdbk"],
     "conv1x1_fwd": ["sxc", "swc", "syk", "srk"],
     "conv1x1_dgrad": ["sdyk", "swc", "smc", "sdxc"],
     "conv1x1_wgrad": ["sdyk", "sxc", "sdwc"],
@@ -207,10 +207,10 @@ def variants(quick: bool):
                            {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
                            dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=False, STATS=True, STATS_ROWS=64, FLAT_K=False,
                                 K_CHUNK=0, DOT_PRECISION=prec, INDEX_64=False, **_unit("conv_fwd"), **meta), w, s)
-                yield (f"conv dgrad {dt} relu_mask={on} chunk={0 if on else 8} i64={not on} {meta}",
-                       conv._conv_dgrad_kernel, dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
-                       dict(RELU_MASK=on, FLAT_K=False, K_CHUNK=0 if on else 8, DOT_PRECISION=prec, INDEX_64=not on,
-                            **_unit("conv_dgrad"), **meta), w, s)
+                yield (f"conv dgrad {dt} relu_mask={on} dy_relu={not on} chunk={0 if on else 8} i64={not on} {meta}",
+                       conv._conv_dgrad_kernel, dict.fromkeys(["dy_ptr", "o_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
+                       dict(DY_RELU=not on, RELU_MASK=on, FLAT_K=False, K_CHUNK=0 if on else 8, DOT_PRECISION=prec,
+                            INDEX_64=not on, **_unit("conv_dgrad"), **meta), w, s)
                 yield (f"pointwise fwd {dt} pool3={on} bias/relu={on} i64={not on} {meta}",
                        inception._pointwise_fwd_kernel,
                        {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "ya_ptr", "yb_ptr"], dt), "idx_ptr": "i8"}, {},
@@ -220,10 +220,12 @@ def variants(quick: bool):
             meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
             for on in (True, False):
                 for chunk in (1, 16) if on else (0,):
-                    yield (f"conv wgrad {dt} chunk={chunk} fp32 partials={on} i64={not on} {meta}",
-                           conv._conv_wgrad_kernel, {"x_ptr": dt, "dy_ptr": dt, "dw_ptr": "fp32" if on else dt}, {},
-                           dict(FLAT_K=chunk == 1, K_CHUNK=chunk, DOT_PRECISION=prec, INDEX_64=not on,
-                                **_unit("conv_wgrad"), **meta), w, s)
+                    yield (f"conv wgrad {dt} chunk={chunk} fp32 partials={on} dy_relu/bias={on} i64={not on} {meta}",
+                           conv._conv_wgrad_kernel,
+                           {"x_ptr": dt, "dy_ptr": dt, "o_ptr": dt, **dict.fromkeys(["dw_ptr", "db_ptr"],
+                                                                                    "fp32" if on else dt)}, {},
+                           dict(DY_RELU=on, BIAS_GRAD=on, FLAT_K=chunk == 1, K_CHUNK=chunk, DOT_PRECISION=prec,
+                                INDEX_64=not on, **_unit("conv_wgrad"), **meta), w, s)
         yield from conv1x1_variants(dt, quick)
         for on in (True, False):
             yield (f"colsum {dt} i64={on}", _reduce._colsum_kernel,
@@ -307,15 +309,15 @@ def gpu_test_variants(quick: bool):
                    g.num_warps, g.num_stages,
                    not ones)
             yield (f"conv dgrad {tag} {g.kwargs}", conv._conv_dgrad_kernel,
-                   dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
-                   dict(RELU_MASK=True, FLAT_K=ones, K_CHUNK=int(ones), DOT_PRECISION=prec, INDEX_64=False,
-                        **one("conv_dgrad"),
-                        **g.kwargs), g.num_warps, g.num_stages, not ones)
+                   dict.fromkeys(["dy_ptr", "o_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
+                   dict(DY_RELU=True, RELU_MASK=True, FLAT_K=ones, K_CHUNK=int(ones), DOT_PRECISION=prec,
+                        INDEX_64=False, **one("conv_dgrad"), **g.kwargs), g.num_warps, g.num_stages, not ones)
             for partials in (True, False) if not quick else (ones,):
+                part = ("fp64" if dt == "fp64" else "fp32") if partials else dt
                 yield (f"conv wgrad {tag} partials={partials} {w.kwargs}", conv._conv_wgrad_kernel,
-                       {"x_ptr": dt, "dy_ptr": dt, "dw_ptr": ("fp64" if dt == "fp64" else "fp32") if partials else dt},
-                       {}, dict(FLAT_K=ones, K_CHUNK=int(ones), DOT_PRECISION=prec, INDEX_64=False, **one("conv_wgrad"),
-                                **w.kwargs),
+                       {"x_ptr": dt, "dy_ptr": dt, "o_ptr": dt, "dw_ptr": part, "db_ptr": part},
+                       {}, dict(DY_RELU=True, BIAS_GRAD=True, FLAT_K=ones, K_CHUNK=int(ones), DOT_PRECISION=prec,
+                                INDEX_64=False, **one("conv_wgrad"), **w.kwargs),
                        w.num_warps, w.num_stages, not ones)
             for pool3 in (True, False) if not quick else (ones,):
                 yield (f"pointwise fwd {tag} pool3={pool3} {g.kwargs}", inception._pointwise_fwd_kernel,
