@@ -288,8 +288,13 @@ def _pointwise_backward(x, g, w_cat, need_x, need_w, need_b, dtype):
     geo = _pointwise_geometry(x, w_cat.shape[0])
     w4 = w_cat.view(*w_cat.shape, 1, 1)
     dx = conv2d_input_grad(g, w4, geo) if need_x else None
-    dw = conv2d_weight_grad(x, g, geo, dtype).reshape(w_cat.shape) if need_w else None
-    db = bias_grad(g, dtype) if need_b else None
+    dw = db = None
+    if need_w:  # the bias grad from the weight-grad's own loads of g
+        out = conv2d_weight_grad(x, g, geo, dtype, bias=need_b)
+        dw, db = out if need_b else (out, None)
+        dw = dw.reshape(w_cat.shape)
+    elif need_b:
+        db = bias_grad(g, dtype)
     return dx, dw, db
 
 
@@ -402,10 +407,10 @@ class InceptionBlockFunction(torch.autograd.Function):
         # The reductions' own ReLU backward is fused into these data-grad stores.
         conv2d_input_grad(g3, w3, geo3, out=G[:, c1:c1 + r3], relu_input=red[:, :r3])
         conv2d_input_grad(g5, w5, geo5, out=G[:, c1 + r3:], relu_input=red[:, r3:])
-        dw3, db3 = conv2d_weight_grad(red[:, :r3], g3, geo3, dtype), bias_grad(g3, dtype)
-        dw5, db5 = conv2d_weight_grad(red[:, r3:], g5, geo5, dtype), bias_grad(g5, dtype)
+        dw3, db3 = conv2d_weight_grad(red[:, :r3], g3, geo3, dtype, bias=True)
+        dw5, db5 = conv2d_weight_grad(red[:, r3:], g5, geo5, dtype, bias=True)
 
-        # The fused 1x1s: one data-grad GEMM, one weight-grad GEMM, one column sum.
+        # The fused 1x1s: one data-grad GEMM, one weight-grad GEMM that also sums the bias grads.
         dx, dw_cat, db_cat = _pointwise_backward(x, G, w_cat, True, True, True, dtype)
 
         # Pool projection: its 1x1 grads, then the pooled grad routed to each argmax.
