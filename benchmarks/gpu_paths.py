@@ -1,37 +1,41 @@
 """Sweep items for the per-shape path race (kernels/race.py) and the tuned table's dispatch
 records that come out of them.
 
+Each path other than the generic kernel's is a `PathSpec`: the layers it may serve, the
+kernel each pass's configs are forced on, the passes swept. `path_items` makes one sweep
+item per such layer and pass, built from `sweep.conv_items` with the kernel swapped and the
+launch wrapped in `race.forced_path`, so the public launcher takes that path and the
+sweep's forced configs land on its kernels (a path that runs the generic kernels on a
+rewritten problem, e.g. a space-to-depth stem, records its entries under the rewritten
+shape's key, which is what its launches look up). Each item carries the layer's dispatch
+key (`kernels.conv.dispatch_key`), and `dispatch_records` turns the winners of a layer's
+pass on two or more paths, the generic kernel's among them, into the table's record of
+which path won and every path's time.
+
 The 1x1 GEMM path (kernels/conv1x1.py) serves every 1x1 stride-1, unpadded, one-group conv:
 ResNet-50's reduce / expand convs and GoogLeNet's conv2 (forward and both gradients), and
 the Inception blocks' fused 1x1 and pool projection, whose backward runs as 1x1 conv
-data-grad and weight-grad. `path_items` makes one sweep item per such layer and pass on the
-1x1 kernel, built from `sweep.conv_items` with the kernel swapped: the same closure through
-the public launcher reaches the 1x1 kernel because forcing one of its configs forces its path
-(`race.py`, rule 1), just as the generic items' forced configs keep them on the generic
-kernel. `dispatch_records` then turns the two winners of a layer's pass (generic and 1x1)
-into the table's record of which path won.
+data-grad and weight-grad. Its weight-grad items take the split count its own launcher
+asks for; the other paths sweep forward and data-grad only (their weight-grad is raced at
+run time, or runs the generic kernel where no race runs).
 
-Hooking into benchmarks/sweep.py (two lines):
-  all_items:   items += gpu_paths.path_items(layers)   after the loop, so these items come
-               after every generic item (a generic weight-grad follow-up split then takes its
-               own kernel's winner, never a 1x1 config); `layers` as all_items got them.
-  step_sweep:  best = best_entries(entries)
-               tuned.write_table(path, ..., best, dispatch=gpu_paths.dispatch_records(best), ...)
-`configs_for` needs nothing: every CONV1X1 / CONV1X1_WGRAD config fits an H100's shared
-memory in bf16 (213,016 bytes at most, output tile included). tests/test_sweep.py lists the
-three 1x1 kernels as not in `all_items` until then.
+Hooked into benchmarks/sweep.py: `path_sweep_items` (the `paths` step) and
+`step_sweep(..., dispatch=True)`, which writes `dispatch_records(entries)` into the table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from unittest import mock
 
 import torch
 
+import kernels.conv as kconv
 import kernels.conv1x1 as k1x1
 from kernels import race
+from kernels.conv import ConvGeometry
 
 from .shapes import ConvShape
 
@@ -45,6 +49,23 @@ def is_gemm1x1(s: ConvShape) -> bool:
     return (s.R, s.kw, s.stride, s.padding, s.groups) == (1, 1, 1, 0, 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class PathSpec:
+    """A conv path beside the generic kernel, as the sweep sees it."""
+    name: str
+    kernels: dict  # pass -> the kernel whose configs the sweep forces
+    eligible: Callable[[ConvShape], bool]
+    passes: tuple = ("forward", "dgrad")
+
+
+PATH_SPECS = {"gemm1x1": PathSpec("gemm1x1", KERNELS, is_gemm1x1, ("forward", "dgrad", "wgrad"))}
+
+
+def geometry(s: ConvShape, batch: int) -> ConvGeometry:
+    """The layer's conv geometry at `batch` (what the launchers build from its tensors)."""
+    return ConvGeometry(s.x_shape(batch), s.w_shape(), (s.stride,) * 2, (s.padding,) * 4, (1, 1), s.groups)
+
+
 def wgrad_split(s: ConvShape, batch: int, sm_count: int = 132) -> int:
     """The split count the 1x1 weight-grad's heuristic asks for on a card of `sm_count` SMs
     (an H100's 132), as the table will record it."""
@@ -55,59 +76,103 @@ def wgrad_split(s: ConvShape, batch: int, sm_count: int = 132) -> int:
     return -(-pixels // rows)
 
 
-def conv1x1_items(s: ConvShape, passes=("forward", "dgrad", "wgrad")) -> list:
-    """The 1x1 kernels' items of one layer (none where the 1x1 path cannot serve it)."""
+def _on_path(run: Callable, site: str, path: str) -> Callable:
+    """`run` (inputs -> closure) with every call of its closure inside race.forced_path."""
+    def make(inputs):
+        fn = run(inputs)
+
+        def forced():
+            with race.forced_path(site, path):
+                return fn()
+        return forced
+    return make
+
+
+def conv_path_items(s: ConvShape, path: str, passes=None) -> list:
+    """The items of one layer on one path (none where the path cannot serve it): the generic
+    items of `passes` (default the path's) with the path's kernels and launches."""
     from . import sweep  # sweep may import this module
 
-    if not is_gemm1x1(s):
+    spec = PATH_SPECS[path]
+    passes = tuple(p for p in (passes or spec.passes) if p in spec.passes)
+    if not passes or not spec.eligible(s):
         return []
-    items = sweep.conv_items(s, passes, splits=[wgrad_split(s, sweep.BATCH)])
-    return [dataclasses.replace(item, kernel=KERNELS[item.pass_], follows=False) for item in items]
+    splits = [wgrad_split(s, sweep.BATCH)] if path == "gemm1x1" else None
+    items = sweep.conv_items(s, passes, splits=splits)
+    key = kconv.dispatch_key(geometry(s, sweep.BATCH))
+    return [dataclasses.replace(item, kernel=spec.kernels[item.pass_], follows=False, path=path, dispatch_key=key,
+                                triton=_on_path(item.triton, SITES[item.pass_], path)) for item in items]
 
 
-def path_items(layers) -> list:
-    """Every 1x1-path item of the nets' layers (sweep.all_items's `layers`): conv layers, and
-    the Inception blocks' fused 1x1 and pool projection (data-grad and weight-grad), named as
-    sweep.inception_items names their generic items."""
+def conv1x1_items(s: ConvShape, passes=("forward", "dgrad", "wgrad")) -> list:
+    """The 1x1 kernels' items of one layer (none where the 1x1 path cannot serve it)."""
+    return conv_path_items(s, "gemm1x1", passes)
+
+
+def path_items(layers, paths=None) -> list:
+    """Every path item of the nets' layers (sweep.all_items's `layers`), over `paths` (default
+    every PathSpec): conv layers, and for the 1x1 path the Inception blocks' fused 1x1 and
+    pool projection (data-grad and weight-grad), named as sweep.inception_items names their
+    generic items."""
     items, seen = [], set()
-    for layer in layers:
-        if layer.kind == "conv":
-            new = conv1x1_items(layer.shape)
-        elif layer.kind == "inception":
-            b = layer.shape
-            new = [item for suffix, n in (("fused1x1", b.c1 + b.r3 + b.r5), ("pool_proj", b.pool_proj))
-                   for item in conv1x1_items(ConvShape(f"{b.name}.{suffix}", b.C, b.H, n, 1), ("dgrad", "wgrad"))]
-        else:
-            continue
-        for item in new:
-            key = (item.kernel, item.pass_, item.shape_key)
-            if key not in seen:
-                seen.add(key)
-                items.append(item)
+    for path in paths or PATH_SPECS:
+        for layer in layers:
+            if layer.kind == "conv":
+                new = conv_path_items(layer.shape, path)
+            elif layer.kind == "inception" and path == "gemm1x1":
+                b = layer.shape
+                new = [item for suffix, n in (("fused1x1", b.c1 + b.r3 + b.r5), ("pool_proj", b.pool_proj))
+                       for item in conv_path_items(ConvShape(f"{b.name}.{suffix}", b.C, b.H, n, 1), path,
+                                                   ("dgrad", "wgrad"))]
+            else:
+                continue
+            for item in new:
+                index = (item.path, item.kernel, item.pass_, item.shape_key)
+                if index not in seen:
+                    seen.add(index)
+                    items.append(item)
     return items
+
+
+def _entry_path(e: dict) -> str:
+    """The path an entry was measured on: its own field, else its kernel's (tables written
+    before entries named their path held the 1x1 and generic kernels only)."""
+    if e.get("path"):
+        return e["path"]
+    return "gemm1x1" if e["kernel"] in KERNELS.values() else "generic"
+
+
+def _legacy_key(found: dict) -> dict | None:
+    """The dispatch key of a layer pass whose entries predate the `dispatch_key` field: the
+    1x1 kernel's GEMM sizes."""
+    e = found.get("gemm1x1")
+    return {k: e["key"][k] for k in ("PIXELS", "C", "K")} if e is not None else None
 
 
 def dispatch_records(entries: list[dict]) -> list[dict]:
     """The tuned table's dispatch records (kernels/tuned.py) from its entries (the sweep's
-    `best_entries`): wherever a layer's pass has a timed winner on both the generic and the
-    1x1 kernel, which path won and both times. The key is the 1x1 kernel's GEMM sizes (what
-    `conv.dispatch_key` gives at run time); one record per (site, dtype, key)."""
+    `best_entries`): wherever a layer's pass has timed winners on the generic kernel and on
+    one or more other paths, which path won and every path's time. The key is the layer's
+    dispatch key (what `conv.dispatch_key` gives at run time, carried by the path items'
+    entries); one record per (site, dtype, key)."""
+    passes = {kernel: pass_ for pass_, kernel in (*KERNELS.items(), *GENERIC.items())}
     by_pass: dict[tuple, dict[str, dict]] = {}
     for e in entries:
-        for pass_, kernel in (*KERNELS.items(), *GENERIC.items()):
-            if e["kernel"] == kernel and e.get("pass") == pass_ and e.get("ms"):
-                path = "gemm1x1" if kernel in KERNELS.values() else "generic"
-                by_pass.setdefault((e.get("layer"), pass_, e["dtype"]), {})[path] = e
+        pass_ = e.get("pass")
+        if passes.get(e["kernel"]) == pass_ and e.get("ms"):
+            by_pass.setdefault((e.get("layer"), pass_, e["dtype"]), {})[_entry_path(e)] = e
     records, seen = [], set()
     for (layer, pass_, dtype), found in by_pass.items():
-        if set(found) != set(race.PATHS):
+        if "generic" not in found or len(found) < 2:
             continue
-        key = {k: found["gemm1x1"]["key"][k] for k in ("PIXELS", "C", "K")}
+        key = next((e["dispatch_key"] for e in found.values() if e.get("dispatch_key")), None) or _legacy_key(found)
+        if key is None:
+            continue
         slot = (pass_, dtype, tuple(sorted(key.items())))
         if slot in seen:
             continue
         seen.add(slot)
-        ms = {path: found[path]["ms"] for path in race.PATHS}
+        ms = {path: found[path]["ms"] for path in sorted(found)}
         records.append({"site": SITES[pass_], "dtype": dtype, "key": key, "path": min(ms, key=ms.get), "ms": ms,
                         "layer": layer})
     return records

@@ -116,11 +116,16 @@ class Item:
     follows: bool = False  # times only the winner of the item before it (another split count)
     check: Callable | None = None  # inputs -> closure of the output compared, if not `reference`'s
     ambiguous: Callable | None = None  # inputs -> bool mask of elements left out of the check
+    # the conv path the item runs (kernels/race.py; benchmarks/gpu_paths.py) and, for a path
+    # other than the generic kernel's, the layer's dispatch key (kernels.conv.dispatch_key)
+    path: str = "generic"
+    dispatch_key: dict | None = None
 
     @property
     def id(self) -> str:
         split = f"/split{self.split_k}" if self.split_k else ""
-        return f"{self.layer}:{self.pass_}{split}"
+        path = f"@{self.path}" if self.path != "generic" else ""
+        return f"{self.layer}:{self.pass_}{split}{path}"
 
     @property
     def family(self) -> str:
@@ -740,7 +745,8 @@ def sweep_item(item: Item, device, rows: Rows, *, configs=None, time_it: bool = 
     return {"kernel": item.kernel, "family": item.family, "layer": item.layer, "pass": item.pass_,
             "dtype": dtype, "key": key, "config": tuned.config_to_json(config),
             "split_k": item.split_k, "ms": ms if time_it else None,
-            "runner_up_ms": timed[1][0] if time_it and len(timed) > 1 else None, "cudnn_ms": cudnn_ms}
+            "runner_up_ms": timed[1][0] if time_it and len(timed) > 1 else None, "cudnn_ms": cudnn_ms,
+            **({"path": item.path, "dispatch_key": item.dispatch_key} if item.path != "generic" else {})}
 
 
 def best_entries(entries: list[dict]) -> list[dict]:
@@ -858,9 +864,9 @@ def _entry_index(e: dict) -> tuple:
 
 
 def path_sweep_items(passes=("forward", "dgrad"), layers=None) -> list[Item]:
-    """The 1x1 path's items (benchmarks/gpu_paths.py) of `passes`, for `step_sweep(...,
-    dispatch=True)`: their winners beside the base table's generic ones make its dispatch
-    records."""
+    """The path items (benchmarks/gpu_paths.py: every path beside the generic kernel) of
+    `passes`, for `step_sweep(..., dispatch=True)`: their winners beside the base table's
+    generic ones make its dispatch records."""
     from . import gpu_paths
 
     return [i for i in gpu_paths.path_items(layers if layers is not None else all_layers()) if i.pass_ in passes]
@@ -1146,7 +1152,7 @@ def main(argv=None) -> int:
                              "spilled there are not swept again (the nets launch their first config)")
     parser.add_argument("--table-out", type=Path, help="folder for the tuned table (default: OUT/tuned)")
     parser.add_argument("--passes", default="forward,dgrad",
-                        help="paths: the passes whose 1x1-path items are timed (default forward,dgrad)")
+                        help="paths: the passes whose path items are timed (default forward,dgrad)")
     parser.add_argument("--archs", default=",".join(NET_ARCHS))
     parser.add_argument("--backends", default=",".join(NET_BACKENDS))
     args = parser.parse_args(argv)
@@ -1158,7 +1164,7 @@ def main(argv=None) -> int:
         device = _device()
         return step_sweep(args.out, args.table_out or args.out / "tuned", device=device, full=args.full,
                           base=None if args.full else base_table(device, args.base_table), skip=skip)
-    if args.step == "paths":  # the 1x1 path's items beside the base table's generic winners
+    if args.step == "paths":  # the path items beside the base table's generic winners
         device = _device()
         return step_sweep(args.out, args.table_out or args.out / "tuned", device=device,
                           items=path_sweep_items(tuple(args.passes.split(","))),

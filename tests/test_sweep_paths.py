@@ -94,3 +94,33 @@ def test_dispatch_records_from_entries(tmp_path):
     assert table.path("conv_forward", key, "bfloat16") == "gemm1x1"
     assert table.path("conv_dgrad", key, "bfloat16") == "generic"
     assert table.path("conv_wgrad", key, "bfloat16") is None
+
+
+def test_path_items_take_their_path_without_a_forced_config(monkeypatch):
+    """A path item's closure runs inside race.forced_path: with no config forced (the
+    interpreter's rule alone would pick the generic kernel) it still launches the path's."""
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    (item,) = gpu_paths.conv1x1_items(shapes.ConvShape("tiny", 24, 5, 40, 1), ("forward",))
+    assert item.path == "gemm1x1" and item.id == "tiny:forward@gemm1x1"
+    assert item.dispatch_key == {"PIXELS": 50, "C": 24, "K": 40}
+    inputs = item.make("cpu", True)
+    with LaunchRecorder() as rec:
+        item.triton(inputs)()
+    assert set(rec.names()) == {"_conv1x1_fwd_kernel"}
+
+
+def test_dispatch_records_over_more_paths():
+    """Entries that name their path and carry the layer's dispatch key: a record wherever the
+    generic kernel and one or more other paths have winners, every path's time in it."""
+    key = {"N": 128, "C": 3, "H": 224, "W": 224, "K": 64, "R": 7, "S": 7, "P": 112, "Q": 112, "stride_h": 2,
+           "stride_w": 2, "pad_h": 3, "pad_w": 3, "dil_h": 1, "dil_w": 1, "groups": 1}
+    rewritten = {"BATCH": 128, "H": 115, "W": 115, "CG": 16, "P": 112, "Q": 112, "KG": 64}
+    stem = "resnet50.conv1"
+    s2d = _entry("_conv_fwd_kernel", "forward", stem, 0.21, rewritten) | {"path": "s2d", "dispatch_key": key}
+    entries = [_entry("_conv_fwd_kernel", "forward", stem, 0.35, {"BATCH": 128, "H": 224, "CG": 3}), s2d,
+               _entry("_conv_dgrad_kernel", "dgrad", "googlenet.conv1", 0.3, {"CG": 3})]  # generic alone
+    assert gpu_paths.dispatch_records(entries) == [
+        {"site": "conv_forward", "dtype": "bfloat16", "key": key, "path": "s2d", "ms": {"generic": 0.35, "s2d": 0.21},
+         "layer": stem}]
+    # without the generic kernel's winner there is nothing to race against: no record
+    assert gpu_paths.dispatch_records([s2d]) == []
