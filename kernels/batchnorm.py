@@ -1,6 +1,7 @@
 """BatchNorm2d in Triton, training and eval, with the ReLU and the residual add fused in.
 
-Tiers: `_bn_stats_kernel`, `_bn_finalize_kernel`, `_bn_fwd_kernel` (forward) and
+Tiers: `_bn_stats_kernel` (in `_reduce.py`, shared with conv paths without a statistics
+epilogue), `_bn_finalize_kernel`, `_bn_fwd_kernel` (forward) and
 `_bn_bwd_reduce_kernel`, `_bn_bwd_finalize_kernel`, `_bn_bwd_dx_kernel` (backward) ->
 launchers `batch_norm_stats`, `batch_norm_forward`, `batch_norm_backward` ->
 `BatchNormFunction` -> `BatchNorm2d` module (an `nn.BatchNorm2d`: same parameters, buffers
@@ -53,7 +54,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, check_same, describe, memory_format, needs_int64, sm_count
+from ._reduce import acc_dtype, channel_stats_partials, pixel_rows, split_plan
+from ._utils import check_float_tensor, check_same, describe, memory_format, needs_int64
 from .configs import autotune, interpreting
 from .conv import conv2d, conv2d_with_stats
 from .pool import code_dtype, max_pool2d_backward, pixel_coords, pool_geometry, take_max
@@ -62,12 +64,6 @@ ACTIVATIONS = (None, "relu")
 
 
 # --------------------------------------------------------------------------- jit helpers
-@triton.jit
-def _rows(offs, H, W):
-    """n, h, w of flat pixel indices over [N, H, W]."""
-    return offs // (H * W), (offs // W) % H, offs % W
-
-
 @triton.jit
 def _channel_affine(mean_ptr, var_ptr, w_ptr, b_ptr, offs_c, mask_c, eps, HAS_AFFINE: tl.constexpr,
                     ACC: tl.constexpr):
@@ -95,46 +91,6 @@ def _pre_activation(x, r_ptrs, mask, scale, shift, HAS_RESIDUAL: tl.constexpr):
 
 
 # --------------------------------------------------------------------------- kernels
-@triton.jit
-def _bn_stats_kernel(
-    x_ptr, mean_part_ptr, m2_part_ptr,
-    # problem sizes: x [N, C, H, W] with P = N*H*W pixels, split in ranges of ROWS_PER_SPLIT
-    P, C, H, W, ROWS_PER_SPLIT,
-    # strides: x (n, c, h, w); the partials are dense [splits, C]
-    sxn, sxc, sxh, sxw,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, INDEX_64: tl.constexpr,
-):
-    """(mean, M2) of each channel over this split's pixels, blocks merged by Chan's update."""
-    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
-    offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < C
-    split = tl.program_id(1)
-    r_start = split * ROWS_PER_SPLIT
-    r_end = tl.minimum(r_start + ROWS_PER_SPLIT, P)
-    count = tl.full((), 0.0, ACC)
-    mean = tl.zeros((BLOCK_C,), dtype=ACC)
-    m2 = tl.zeros((BLOCK_C,), dtype=ACC)
-    for r0 in range(r_start, r_end, BLOCK_R):
-        offs_r = r0 + tl.arange(0, BLOCK_R)
-        if INDEX_64:
-            offs_r = offs_r.to(tl.int64)
-        n, h, w = _rows(offs_r, H, W)
-        mask = (offs_r < r_end)[:, None] & mask_c[None, :]
-        v = tl.load(x_ptr + (n * sxn + h * sxh + w * sxw)[:, None] + (offs_c * sxc)[None, :],
-                    mask=mask, other=0.0).to(ACC)
-        nb = tl.minimum(r_end - r0, BLOCK_R).to(ACC)
-        mean_b = tl.sum(v, axis=0) / nb
-        d = tl.where(mask, v - mean_b[None, :], 0.0)
-        m2_b = tl.sum(d * d, axis=0)
-        total = count + nb
-        delta = mean_b - mean
-        mean += delta * (nb / total)
-        m2 += m2_b + delta * delta * (count * nb / total)
-        count = total
-    tl.store(mean_part_ptr + split * C + offs_c, mean, mask=mask_c)
-    tl.store(m2_part_ptr + split * C + offs_c, m2, mask=mask_c)
-
-
 @triton.jit
 def _bn_finalize_kernel(
     mean_part_ptr, m2_part_ptr, mean_ptr, var_ptr, run_mean_ptr, run_var_ptr, nbt_ptr,
@@ -250,7 +206,7 @@ def _bn_bwd_reduce_kernel(
         offs_r = r0 + tl.arange(0, BLOCK_R)
         if INDEX_64:
             offs_r = offs_r.to(tl.int64)
-        n, h, w = _rows(offs_r, H, W)
+        n, h, w = pixel_rows(offs_r, H, W)
         mask = (offs_r < r_end)[:, None] & mask_c[None, :]
         cols = offs_c[None, :]
         g = tl.load(dy_ptr + (n * sdn + h * sdh + w * sdw)[:, None] + cols * sdc, mask=mask, other=0.0)
@@ -379,23 +335,6 @@ _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat
               torch.float64: tl.float64}
 
 
-def _acc_dtype(x: torch.Tensor) -> torch.dtype:
-    """The statistics' and partial sums' dtype: fp32, fp64 for float64 tensors."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _split_plan(P: int, C: int, device) -> tuple[int, int, int, int]:
-    """(BLOCK_R, BLOCK_C, splits, rows per split) for the per-channel reductions: enough
-    programs to fill the device a few times over, each looping over >= 8 row blocks."""
-    block_c = min(triton.next_power_of_2(C), 256 if interpreting() else 32)
-    block_r = 64
-    grid_c = triton.cdiv(C, block_c)
-    target = 4 if interpreting() else 4 * sm_count(device)
-    splits = max(1, min(triton.cdiv(P, 8 * block_r), triton.cdiv(target, grid_c)))
-    per_split = triton.cdiv(triton.cdiv(P, splits), block_r) * block_r
-    return block_r, block_c, triton.cdiv(P, per_split), per_split
-
-
 def _check_vector(t, name, x, C) -> None:
     if t is None:
         return
@@ -434,15 +373,11 @@ def batch_norm_stats(x, running_mean=None, running_var=None, num_batches_tracked
     num_batches_tracked updated in place when given (momentum=None: cumulative average)."""
     N, C, H, W = x.shape
     P = N * H * W
-    empty = _no_statistics(P, C, x.device, _acc_dtype(x), running_mean, num_batches_tracked, momentum,
+    empty = _no_statistics(P, C, x.device, acc_dtype(x), running_mean, num_batches_tracked, momentum,
                            f"x {describe(x)}")
     if empty is not None:
         return empty
-    block_r, block_c, splits, per_split = _split_plan(P, C, x.device)
-    part = torch.empty((2, splits, C), device=x.device, dtype=_acc_dtype(x))
-    _bn_stats_kernel[(triton.cdiv(C, block_c), splits)](
-        x, part[0], part[1], P, C, H, W, per_split, *x.stride(),
-        BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=needs_int64(x))
+    part, splits, per_split = channel_stats_partials(x)
     return _finalize(part, P, C, splits, per_split, running_mean, running_var, num_batches_tracked, momentum)
 
 
@@ -529,13 +464,13 @@ def batch_norm_backward(grad_out, x, mean, var, weight, bias, eps, *, residual=N
     affine = weight is not None
     g = torch.empty(x.shape, device=x.device, dtype=x.dtype, memory_format=memory_format(x)) \
         if (relu and has_res) else grad_out
-    sums = torch.zeros((2, C), device=x.device, dtype=_acc_dtype(x))
+    sums = torch.zeros((2, C), device=x.device, dtype=acc_dtype(x))
     dw = torch.empty_like(weight) if affine and needs_param_grads else None
     db = torch.empty_like(bias) if affine and needs_param_grads else None
     reduce = training or needs_param_grads or g is not grad_out
     if reduce and P:
-        block_r, block_c, splits, per_split = _split_plan(P, C, x.device)
-        part = torch.empty((2, splits, C), device=x.device, dtype=_acc_dtype(x))
+        block_r, block_c, splits, per_split = split_plan(P, C, x.device)
+        part = torch.empty((2, splits, C), device=x.device, dtype=acc_dtype(x))
         _bn_bwd_reduce_kernel[(triton.cdiv(C, block_c), splits)](
             grad_out, x, residual if has_res else x, g, mean, var,
             weight if affine else mean, bias if affine else mean, part[0], part[1],

@@ -113,7 +113,7 @@ def pool_bn_variants(dt: str, quick: bool):
                    dict(HAS_AFFINE=on, INDEX_64=not on, **POOL_3x3_2, **_unit("bn_relu_pool"), **meta), w, 2)
     # the per-channel reductions, at the launcher's GPU block sizes (not autotuned)
     for on in ons:
-        yield (f"bn stats {dt} i64={not on}", batchnorm._bn_stats_kernel,
+        yield (f"bn stats {dt} i64={not on}", _reduce._bn_stats_kernel,
                {"x_ptr": dt, "mean_part_ptr": "fp32", "m2_part_ptr": "fp32"}, {},
                dict(BLOCK_R=64, BLOCK_C=32, INDEX_64=not on, **_unit("bn_stats")), 4, 2)
         yield (f"bn finalize running={on} cumulative={not on}", batchnorm._bn_finalize_kernel,
