@@ -37,7 +37,7 @@ import triton.language as tl
 from . import configs as _configs
 from . import race
 from ._gemm import decode_pixels, fused_epilogue, tile_ids
-from ._reduce import column_sum
+from ._reduce import channel_stats_partials, column_sum
 from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
 from .configs import autotune
 from .conv1x1 import conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad, eligible
@@ -552,7 +552,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
 
     stats=True (no residual, no activation): returns (y, StatsPartials), the output's
     per-channel mean and M2 in pieces, from the same kernel's store (the BatchNorm after this
-    conv then never reads y for its statistics; `batchnorm.batch_norm_stats_from_partials`)."""
+    conv then never reads y for its statistics; `batchnorm.batch_norm_stats_from_partials`);
+    a path without that epilogue races as itself plus one statistics pass over y (site
+    "conv_forward_stats")."""
     geo = conv_geometry(x, weight, stride, padding, dilation, groups)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -574,16 +576,27 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         return y
     x = _channels_last(x)
     weight = _channels_last(weight)
-    if stats:  # the statistics epilogue is the generic kernel's alone: no race
-        return _generic_forward(x, weight, bias, None, y, geo, False, stats=True)
     relu = activation == "relu"
-    candidates = [race.Candidate("generic", ("_conv_fwd_kernel",),
-                                 lambda: _generic_forward(x, weight, bias, residual, y, geo, relu))]
+    generic = race.Candidate("generic", ("_conv_fwd_kernel",),
+                             lambda: _generic_forward(x, weight, bias, residual, y, geo, relu, stats=stats))
+    others = []
     if eligible(geo):
-        candidates.append(race.Candidate("gemm1x1", ("_conv1x1_fwd_kernel",),
-                                         lambda: conv1x1_forward(x, weight, bias, residual, y, relu=relu)))
-    race.choose("conv_forward", dispatch_key(geo), x, candidates, rerun_safe=not _shares_memory(y, residual)).run()
+        others.append(race.Candidate("gemm1x1", ("_conv1x1_fwd_kernel",),
+                                     lambda: conv1x1_forward(x, weight, bias, residual, y, relu=relu)))
+    if stats:  # the statistics epilogue is the generic kernel's; another path reads y once more for them
+        others = [race.Candidate(c.path, (*c.kernels, "_bn_stats_kernel"), lambda c=c: (c.run(), _stats_pass(y))[1])
+                  for c in others]
+        return race.choose("conv_forward_stats", dispatch_key(geo), x, [generic, *others]).run()
+    race.choose("conv_forward", dispatch_key(geo), x, [generic, *others],
+                rerun_safe=not _shares_memory(y, residual)).run()
     return y
+
+
+def _stats_pass(y: torch.Tensor) -> tuple[torch.Tensor, StatsPartials]:
+    """(y, its per-channel statistics in pieces) by one pass over y: for the paths whose
+    kernels have no statistics epilogue."""
+    part, splits, rows = channel_stats_partials(y)
+    return y, StatsPartials(part, rows, splits, y.shape[0] * y.shape[2] * y.shape[3])
 
 
 def _shares_memory(out: torch.Tensor, src: torch.Tensor | None) -> bool:

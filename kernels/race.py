@@ -1,6 +1,7 @@
 """Per-shape choice between the implementations of one conv pass: the dispatch-level race.
 
-A pass (a *site*: "conv_forward", "conv_dgrad", "conv_wgrad") may offer several candidate
+A pass (a *site*: "conv_forward", "conv_forward_stats" (a forward that also gives its output's
+BatchNorm statistics), "conv_dgrad", "conv_wgrad") may offer several candidate
 paths for one shape, e.g. the dedicated 1x1 GEMM ("gemm1x1", `conv1x1.py`) beside the
 generic implicit-GEMM kernel ("generic", `conv.py`), which serves every shape and is always
 a candidate. The kernel autotuner picks a config within one kernel; this picks the kernel.
@@ -35,7 +36,8 @@ import torch
 
 from . import configs, tuned
 
-SITES = ("conv_forward", "conv_dgrad", "conv_wgrad")
+# conv_forward_stats: the forward that also gives its output's BatchNorm statistics
+SITES = ("conv_forward", "conv_forward_stats", "conv_dgrad", "conv_wgrad")
 PATHS = ("generic", "gemm1x1")  # the order of the launchers' candidates: the generic kernel first
 
 

@@ -181,3 +181,29 @@ def test_conv_batchnorm_module_trains_like_conv_then_batchnorm(residual, activat
     with torch.no_grad():
         y64 = ref.bn(ref.conv(x.double()))
         assert_close(mod(x), F.relu(y64) if activation else y64, reduction=45, scale=4.0, name="eval output")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_path_without_the_epilogue_takes_one_statistics_pass(bias, device):
+    """conv_forward_stats forced onto the 1x1 GEMM path: its kernel, then the statistics
+    kernel over y; the same output and the batch statistics torch's would give."""
+    from kernels import race
+    from tests.helpers import LaunchRecorder
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 24, 7, 5, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(40, 24, 1, 1, generator=gen).to(device)
+    b = torch.randn(40, generator=gen).to(device) if bias else None
+    y64 = F.conv2d(x.double(), w.double(), b.double() if bias else None)
+    with race.forced_path("conv_forward_stats", "gemm1x1"), LaunchRecorder() as rec:
+        y, partials = conv2d_forward(x, w, b, stats=True)
+    assert set(rec.names()) == {"_conv1x1_fwd_kernel", "_bn_stats_kernel"}
+    assert_close(y, y64, reduction=24 + 1, name="y")
+    mean, var = batch_norm_stats_from_partials(partials)
+    mean64, var64 = _stats64(y.double())  # of the output as stored, as the epilogue's
+    scale = max(y.double().abs().max().item(), 1.0)
+    assert_close(mean, mean64, reduction=105, scale=scale, name="mean")
+    assert_close(var, var64, reduction=105, scale=scale ** 2, name="var")
+    with LaunchRecorder() as rec:  # unforced (the interpreter's rule): the generic kernel's epilogue
+        conv2d_forward(x, w, b, stats=True)
+    assert set(rec.names()) == {"_conv_fwd_kernel"}
