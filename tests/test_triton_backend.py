@@ -74,6 +74,11 @@ class OpRecorder(TorchDispatchMode):
 PASS_THROUGH = "(nothing: fused into its partner)"
 
 
+def _one_by_one(conv: nn.Conv2d) -> bool:
+    """A conv the 1x1 GEMM path serves."""
+    return (conv.kernel_size, conv.stride, conv.groups) == ((1, 1), (1, 1), 1) and conv.padding in ((0, 0), "valid")
+
+
 def _forward_kernel(module: nn.Module) -> str | None:
     """The Triton kernel a module of the triton backend must launch in its forward
     (PASS_THROUGH: the first module of a fused pair, which must launch nothing)."""
@@ -81,14 +86,15 @@ def _forward_kernel(module: nn.Module) -> str | None:
         return PASS_THROUGH
     if isinstance(module, Inception):
         return "_pointwise_fwd_kernel"
-    if isinstance(module, kernels.ConvBatchNorm2d):  # the conv (with the statistics epilogue), then the BN
-        return ("_conv_fwd_kernel", "_bn_fwd_kernel")
+    if isinstance(module, kernels.ConvBatchNorm2d):
+        # the conv (with the statistics epilogue, or the 1x1 GEMM path forced below and a
+        # statistics pass over its output), then the BN
+        return ("_conv1x1_fwd_kernel", "_bn_stats_kernel", "_bn_fwd_kernel") if _one_by_one(module.conv) \
+            else ("_conv_fwd_kernel", "_bn_fwd_kernel")
     if isinstance(module, (kernels.Linear, kernels.Dropout)):
         return "_fc_epilogue_fwd_kernel"
     if isinstance(module, nn.Conv2d):
-        one_by_one = (module.kernel_size, module.stride, module.groups) == ((1, 1), (1, 1), 1) \
-            and module.padding in ((0, 0), "valid")
-        return "_conv1x1_fwd_kernel" if one_by_one else "_conv_fwd_kernel"  # the 1x1 GEMM path (forced below)
+        return "_conv1x1_fwd_kernel" if _one_by_one(module) else "_conv_fwd_kernel"  # the 1x1 GEMM path (forced below)
     if isinstance(module, nets.layers.TritonLRNMaxPool2d):
         return "_lrn_pool_fwd_kernel"
     if isinstance(module, nets.layers.TritonMaxPool2dLRN):
@@ -184,10 +190,12 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
             problems.append(f"backward launched {kernel} {bwd[kernel]}x for {want} forwards ({', '.join(forwards)})")
     bn_forwards = fwd["_bn_fwd_kernel"] + fwd["_bn_relu_pool_fwd_kernel"]
     # a BatchNorm fused with its conv takes the conv's statistics: no statistics pass of its own
-    with_conv = sum(isinstance(m, kernels.ConvBatchNorm2d) for m in model.modules())
+    # unless its conv ran the 1x1 GEMM path (no epilogue: one pass over that conv's output)
+    fused = [m for m in model.modules() if isinstance(m, kernels.ConvBatchNorm2d)]
+    with_conv = sum(not _one_by_one(m.conv) for m in fused)
     if fwd["_bn_stats_kernel"] != bn_forwards - with_conv:
         problems.append(f"forward launched _bn_stats_kernel {fwd['_bn_stats_kernel']}x for {bn_forwards} "
-                        f"training BatchNorms, {with_conv} of them with their conv's statistics")
+                        f"training BatchNorms, {with_conv} of them with their conv's statistics epilogue")
     if fwd["_bn_finalize_kernel"] != bn_forwards:
         problems.append(f"forward launched _bn_finalize_kernel {fwd['_bn_finalize_kernel']}x for {bn_forwards} "
                         f"training BatchNorms")
