@@ -39,6 +39,7 @@ from ._utils import check_float_tensor, check_same, describe, dot_precision, nee
 from .configs import autotune
 from .conv1x1 import conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad, eligible
 from .residual import relu_grad
+from .stem import eligible_s2d, s2d_forward, s2d_input_grad, s2d_weight_grad
 from .tuned import tuned_split
 
 # Rows per piece of the forward's statistics epilogue: the smallest output tile of any
@@ -498,6 +499,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_fwd_kernel",),
                                          lambda: conv1x1_forward(x, weight, bias, residual, y, relu=relu)))
+    if eligible_s2d(geo):
+        candidates.append(race.Candidate("s2d", ("_space_to_depth_kernel", "_conv_fwd_kernel"),
+                                         lambda: s2d_forward(x, weight, bias, residual, y, geo, relu=relu)))
     race.choose("conv_forward", dispatch_key(geo), x, candidates, rerun_safe=not _shares_memory(y, residual)).run()
     return y
 
@@ -561,6 +565,10 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_dgrad_kernel",),
                                          lambda: conv1x1_input_grad(grad_out, weight, dx, relu_input=relu_input)))
+    if eligible_s2d(geo):
+        candidates.append(race.Candidate("s2d", ("_space_to_depth_kernel", "_conv_dgrad_kernel",
+                                                 "_depth_to_space_kernel"),
+                                         lambda: s2d_input_grad(grad_out, weight, geo, dx, relu_input=relu_input)))
     race.choose("conv_dgrad", dispatch_key(geo), dx, candidates, rerun_safe=not _shares_memory(dx, relu_input)).run()
     return dx
 
@@ -619,6 +627,10 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_wgrad_kernel",),
                                          lambda: conv1x1_weight_grad(x, grad_out, weight_dtype, split_k=split_k)))
+    if eligible_s2d(geo):
+        candidates.append(race.Candidate("s2d", ("_space_to_depth_kernel", "_conv_wgrad_kernel",
+                                                 "_depth_to_space_kernel"),
+                                         lambda: s2d_weight_grad(x, grad_out, geo, weight_dtype, split_k=split_k)))
     return race.choose("conv_wgrad", dispatch_key(geo), x, candidates).run()
 
 
