@@ -18,8 +18,11 @@ The K loop runs one of two ways (constexpr FLAT_K): tap by tap with a channel bl
 packs 16+ useful values into each K step instead of 3.
 
 Each public launcher is a dispatch point: a 1x1 stride-1 conv (one group, no padding) may
-also run as a plain TMA-fed GEMM (`conv1x1.py`); `race.py` picks between the two per shape
-(forced path, tuned table record, or a timed race) and the generic kernel serves the rest.
+also run as a plain TMA-fed GEMM (`conv1x1.py`); a strided conv over few channels (one
+group, no dilation, C*sh*sw <= 64: the stems) as a space-to-depth rewrite (`stem.py`), a
+stride-1 conv over 16-multiple channels that this module's generic launchers run tap by
+tap. `race.py` picks between the candidates per shape (forced path, tuned table record, or
+a timed race) and the generic kernel serves the rest.
 """
 
 from __future__ import annotations

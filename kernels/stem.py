@@ -50,8 +50,11 @@ CHANNEL_MULTIPLE = 16
 # strided convs over many channels, which the generic tap-by-tap kernel already serves
 # with full K steps (z would only grow the problem by the zero taps).
 MAX_S2D_CHANNELS = 64
-# Elements per program of the re-layout kernels (memory-bound copies: 8 KB of bf16).
-RELAYOUT_ELEMENTS = 4096
+# Elements and warps per program of the re-layout kernels (memory-bound copies, 4 KB of
+# bf16 a program): 8 values a thread, 56 registers or fewer on sm_90 (triton 3.6), where
+# 4096 on 4 warps took 212 (scripts/compile_check.py; not yet timed on a GPU).
+RELAYOUT_ELEMENTS = 2048
+RELAYOUT_WARPS = 8
 
 
 # --------------------------------------------------------------------------- kernels
@@ -162,7 +165,7 @@ def space_to_depth(src: torch.Tensor, stride: tuple[int, int], padding: tuple[in
     block_p, block_c = _tiles(cz)
     _space_to_depth_kernel[(triton.cdiv(n * hz * wz, block_p),)](
         src, z, n, c, h, w, cz, hz, wz, *stride, *padding, *src.stride(), *z.stride(),
-        BLOCK_P=block_p, BLOCK_C=block_c, INDEX_64=needs_int64(src, z),
+        BLOCK_P=block_p, BLOCK_C=block_c, INDEX_64=needs_int64(src, z), num_warps=RELAYOUT_WARPS,
     )
     return z
 
@@ -179,7 +182,7 @@ def depth_to_space(src: torch.Tensor, dst: torch.Tensor, stride: tuple[int, int]
         src, mask_src, dst, n, c, h, w, hz, wz, *stride, *padding,
         *src.stride(), *mask_src.stride(), *dst.stride(),
         RELU_MASK=relu_input is not None, BLOCK_P=block_p, BLOCK_C=block_c,
-        INDEX_64=needs_int64(src, dst, mask_src),
+        INDEX_64=needs_int64(src, dst, mask_src), num_warps=RELAYOUT_WARPS,
     )
     return dst
 
