@@ -21,6 +21,9 @@ K loop that gathers element by element; every pixel row of z is a multiple of 32
 (bf16), so its strides carry the 16-divisibility triton specializes on; and 16 is the K
 granularity of the bf16 MMA. AlexNet (C=3, s=4) needs no padding: 48 channels, a 3x3
 filter. The 7x7/2 stems get 12 -> 16 channels, a 4x4 filter (the same as padding C to 4).
+Forward and weight-grad, which only read z, also fold the filter's columns into channels
+through an overlapping view of z (`row_geometry`, no copy): R2 taps of S2*CZ channels, so
+the 7x7/2 stems fill each 64-wide K step (4 taps of 64 channels, not 16 taps of 16).
 
 The re-layouts are Triton kernels, one pass each: `_space_to_depth_kernel` writes z (or
 w2) straight from x (or w) through their strides, NCHW or channels_last or any view, zeros
@@ -193,20 +196,51 @@ def _filter_to_depth(weight: torch.Tensor, geo, geo2) -> torch.Tensor:
     return space_to_depth(weight, geo.stride, (0, 0), geo2.C, geo2.R, geo2.S)
 
 
+def row_geometry(geo2):
+    """The rewritten conv with its filter's S2 columns folded into channels too, for the passes
+    that only read z (forward, weight-grad): an R2 x 1 filter over S2*CZ channels.
+
+    In channels_last memory the S2 pixels of z along a row from (u, v) are S2*CZ consecutive
+    values, so z seen as [N, S2*CZ, HZ, Q] with a pixel step of CZ (`_z_rows`: an
+    overlapping view, read only, no copy) holds at channel b*CZ + c what tap (a, b) reads at
+    channel c, and w2's KRSC memory [K, R2, S2, CZ] is [K, R2, 1, S2*CZ] already
+    (`_w_rows`). One tap of the generic kernel then takes a whole filter row: the 7x7/2
+    stems run 4 K steps of 64 channels instead of 16 steps of 16 (the rest of each 64-wide
+    K step masked), AlexNet's 3 taps of 144 channels instead of 9 of 48."""
+    from .conv import ConvGeometry
+
+    c = geo2.S * geo2.C
+    return ConvGeometry((geo2.N, c, geo2.H, geo2.Q), (geo2.K, c, geo2.R, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1)
+
+
+def _z_rows(z: torch.Tensor, geo2) -> torch.Tensor:
+    """z [N, CZ, HZ, WZ] (channels_last) as `row_geometry`'s input [N, S2*CZ, HZ, Q]."""
+    return z.as_strided((geo2.N, geo2.S * geo2.C, geo2.H, geo2.Q), (z.stride(0), 1, z.stride(2), z.stride(3)))
+
+
+def _w_rows(w2: torch.Tensor) -> torch.Tensor:
+    """w2 [K, CZ, R2, S2] (KRSC memory) as `row_geometry`'s filter [K, S2*CZ, R2, 1]."""
+    k, cz, r2, s2 = w2.shape
+    return w2.as_strided((k, s2 * cz, r2, 1), (w2.stride(0), 1, w2.stride(2), 1))
+
+
 def s2d_forward(x, weight, bias, residual, y, geo, *, relu: bool) -> torch.Tensor:
-    """y = act(conv(x, w) + bias + residual) through the rewrite, written into `y` (any
-    strides) and returned. Arguments are checked by `conv.conv2d_forward`, which calls this
-    only where `eligible_s2d`; the bias, residual and ReLU are the generic epilogue's."""
+    """y = act(conv(x, w) + bias + residual) through the rewrite (`row_geometry`),
+    written into `y` (any strides) and returned. Arguments are checked by
+    `conv.conv2d_forward`, which calls this only where `eligible_s2d`; the bias, residual and
+    ReLU are the generic epilogue's."""
     from .conv import _generic_forward
 
     geo2 = s2d_geometry(geo)
     z = space_to_depth(x, geo.stride, geo.padding, geo2.C, geo2.H, geo2.W)
-    return _generic_forward(z, _filter_to_depth(weight, geo, geo2), bias, residual, y, geo2, relu)
+    w2 = _filter_to_depth(weight, geo, geo2)
+    return _generic_forward(_z_rows(z, geo2), _w_rows(w2), bias, residual, y, row_geometry(geo2), relu)
 
 
 def s2d_input_grad(grad_out, weight, geo, dx, *, relu_input=None) -> torch.Tensor:
     """dx (written, any strides, and returned) = the conv's input gradient: the rewritten
-    conv's data-grad dz, folded back (zero where relu_input <= 0 when given)."""
+    conv's data-grad dz, folded back (zero where relu_input <= 0 when given). Over z's own
+    geometry: a gradient written through the overlapping row view would need its sums."""
     from .conv import _generic_input_grad
 
     geo2 = s2d_geometry(geo)
@@ -218,11 +252,13 @@ def s2d_input_grad(grad_out, weight, geo, dx, *, relu_input=None) -> torch.Tenso
 
 def s2d_weight_grad(x, grad_out, geo, weight_dtype: torch.dtype, *, split_k: int | None = None) -> torch.Tensor:
     """The filter gradient [K, C, R, S] (channels_last strides: KRSC memory): the rewritten
-    conv's weight-grad over z (its split-K as the generic kernel's), folded back."""
+    conv's weight-grad over z's row view (its split-K as the generic kernel's), folded back."""
     from .conv import _generic_weight_grad
 
     geo2 = s2d_geometry(geo)
     z = space_to_depth(x, geo.stride, geo.padding, geo2.C, geo2.H, geo2.W)
-    dw2 = _generic_weight_grad(z, grad_out, geo2, weight_dtype, split_k)
+    dwr = _generic_weight_grad(_z_rows(z, geo2), grad_out, row_geometry(geo2), weight_dtype, split_k)
+    # [K, S2*CZ, R2, 1] in KRSC memory is [K, R2, S2, CZ]: w2's gradient, then folded back
+    dw2 = dwr.permute(0, 2, 3, 1).reshape(geo.K, geo2.R, geo2.S, geo2.C).permute(0, 3, 1, 2)
     dw = torch.empty((geo.K, geo.R, geo.S, geo.C), device=x.device, dtype=weight_dtype).permute(0, 3, 1, 2)
     return depth_to_space(dw2, dw, geo.stride, (0, 0))

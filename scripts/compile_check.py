@@ -191,10 +191,13 @@ def stem_variants(quick: bool):
     """The s2d path on sm_90: its re-layout kernels at the stems' tiles (source unaligned: a
     3-channel image), and the rewritten conv, which runs the generic tap-by-tap kernels with
     stride and dilation 1 (specialized at launch) over channels that are a multiple of 16
-    (aligned): one specialization serves both stems. The rewritten conv promises no spills
+    (aligned): one specialization serves both stems. Forward and weight-grad read z with the
+    filter's columns folded into channels (`stem.row_geometry`: S = 1, specialized at
+    launch); the data-grad runs z's own R2 x S2 taps. The rewritten conv promises no spills
     and, where the tile allows one (a warpgroup: 4+ warps, 64+ rows), wgmma (`main` fails it
     otherwise), at the first config of each family (--quick), at every config otherwise."""
     ones = dict(stride_h=1, stride_w=1, dil_h=1, dil_w=1)
+    rows = dict(ones, S=1)
     for name, cz in S2D_STEMS.items():
         block_p, block_c = stem._tiles(cz)
         yield (f"s2d space_to_depth bf16 {name} BLOCK_P={block_p} BLOCK_C={block_c}", stem._space_to_depth_kernel,
@@ -211,10 +214,10 @@ def stem_variants(quick: bool):
 
     for conf in cfg.CONV_GEMM[:1] if quick else cfg.CONV_GEMM:
         meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
-        yield (f"s2d conv fwd bf16 bias/relu {meta}", conv._conv_fwd_kernel,
+        yield (f"s2d conv fwd bf16 rows bias/relu {meta}", conv._conv_fwd_kernel,
                {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], "bf16"), "st_ptr": "fp32"}, {},
                dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=False,
-                    DOT_PRECISION="tf32", INDEX_64=False, **ones, **_unit("conv_fwd"), **meta),
+                    DOT_PRECISION="tf32", INDEX_64=False, **rows, **_unit("conv_fwd"), **meta),
                w, s, True, promise(meta, w))
         yield (f"s2d conv dgrad bf16 {meta}", conv._conv_dgrad_kernel,
                dict.fromkeys(["dy_ptr", "w_ptr", "m_ptr", "dx_ptr"], "bf16"), {},
@@ -223,9 +226,9 @@ def stem_variants(quick: bool):
                w, s, True, promise(meta, w))
     for conf in cfg.CONV_WGRAD[:1] if quick else cfg.CONV_WGRAD:
         meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
-        yield (f"s2d conv wgrad bf16 fp32 partials {meta}", conv._conv_wgrad_kernel,
+        yield (f"s2d conv wgrad bf16 rows fp32 partials {meta}", conv._conv_wgrad_kernel,
                {"x_ptr": "bf16", "dy_ptr": "bf16", "dw_ptr": "fp32"}, {},
-               dict(FLAT_K=False, DOT_PRECISION="tf32", INDEX_64=False, **ones, **_unit("conv_wgrad"), **meta),
+               dict(FLAT_K=False, DOT_PRECISION="tf32", INDEX_64=False, **rows, **_unit("conv_wgrad"), **meta),
                w, s, True, promise(meta, w))
 
 

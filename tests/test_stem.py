@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from kernels import configs, race, stem
 from kernels import conv as conv_mod
 from kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_geometry
-from kernels.stem import eligible_s2d, s2d_geometry
+from kernels.stem import eligible_s2d, row_geometry, s2d_geometry
 from tests.helpers import LaunchRecorder, assert_close, forced_everywhere, view_recipe
 from tests.test_conv import ARGS, run_and_compare, view_choices
 
@@ -47,6 +47,8 @@ def test_rewritten_geometry(name, geo, rewritten):
     assert rewritten == (g2.C, g2.H, g2.W, g2.R, g2.S, g2.P, g2.Q)
     assert (g2.stride, g2.padding, g2.dilation, g2.groups, g2.K) == ((1, 1), (0, 0), (1, 1), 1, geo.K)
     assert (g2.P, g2.Q) == (geo.P, geo.Q) and not g2.flat_k
+    rows = row_geometry(g2)  # forward and weight-grad: the filter's columns folded too
+    assert (rows.C, rows.H, rows.W, rows.R, rows.S, rows.P, rows.Q) == (g2.S * g2.C, g2.H, g2.Q, g2.R, 1, g2.P, g2.Q)
 
 
 @pytest.mark.parametrize("name, geo, ok", [
@@ -72,8 +74,9 @@ def test_eligibility(name, geo, ok):
 ])
 def test_stems_through_s2d(name, case, cz, taps, device):
     """The two stem geometries, forward with bias, residual and ReLU and every gradient
-    against float64; each GEMM launched is the rewritten conv: stride 1, no padding, CZ
-    channels, a taps x taps filter, tap by tap (no FLAT_K)."""
+    against float64; each GEMM launched is the rewritten conv: stride 1, no padding, tap by
+    tap (no FLAT_K); the data-grad over CZ channels and a taps x taps filter, the forward
+    and weight-grad with the filter's columns folded in: taps*CZ channels, taps x 1."""
     with forced_everywhere("s2d"), LaunchRecorder() as rec:
         run_and_compare(**case, groups=1, bias=True, residual=True, activation="relu", channels_last=False,
                         device=device)
@@ -83,7 +86,8 @@ def test_stems_through_s2d(name, case, cz, taps, device):
     for launch in gemms:
         args = _launch_args(launch)
         shape = (args["CG"], args["R"], args["S"], args["stride_h"], args["stride_w"], args["pad_h"], args["pad_w"])
-        assert shape == (cz, taps, taps, 1, 1, 0, 0), (launch.name, shape)
+        rows = launch.name != "_conv_dgrad_kernel"
+        assert shape == (taps * cz if rows else cz, taps, 1 if rows else taps, 1, 1, 0, 0), (launch.name, shape)
         assert launch.kwargs["FLAT_K"] is False
 
 
