@@ -2,8 +2,9 @@
 public launchers: forward with its epilogues, data-grad (with and without the ReLU mask),
 weight-grad (one split and several), fuzzed over strides, filter sizes (not multiples of the
 stride, smaller than it), paddings, odd sizes and strided views; that the rewritten conv is
-what launches (stride 1, CZ channels); the refusals that stay on the generic kernel; how a
-forced config and a forced path pick between the two paths that share the generic kernels."""
+what launches (stride 1, no padding, CZ channels, or S2*CZ with the filter's columns folded);
+the refusals that stay on the generic kernel; how a forced config and a forced path pick
+between the two paths that share the generic kernels."""
 
 from __future__ import annotations
 
