@@ -21,8 +21,11 @@ its second step idle. FLAT_K (C < 16) stays in the autotune key, K_CHUNK follows
 the key's channel count.
 
 Each public launcher is a dispatch point: a 1x1 stride-1 conv (one group, no padding) may
-also run as a plain TMA-fed GEMM (`conv1x1.py`); `race.py` picks between the two per shape
-(forced path, tuned table record, or a timed race) and the generic kernel serves the rest.
+also run as a plain TMA-fed GEMM (`conv1x1.py`); a strided conv over few channels (one
+group, no dilation, C*sh*sw <= 64: the stems) as a space-to-depth rewrite (`stem.py`), a
+stride-1 conv over 16-multiple channels that this module's generic launchers run tap by
+tap. `race.py` picks between the candidates per shape (forced path, tuned table record, or
+a timed race) and the generic kernel serves the rest.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from ._utils import check_float_tensor, check_same, describe, dot_precision, nee
 from .configs import autotune
 from .conv1x1 import conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad, eligible
 from .residual import relu_grad
+from .stem import eligible_s2d, s2d_forward, s2d_input_grad, s2d_weight_grad
 from .tuned import tuned_split
 
 # Rows per piece of the forward's statistics epilogue: the smallest output tile of any
@@ -583,6 +587,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     if eligible(geo):
         others.append(race.Candidate("gemm1x1", ("_conv1x1_fwd_kernel",),
                                      lambda: conv1x1_forward(x, weight, bias, residual, y, relu=relu)))
+    if eligible_s2d(geo):
+        others.append(race.Candidate("s2d", ("_space_to_depth_kernel", "_conv_fwd_kernel"),
+                                     lambda: s2d_forward(x, weight, bias, residual, y, geo, relu=relu)))
     if stats:  # the statistics epilogue is the generic kernel's; another path reads y once more for them
         others = [race.Candidate(c.path, (*c.kernels, "_bn_stats_kernel"), lambda c=c: (c.run(), _stats_pass(y))[1])
                   for c in others]
@@ -675,6 +682,10 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_dgrad_kernel",),
                                          lambda: conv1x1_input_grad(masked(), weight, dx, relu_input=relu_input)))
+    if eligible_s2d(geo):
+        candidates.append(race.Candidate("s2d", ("_space_to_depth_kernel", "_conv_dgrad_kernel",
+                                                 "_depth_to_space_kernel"),
+                                         lambda: s2d_input_grad(masked(), weight, geo, dx, relu_input=relu_input)))
     race.choose("conv_dgrad", dispatch_key(geo), dx, candidates, rerun_safe=not _shares_memory(dx, relu_input)).run()
     return dx
 
@@ -771,6 +782,10 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_wgrad_kernel",), lambda: other_path(
             lambda g: conv1x1_weight_grad(x, g, weight_dtype, split_k=split_k))))
+    if eligible_s2d(geo):
+        candidates.append(race.Candidate("s2d", ("_space_to_depth_kernel", "_conv_wgrad_kernel",
+                                                 "_depth_to_space_kernel"), lambda: other_path(
+            lambda g: s2d_weight_grad(x, g, geo, weight_dtype, split_k=split_k))))
     return race.choose("conv_wgrad", dispatch_key(geo), x, candidates).run()
 
 

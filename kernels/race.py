@@ -1,13 +1,17 @@
 """Per-shape choice between the implementations of one conv pass: the dispatch-level race.
 
 A pass (a *site*: "conv_forward", "conv_forward_stats" (a forward that also gives its output's
-BatchNorm statistics), "conv_dgrad", "conv_wgrad") may offer several candidate
-paths for one shape, e.g. the dedicated 1x1 GEMM ("gemm1x1", `conv1x1.py`) beside the
-generic implicit-GEMM kernel ("generic", `conv.py`), which serves every shape and is always
-a candidate. The kernel autotuner picks a config within one kernel; this picks the kernel.
+BatchNorm statistics), "conv_dgrad", "conv_wgrad") may offer several candidate paths for
+one shape, e.g. the dedicated 1x1 GEMM ("gemm1x1", `conv1x1.py`) or the stems'
+space-to-depth rewrite ("s2d", `stem.py`) beside the generic implicit-GEMM kernel
+("generic", `conv.py`), which serves every shape and is always a candidate. The kernel
+autotuner picks a config within one kernel; this picks the kernel.
 The first rule that applies decides:
   1. a forced path (`forced_path(site, path)`), or a `configs.forced_config` on a kernel of
-     one candidate: that candidate (sweeps and tests check and time one path so);
+     a candidate: that candidate (sweeps and tests check and time one path so); where
+     several candidates launch the forced kernel (the s2d path runs the generic kernels on
+     its rewritten conv), the first of them, the generic path: a forced config alone keeps
+     measuring the generic kernel, the s2d path at a config is its forced path plus it;
   2. the card's tuned table's dispatch record for (site, dtype, key): its measured winner;
   3. the interpreter, or CONVBENCH_AUTOTUNE=first: the first candidate, the generic kernel
      (a candidate path replaces it only where a race or a measured record says so; the
@@ -38,13 +42,13 @@ from . import configs, tuned
 
 # conv_forward_stats: the forward that also gives its output's BatchNorm statistics
 SITES = ("conv_forward", "conv_forward_stats", "conv_dgrad", "conv_wgrad")
-PATHS = ("generic", "gemm1x1")  # the order of the launchers' candidates: the generic kernel first
+PATHS = ("generic", "gemm1x1", "s2d")  # the order of the launchers' candidates: the generic kernel first
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One way to compute a pass: its path name, the autotuned kernels it launches, and a
-    zero-argument closure that runs it."""
+    """One way to compute a pass: its path name, the kernels it launches (its autotuned
+    ones can pin it, rule 1), and a zero-argument closure that runs it."""
     path: str
     kernels: tuple[str, ...]
     run: Callable[[], object]
@@ -87,7 +91,7 @@ def choose(site: str, key: dict, like: torch.Tensor, candidates: list[Candidate]
     if forced in by_path:
         return by_path[forced]
     pinned = [c for c in candidates if any(k in configs._FORCED for k in c.kernels)]
-    if len(pinned) == 1:
+    if pinned:
         return pinned[0]
     dtype = str(like.dtype).removeprefix("torch.")
     table = tuned.table_for(like.device)

@@ -5,7 +5,9 @@ layouts, tl.dot shapes and precisions, register and shared-memory budgets. This 
 kernel to cubin (ptxas ships with triton) for sm_90 (H100/H200) by default, over the dtypes,
 constexpr branches and the first and last autotune config of each family, then what the
 correctness tests launch on a GPU (`gpu_test_variants`: fp64, IEEE fp32, fp16, strided views,
-sizes of 1). --quick: bf16 at the first configs, and the fp64 test variants.
+sizes of 1), and the stems as the space-to-depth path runs them (`stem_variants`: registers
+and spills printed, spills fail). --quick: bf16 at the first configs, and the fp64 test
+variants.
 
     python scripts/compile_check.py [--arch 90] [--quick]
 
@@ -27,7 +29,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import _reduce, batchnorm, conv, conv1x1, fc, inception, lrn, lrn_pool, pool, residual
+from kernels import _reduce, batchnorm, conv, conv1x1, fc, inception, lrn, lrn_pool, pool, residual, stem
 from kernels import configs as cfg
 
 DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "fp64": "fp64"}
@@ -178,6 +180,62 @@ def conv1x1_variants(dt: str, quick: bool):
                            conv1x1._conv1x1_wgrad_kernel,
                            {"a_src": a, "b_src": b, "dw_ptr": partial if on else dt}, {},
                            dict(A_TRANS=True, B_TRANS=False, **_unit("conv1x1_wgrad"), **common), w, s)
+
+
+# The stems as the space-to-depth path runs them (kernels/stem.py): AlexNet's conv1 (C=3,
+# 11x11/4 -> 48 channels, 3x3) and the 7x7/2 stems (C=3 -> 12 padded to 16 channels, 4x4).
+S2D_STEMS = {"alexnet.conv1": 48, "7x7/2 stem": 16}  # z's channels
+
+
+def stem_variants(quick: bool):
+    """The s2d path on sm_90: its re-layout kernels at the stems' tiles (source unaligned: a
+    3-channel image), and the rewritten conv, which runs the generic tap-by-tap kernels with
+    stride and dilation 1 (specialized at launch) over channels that are a multiple of 16
+    (aligned): one specialization serves both stems. Forward and weight-grad read z with the
+    filter's columns folded into channels (`stem.row_geometry`: S = 1, specialized at
+    launch); the data-grad runs z's own R2 x S2 taps. The rewritten conv promises no spills
+    and, where the tile allows one (a warpgroup: 4+ warps, 64+ rows), wgmma (`main` fails it
+    otherwise), at the first config of each family (--quick), at every config otherwise."""
+    ones = dict(stride_h=1, stride_w=1, dil_h=1, dil_w=1)
+    rows = dict(ones, S=1)
+    for name, cz in S2D_STEMS.items():
+        block_p, block_c = stem._tiles(cz)
+        yield (f"s2d space_to_depth bf16 {name} BLOCK_P={block_p} BLOCK_C={block_c}", stem._space_to_depth_kernel,
+               {"src_ptr": "bf16", "dst_ptr": "bf16"}, {}, dict(BLOCK_P=block_p, BLOCK_C=block_c, INDEX_64=False),
+               stem.RELAYOUT_WARPS, 1, False, ("no-spills",))
+    block_p, block_c = stem._tiles(3)
+    for relu in (True,) if quick else (True, False):
+        yield (f"s2d depth_to_space bf16 C=3 relu_mask={relu} BLOCK_P={block_p} BLOCK_C={block_c}",
+               stem._depth_to_space_kernel, dict.fromkeys(["src_ptr", "m_ptr", "dst_ptr"], "bf16"), {},
+               dict(RELU_MASK=relu, BLOCK_P=block_p, BLOCK_C=block_c, INDEX_64=not relu), stem.RELAYOUT_WARPS, 1,
+               False, ("no-spills",))
+    def promise(meta, warps):
+        return ("no-spills", "wgmma") if meta["BLOCK_M"] >= 64 and warps >= 4 else ("no-spills",)
+
+    # K_CHUNK (conv.k_chunk): AlexNet's rewritten conv has 144 channels per tap forward and
+    # weight-grad (runs of 16) and 96 output channels in the data-grad, the 7x7/2 stems 64
+    # (tap by tap)
+    for conf in cfg.CONV_GEMM[:1] if quick else cfg.CONV_GEMM:
+        meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
+        for chunk in (0, 16):
+            yield (f"s2d conv fwd bf16 rows bias/relu chunk={chunk} {meta}", conv._conv_fwd_kernel,
+                   {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], "bf16"), "st_ptr": "fp32"}, {},
+                   dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=False,
+                        K_CHUNK=chunk, DOT_PRECISION="tf32", INDEX_64=False, **rows, **_unit("conv_fwd"), **meta),
+                   w, s, True, promise(meta, w))
+            yield (f"s2d conv dgrad bf16 chunk={chunk} {meta}", conv._conv_dgrad_kernel,
+                   dict.fromkeys(["dy_ptr", "o_ptr", "w_ptr", "m_ptr", "dx_ptr"], "bf16"), {},
+                   dict(DY_RELU=False, RELU_MASK=False, FLAT_K=False, K_CHUNK=chunk, DOT_PRECISION="tf32",
+                        INDEX_64=False, tap_step_h=1, tap_step_w=1, **ones, **_unit("conv_dgrad"), **meta),
+                   w, s, True, promise(meta, w))
+    for conf in cfg.CONV_WGRAD[:1] if quick else cfg.CONV_WGRAD:
+        meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
+        for chunk in (0, 16):
+            yield (f"s2d conv wgrad bf16 rows fp32 partials chunk={chunk} {meta}", conv._conv_wgrad_kernel,
+                   {"x_ptr": "bf16", "dy_ptr": "bf16", "o_ptr": "bf16", "dw_ptr": "fp32", "db_ptr": "fp32"}, {},
+                   dict(DY_RELU=False, BIAS_GRAD=False, FLAT_K=False, K_CHUNK=chunk, DOT_PRECISION="tf32",
+                        INDEX_64=False, **rows, **_unit("conv_wgrad"), **meta),
+                   w, s, True, promise(meta, w))
 
 
 def variants(quick: bool):
@@ -396,6 +454,7 @@ def describe_code(compiled) -> str:
 
 def all_variants(quick: bool):
     yield from variants(quick)
+    yield from stem_variants(quick)
     yield from gpu_test_variants(quick)
 
 
@@ -431,8 +490,16 @@ def machine_code(compiled) -> dict | None:
     return {"regs": int(found.group(1)), "stack": int(found.group(2)), **counts}
 
 
-def promise_problems(constexprs: dict, compiled, code: dict | None) -> list[str]:
-    """What a TMA variant (USE_TMA) promised and its code lacks: wgmma, TMA loads, no spills."""
+def promise_problems(constexprs: dict, compiled, code: dict | None, promises: tuple = ()) -> list[str]:
+    """What a TMA variant (USE_TMA) promised and its code lacks: wgmma, TMA loads, no spills;
+    or what a variant's own `promises` name ("wgmma", "no-spills") and its code lacks."""
+    if promises:
+        problems = []
+        if "wgmma" in promises and "wgmma" not in compiled.asm.get("ptx", ""):
+            problems.append("no wgmma in the PTX")
+        if "no-spills" in promises and code is not None and (code["stack"] or code["LDL"]):
+            problems.append(f"spills: {code['stack']} stack bytes, {code['LDL']} local loads")
+        return problems
     if not constexprs.get("USE_TMA"):
         return []
     ptx = compiled.asm.get("ptx", "")
@@ -454,18 +521,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     target = GPUTarget("cuda", args.arch, 32)
     failures, count, start = [], 0, time.time()
-    for label, kernel, pointers, floats, constexprs, warps, stages, *aligned in all_variants(args.quick):
+    for label, kernel, pointers, floats, constexprs, warps, stages, *extra in all_variants(args.quick):
         count += 1
         try:
-            # FLAT_K stands for the C=3 stems; the test variants say whether they are aligned
-            aligned = aligned[0] if aligned else not constexprs.get("FLAT_K", False)
+            # FLAT_K stands for the C=3 stems; the test and s2d variants say whether they are
+            # aligned, and the s2d ones what their code promises
+            aligned = extra[0] if extra else not constexprs.get("FLAT_K", False)
+            promises = extra[1] if len(extra) > 1 else ()
             compiled = compile_one(kernel, pointers, floats, constexprs, warps, stages, target, aligned=aligned)
             # Registers and spills are known only once loaded on a device; shared memory is not.
             shared, limit = compiled.metadata.shared, SHARED_LIMIT.get(args.arch)
             if limit and shared > limit:
                 raise RuntimeError(f"needs {shared} B of shared memory, sm_{args.arch} allows {limit}")
-            code = machine_code(compiled) if "USE_TMA" in constexprs else None
-            problems = promise_problems(constexprs, compiled, code)
+            code = machine_code(compiled) if "USE_TMA" in constexprs or promises else None
+            problems = promise_problems(constexprs, compiled, code, promises)
             if problems:
                 raise RuntimeError("; ".join(problems))
             sass = "" if code is None else (f"  regs={code['regs']} stack={code['stack']} UTMALDG={code['UTMALDG']} "

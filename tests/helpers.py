@@ -102,6 +102,19 @@ def view_fanout(shape, kind: str, dim: int = 0) -> int:
     return shape[dim % len(shape)] if kind == "expanded" and len(shape) else 1
 
 
+def forced_everywhere(path: str):
+    """A context that forces `path` (kernels.race) at every conv site: forward, data-grad
+    and weight-grad (shapes the path cannot serve still run the generic kernel)."""
+    from contextlib import ExitStack
+
+    from kernels import race
+
+    stack = ExitStack()
+    for site in race.SITES:
+        stack.enter_context(race.forced_path(site, path))
+    return stack
+
+
 # --------------------------------------------------------------------------- kernel launches
 class Launch:
     """One `kernel[grid](*args, **kwargs)` call as the launcher made it (before autotuning
