@@ -120,7 +120,7 @@ LRN = [
 # channels per tile (whole pixels: GROUPS * 8 // C of them at C % 8 == 0), so 1K-8K
 # elements per CTA, 1 to 4 groups per thread. Source: the MEM_BOUND block sizes above.
 LRN_GROUPS = [
-    triton.Config({"GROUPS": g}, num_warps=w) for g, w in ((256, 4), (128, 4), (512, 4), (256, 8), (512, 8), (1024, 8))
+    triton.Config({"GROUPS": g}, num_warps=w) for g, w in ((256, 4), (128, 4), (512, 8), (1024, 8))
 ]
 # Pixel x channel tiles (max-pool, BatchNorm normalize and backward): BLOCK_P pixels by
 # BLOCK_C channels. Source: the LRN sizing (4-32 KB tiles), channels innermost for NHWC.
