@@ -1,7 +1,9 @@
 """Local response normalization across channels in Triton, forward and backward.
 
-Tiers: `_lrn_fwd_kernel`, `_lrn_bwd_kernel` -> launchers `lrn_forward`, `lrn_backward` ->
-`LocalResponseNormFunction` -> `LocalResponseNorm` module.
+Tiers: `_lrn_groups_fwd_kernel`, `_lrn_groups_bwd_kernel` (dense channels-innermost memory:
+channels_last, the nets' layout) and `_lrn_fwd_kernel`, `_lrn_bwd_kernel` (any other layout,
+e.g. NCHW) -> launchers `lrn_forward`, `lrn_backward`, which pick by layout (`channels_innermost`)
+-> `LocalResponseNormFunction` -> `LocalResponseNorm` module.
 
 Semantics are exactly `F.local_response_norm`: with LO = size // 2 channels below and
 HI = (size - 1) // 2 above (torch's placement for even sizes),
@@ -15,8 +17,10 @@ Accumulation is fp32 (fp64 for fp64 tensors); alpha, beta and k reach the kernel
 scalars, cast to the accumulator's dtype.
 
 One pass over memory each way. A program owns a block of spatial positions and *all* C
-channels of them (C <= MAX_CHANNELS); the window is read as `size` shifted loads of the
-same tile, which hit L1, so HBM sees x read once and y written once in forward.
+channels of them (C <= MAX_CHANNELS), so HBM sees x read once and y written once in forward.
+The [P, C]-tile kernels read the window as `size` shifted loads of the same tile (L1 hits);
+the group kernels hold each vector of up to 8 channels in registers and load only the
+window's reach into the neighbouring vectors (see the section above them).
 
 Backward recomputes the scale instead of saving it. Memory/time trade: saving it would cost
 one extra tensor written in forward and read in backward (5 tensor passes in all, plus the
