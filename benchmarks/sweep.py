@@ -76,7 +76,7 @@ from kernels import tuned
 from kernels.batchnorm import batch_norm_backward, batch_norm_forward, batch_norm_relu_pool_forward, batch_norm_stats
 from kernels.conv import ConvGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_geometry
 from kernels.inception import pointwise_forward
-from kernels.lrn import _prune_tiles, lrn_backward, lrn_forward
+from kernels.lrn import _group_width, _prune_groups, _prune_tiles, lrn_backward, lrn_forward
 from kernels.lrn_pool import lrn_max_pool2d_backward, lrn_max_pool2d_forward, max_pool2d_lrn_forward
 from kernels.pool import code_dtype, max_pool2d_backward, max_pool2d_forward
 from kernels.residual import add_relu_forward, relu_grad
@@ -113,6 +113,7 @@ class Item:
     flops: float = 0.0
     nbytes: float = 0.0
     block_c: int | None = None  # LRN: the launcher's channel tile, which bounds BLOCK_P
+    channels: int | None = None  # LRN on channels_last (lrn_groups family): C, which bounds GROUPS from below
     follows: bool = False  # times only the winner of the item before it (another split count)
     check: Callable | None = None  # inputs -> closure of the output compared, if not `reference`'s
     ambiguous: Callable | None = None  # inputs -> bool mask of elements left out of the check
@@ -241,15 +242,15 @@ def lrn_items(s) -> list[Item]:
 
     nbytes = 2 * math.prod(shape)
     key = ("lrn", s.C, s.H, s.size, s.alpha, s.beta, s.k)
-    block_c = triton.next_power_of_2(s.C)
+    # channels_last inputs: the launchers run the channels-innermost (group) kernels
     return [
-        Item(s.name, "lrn", "forward", "_lrn_fwd_kernel", make,
+        Item(s.name, "lrn", "forward", "_lrn_groups_fwd_kernel", make,
              lambda i: lambda: lrn_forward(i["x"], s.size, s.alpha, s.beta, s.k),
              lambda i: lambda: F.local_response_norm(i["x"], s.size, s.alpha, s.beta, s.k), s.size, key,
-             nbytes=2 * nbytes, block_c=block_c),
-        Item(s.name, "lrn", "backward", "_lrn_bwd_kernel", make,
+             nbytes=2 * nbytes, channels=s.C),
+        Item(s.name, "lrn", "backward", "_lrn_groups_bwd_kernel", make,
              lambda i: lambda: lrn_backward(i["dy"], i["x"], s.size, s.alpha, s.beta, s.k), ref_backward,
-             2 * s.size, key, nbytes=3 * nbytes, block_c=block_c),
+             2 * s.size, key, nbytes=3 * nbytes, channels=s.C),
     ]
 
 
@@ -481,13 +482,16 @@ def compile_items(layers=None) -> list[Item]:
 def configs_for(item: Item, shared_limit: int = 232448) -> list:
     """The GPU configs of the item's kernel that can launch: GEMM tiles whose bf16 stages
     fit shared memory (an H100's 227 KB unless told), LRN tiles of at most 16K elements
-    (its launcher's rule for this BLOCK_C). Spilling configs are dropped at compile time."""
+    (its launcher's rule for this BLOCK_C), LRN group tiles of at least one pixel. Spilling
+    configs are dropped at compile time."""
     family = item.family
     configs = kconfigs._GPU[family]
     if family in ("conv_gemm", "conv_wgrad"):
         return [c for c in configs if kconfigs.gemm_shared_bytes(c, 2) <= shared_limit]
     if family == "lrn":
         return _prune_tiles(configs, {}, BLOCK_C=item.block_c)
+    if family == "lrn_groups":
+        return _prune_groups(configs, {}, C=item.channels, V=_group_width(item.channels))
     return configs
 
 

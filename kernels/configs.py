@@ -116,6 +116,12 @@ LRN = [
     triton.Config({"BLOCK_P": p}, num_warps=w)
     for p, w in ((8, 4), (16, 4), (32, 4), (32, 8), (64, 8), (128, 8))
 ]
+# LRN on channels-innermost tensors (`lrn._lrn_groups_*`): GROUPS vector groups of up to 8
+# channels per tile (whole pixels: GROUPS * 8 // C of them at C % 8 == 0), so 1K-8K
+# elements per CTA, 1 to 4 groups per thread. Source: the MEM_BOUND block sizes above.
+LRN_GROUPS = [
+    triton.Config({"GROUPS": g}, num_warps=w) for g, w in ((256, 4), (128, 4), (512, 8), (1024, 8))
+]
 # Pixel x channel tiles (max-pool, BatchNorm normalize and backward): BLOCK_P pixels by
 # BLOCK_C channels. Source: the LRN sizing (4-32 KB tiles), channels innermost for NHWC.
 CHANNEL_TILES = [
@@ -133,10 +139,11 @@ _INTERPRET = {
     "conv1x1_wgrad": [_tma_cfg(64, 64, 64, 4, 1)],
     "mem_bound": [triton.Config({"BLOCK": 4096}, num_warps=4)],
     "lrn": [triton.Config({"BLOCK_P": 16}, num_warps=4)],
+    "lrn_groups": [triton.Config({"GROUPS": 64}, num_warps=4)],
     "channel_tiles": [triton.Config({"BLOCK_P": 32, "BLOCK_C": 256}, num_warps=4)],
 }
 _GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "conv1x1": CONV1X1, "conv1x1_wgrad": CONV1X1_WGRAD,
-        "mem_bound": MEM_BOUND, "lrn": LRN, "channel_tiles": CHANNEL_TILES}
+        "mem_bound": MEM_BOUND, "lrn": LRN, "lrn_groups": LRN_GROUPS, "channel_tiles": CHANNEL_TILES}
 _GPU_FIRST = {family: listed[:1] for family, listed in _GPU.items()}  # one list object per family
 # GEMM families: their configs are pruned by shared memory.
 GEMM_FAMILIES = ("conv_gemm", "conv_wgrad", "conv1x1", "conv1x1_wgrad")

@@ -1,7 +1,9 @@
 """Local response normalization across channels in Triton, forward and backward.
 
-Tiers: `_lrn_fwd_kernel`, `_lrn_bwd_kernel` -> launchers `lrn_forward`, `lrn_backward` ->
-`LocalResponseNormFunction` -> `LocalResponseNorm` module.
+Tiers: `_lrn_groups_fwd_kernel`, `_lrn_groups_bwd_kernel` (dense channels-innermost memory:
+channels_last, the nets' layout) and `_lrn_fwd_kernel`, `_lrn_bwd_kernel` (any other layout,
+e.g. NCHW) -> launchers `lrn_forward`, `lrn_backward`, which pick by layout (`channels_innermost`)
+-> `LocalResponseNormFunction` -> `LocalResponseNorm` module.
 
 Semantics are exactly `F.local_response_norm`: with LO = size // 2 channels below and
 HI = (size - 1) // 2 above (torch's placement for even sizes),
@@ -15,8 +17,10 @@ Accumulation is fp32 (fp64 for fp64 tensors); alpha, beta and k reach the kernel
 scalars, cast to the accumulator's dtype.
 
 One pass over memory each way. A program owns a block of spatial positions and *all* C
-channels of them (C <= MAX_CHANNELS); the window is read as `size` shifted loads of the
-same tile, which hit L1, so HBM sees x read once and y written once in forward.
+channels of them (C <= MAX_CHANNELS), so HBM sees x read once and y written once in forward.
+The [P, C]-tile kernels read the window as `size` shifted loads of the same tile (L1 hits);
+the group kernels hold each vector of up to 8 channels in registers and load only the
+window's reach into the neighbouring vectors (see the section above them).
 
 Backward recomputes the scale instead of saving it. Memory/time trade: saving it would cost
 one extra tensor written in forward and read in backward (5 tensor passes in all, plus the
@@ -39,7 +43,7 @@ import triton
 import triton.language as tl
 
 from ._utils import check_float_tensor, check_same, dense, dense_like, describe, needs_int64, no_launch
-from .configs import autotune
+from .configs import autotune, interpreting
 
 MAX_CHANNELS = 16384
 
@@ -165,6 +169,254 @@ def _lrn_bwd_kernel(
     tl.store(dx_ptr + tile, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
+# --------------------------------------------------------------------------- channels innermost
+# Dense channels-innermost tensors (channels_last, or any layout whose memory is [P, C] rows)
+# take these kernels; other layouts take the [BLOCK_P, BLOCK_C] kernels above.
+#
+# A program owns BLOCK_P whole pixels, BLOCK_P * C contiguous elements, viewed as GROUPS
+# groups of V consecutive channels (V: the largest power of two up to 8 dividing C; C is a
+# compile-time constant, so no channel is padded to a power of two: only the groups past
+# BLOCK_P * C / V idle, at most 6.25% for the nets' 64, 96, 192 and 256 channels). A group
+# is one vector access (16 bytes of bf16) held in one thread's registers, split into V
+# values there; a channel's
+# window reads its group's values from registers and the LO below / HI above from single
+# loads of the neighbouring groups' edges (L1 hits), masked at the pixel's first and last
+# channel. The power is exp2(e * log2|s|) with torch's pow rules compiled in for this beta
+# and sign of the scale (see `_power`), and the division by scale**beta a product by
+# scale**-beta (the same zeros, infinities and NaNs: x / 0 and x * inf, x / inf and x * 0).
+# Backward's cross-channel sum uses `u` of the neighbouring groups through dx as scratch,
+# as the kernels above; the pixel is whole in the tile, so the scratch never crosses programs.
+GROUP_MAX = 8
+
+
+def _prune_groups(configs_, named_args, **kwargs):
+    """Keep tiles of at least one pixel (GROUPS * V >= C); past the largest configured
+    tile, one tile of the smallest power of two of groups that holds a pixel."""
+    c, v = kwargs["C"], kwargs["V"]
+    kept = [cf for cf in configs_ if cf.kwargs["GROUPS"] * v >= c]
+    return kept or [triton.Config({"GROUPS": triton.next_power_of_2(triton.cdiv(c, v))}, num_warps=8)]
+
+
+def _lrn_groups_autotune(fn):
+    # Re-runnable as is: the backward's dx scratch is written before it is read in each tile.
+    return autotune("lrn_groups", key=["P", "C", "SIZE"],
+                    prune_configs_by={"early_config_prune": _prune_groups})(fn)
+
+
+@triton.jit
+def _unpack(v, V: tl.constexpr):
+    """[G, V] -> a tuple of V [G] tensors, channel i of each group (register moves only)."""
+    G: tl.constexpr = v.shape[0]
+    if V == 1:
+        out = (tl.reshape(v, [G]),)
+    elif V == 2:
+        c0, c1 = tl.split(v)
+        out = (c0, c1)
+    elif V == 4:
+        e, o = tl.split(tl.reshape(v, [G, 2, 2]))  # channels (0, 2), (1, 3)
+        c0, c2 = tl.split(e)
+        c1, c3 = tl.split(o)
+        out = (c0, c1, c2, c3)
+    else:
+        e, o = tl.split(tl.reshape(v, [G, 4, 2]))  # channels (0, 2, 4, 6), (1, 3, 5, 7)
+        e0, e1 = tl.split(tl.reshape(e, [G, 2, 2]))
+        o0, o1 = tl.split(tl.reshape(o, [G, 2, 2]))
+        c0, c4 = tl.split(e0)
+        c2, c6 = tl.split(e1)
+        c1, c5 = tl.split(o0)
+        c3, c7 = tl.split(o1)
+        out = (c0, c1, c2, c3, c4, c5, c6, c7)
+    return out
+
+
+@triton.jit
+def _pack(t, V: tl.constexpr):
+    """The inverse of `_unpack`: V [G] tensors -> [G, V]."""
+    G: tl.constexpr = t[0].shape[0]
+    if V == 1:
+        out = tl.reshape(t[0], [G, 1])
+    elif V == 2:
+        out = tl.join(t[0], t[1])
+    elif V == 4:
+        out = tl.reshape(tl.join(tl.join(t[0], t[2]), tl.join(t[1], t[3])), [G, 4])
+    else:
+        e = tl.reshape(tl.join(tl.join(t[0], t[4]), tl.join(t[2], t[6])), [G, 4])
+        o = tl.reshape(tl.join(tl.join(t[1], t[5]), tl.join(t[3], t[7])), [G, 4])
+        out = tl.reshape(tl.join(e, o), [G, 8])
+    return out
+
+
+@triton.jit
+def _log2_abs(v, LOG2: tl.constexpr):
+    """log2(|v|). LOG2 "approx": the GPU's lg2.approx.f32 (fp32 on a GPU: one MUFU op plus
+    the scaling of subnormal inputs; absolute error under 2**-22 near 1, which the power
+    turns into a relative error of about |e| * 2**-22.5); "approx.ftz": the same without the
+    subnormal scaling, for a scale bounded below by a normal k; "exact": Triton's log2
+    (libdevice's, about 25 instructions on sm_90; numpy's on the interpreter; fp64's)."""
+    if LOG2 == "approx":
+        out = tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [tl.abs(v)], dtype=tl.float32,
+                                        is_pure=True, pack=1)
+    elif LOG2 == "approx.ftz":
+        out = tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [tl.abs(v)], dtype=tl.float32,
+                                        is_pure=True, pack=1)
+    else:
+        out = tl.log2(tl.abs(v))
+    return out
+
+
+@triton.jit
+def _power(v, log2_abs_v, e, SIGNED: tl.constexpr, E_INT: tl.constexpr, E_ODD: tl.constexpr,
+           E_ZERO: tl.constexpr):
+    """torch.pow(v, e) for a scalar e known at compile time to be zero (E_ZERO), an integer
+    (E_INT), an odd one (E_ODD): |v|**e, with the sign of v for odd e and NaN for a finite
+    negative v and fractional e (SIGNED: v may be negative), 1 for e == 0 (at v = 0 or NaN too)."""
+    if E_ZERO:
+        p = tl.full(v.shape, 1.0, v.dtype)
+    else:
+        p = tl.exp2(e * log2_abs_v)
+        if SIGNED:
+            if E_INT:
+                if E_ODD:
+                    p = tl.where(v < 0, -p, p)
+            else:
+                p = tl.where((v < 0) & (v > float("-inf")), float("nan"), p)
+    return p
+
+
+@triton.jit
+def _groups(P, C: tl.constexpr, V: tl.constexpr, GROUPS: tl.constexpr, INDEX_64: tl.constexpr):
+    """This program's groups: (first element, first channel, in-bounds mask) of each."""
+    BLOCK_P: tl.constexpr = GROUPS * V // C
+    q = tl.arange(0, GROUPS)
+    first = tl.program_id(0)
+    if INDEX_64:
+        first = first.to(tl.int64)
+    first = first * BLOCK_P
+    pixel = q * V // C
+    return first * C + q * V, q * V - pixel * C, (q < BLOCK_P * C // V) & (first + pixel < P)
+
+
+@triton.jit
+def _edges(ptr, start, cb, ok, BELOW: tl.constexpr, ABOVE: tl.constexpr, C: tl.constexpr, V: tl.constexpr,
+           ACC: tl.constexpr):
+    """The BELOW channels under each group (farthest first) and the ABOVE over it (nearest
+    first), 0 outside the pixel: the window's reach into the neighbouring groups."""
+    below = ()
+    for j in tl.static_range(BELOW, 0, -1):
+        below = below + (tl.load(ptr + start - j, mask=ok & (cb >= j), other=0.0).to(ACC),)
+    above = ()
+    for j in tl.static_range(1, ABOVE + 1):
+        above = above + (tl.load(ptr + start + (V - 1 + j), mask=ok & (cb + (V - 1 + j) < C), other=0.0).to(ACC),)
+    return below, above
+
+
+@triton.jit
+def _window_sums(below, center, above, SIZE: tl.constexpr, V: tl.constexpr):
+    """For each of the V center values, the sum of the SIZE consecutive values of
+    below + center + above starting at its position (in channel order, as torch sums)."""
+    ext = below + center + above
+    out = ()
+    for i in tl.static_range(V):
+        acc = ext[i]
+        for d in tl.static_range(1, SIZE):
+            acc = acc + ext[i + d]
+        out = out + (acc,)
+    return out
+
+
+@triton.jit
+def _squares(t, N: tl.constexpr):
+    out = ()
+    for i in tl.static_range(N):
+        out = out + (t[i] * t[i],)
+    return out
+
+
+@_lrn_groups_autotune
+@triton.jit
+def _lrn_groups_fwd_kernel(
+    x_ptr, y_ptr,
+    # problem size: x and y are [P, C] rows, channels innermost (P = N * spatial positions)
+    P,
+    # LRN parameters (fp64 scalars)
+    alpha_over_size: tl.float64, beta: tl.float64, k: tl.float64,
+    # meta-parameters: channels, the group width V, the window, what pow must handle (the
+    # scale may be negative; beta an integer, an odd one, zero), how log2 is taken (`_log2_abs`)
+    C: tl.constexpr, V: tl.constexpr, SIZE: tl.constexpr, SIGNED: tl.constexpr, B_INT: tl.constexpr,
+    B_ODD: tl.constexpr, B_ZERO: tl.constexpr, LOG2: tl.constexpr, GROUPS: tl.constexpr,
+    INDEX_64: tl.constexpr,
+):
+    """y = x * (k + alpha/size * window sum of x**2) ** -beta for BLOCK_P whole pixels."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    start, cb, ok = _groups(P, C, V, GROUPS, INDEX_64)
+    offs = start[:, None] + tl.arange(0, V)[None, :]
+    x = _unpack(tl.load(x_ptr + offs, mask=ok[:, None], other=0.0).to(ACC), V)
+    below, above = _edges(x_ptr, start, cb, ok, SIZE // 2, (SIZE - 1) // 2, C, V, ACC)
+    sums = _window_sums(_squares(below, SIZE // 2), _squares(x, V), _squares(above, (SIZE - 1) // 2), SIZE, V)
+    a = tl.full((), alpha_over_size, ACC)
+    kk = tl.full((), k, ACC)
+    e = -tl.full((), beta, ACC)
+    y = ()
+    for i in tl.static_range(V):
+        s = kk + a * sums[i]
+        y = y + (x[i] * _power(s, _log2_abs(s, LOG2), e, SIGNED, B_INT, B_ODD, B_ZERO),)
+    tl.store(y_ptr + offs, _pack(y, V).to(y_ptr.dtype.element_ty), mask=ok[:, None])
+
+
+@_lrn_groups_autotune
+@triton.jit
+def _lrn_groups_bwd_kernel(
+    x_ptr, dy_ptr, dx_ptr,
+    # problem size: all three are [P, C] rows, channels innermost
+    P,
+    # LRN parameters (fp64 scalars); coef = 2 * alpha / size
+    alpha_over_size: tl.float64, beta: tl.float64, k: tl.float64, coef: tl.float64,
+    # meta-parameters as the forward's; B_EVEN: beta is an even integer, B_ONE: beta == 1
+    C: tl.constexpr, V: tl.constexpr, SIZE: tl.constexpr, SIGNED: tl.constexpr, B_INT: tl.constexpr,
+    B_ODD: tl.constexpr, B_EVEN: tl.constexpr, B_ZERO: tl.constexpr, B_ONE: tl.constexpr, LOG2: tl.constexpr,
+    GROUPS: tl.constexpr, INDEX_64: tl.constexpr,
+):
+    """dx for BLOCK_P whole pixels: dy * r - coef * x * (sum of u over the channels whose
+    window holds this one), r = scale**-beta, u = dy * ((x * r) * r) * beta * scale**(beta-1)."""
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    LO: tl.constexpr = SIZE // 2
+    HI: tl.constexpr = (SIZE - 1) // 2
+    start, cb, ok = _groups(P, C, V, GROUPS, INDEX_64)
+    offs = start[:, None] + tl.arange(0, V)[None, :]
+    x = _unpack(tl.load(x_ptr + offs, mask=ok[:, None], other=0.0).to(ACC), V)
+    dy = _unpack(tl.load(dy_ptr + offs, mask=ok[:, None], other=0.0).to(ACC), V)
+    below, above = _edges(x_ptr, start, cb, ok, LO, HI, C, V, ACC)
+    sums = _window_sums(_squares(below, SIZE // 2), _squares(x, V), _squares(above, (SIZE - 1) // 2), SIZE, V)
+    a = tl.full((), alpha_over_size, ACC)
+    kk = tl.full((), k, ACC)
+    e = tl.full((), beta, ACC)
+    r = ()
+    u = ()
+    for i in tl.static_range(V):
+        s = kk + a * sums[i]
+        log2_abs_s = _log2_abs(s, LOG2)
+        r_i = _power(s, log2_abs_s, -e, SIGNED, B_INT, B_ODD, B_ZERO)
+        r = r + (r_i,)
+        if not B_ZERO:  # beta - 1: an integer with beta, odd when beta is even, zero at beta == 1
+            q = _power(s, log2_abs_s, e - 1, SIGNED, B_INT, B_EVEN, B_ONE)
+            u = u + (dy[i] * ((x[i] * r_i) * r_i) * (e * q),)
+    dx = ()
+    if B_ZERO:  # torch's pow backward is exactly 0 for a 0 exponent: dx = dy * 1
+        for i in tl.static_range(V):
+            dx = dx + (dy[i] * r[i],)
+    else:
+        tl.store(dx_ptr + offs, _pack(u, V).to(dx_ptr.dtype.element_ty), mask=ok[:, None])
+        tl.debug_barrier()
+        # channel j collects u from i in [j - HI, j + LO]: HI below, LO above
+        u_below, u_above = _edges(dx_ptr, start, cb, ok, HI, LO, C, V, ACC)
+        usum = _window_sums(u_below, u, u_above, SIZE, V)
+        c2 = tl.full((), coef, ACC)
+        for i in tl.static_range(V):
+            dx = dx + (dy[i] * r[i] - c2 * x[i] * usum[i],)
+        tl.debug_barrier()  # every thread has read its neighbours' scratch before any overwrite
+    tl.store(dx_ptr + offs, _pack(dx, V).to(dx_ptr.dtype.element_ty), mask=ok[:, None])
+
+
 def check_lrn_params(size, alpha, beta, k) -> None:
     """`size` a positive int; alpha, beta and k plain numbers (raising, naming the argument)."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
@@ -195,6 +447,28 @@ def _power_flags(beta: float) -> tuple[int, int]:
     return int(is_int), int(is_int and float(beta) % 2 == 1)
 
 
+def channels_innermost(x: torch.Tensor) -> bool:
+    """True when dense x's memory is [P, C] rows, P = N * spatial positions (channels_last,
+    or one position per image): the layout `_lrn_groups_*` serve."""
+    xv = _as_ncl(x)
+    (N, C, L), (sn, sc, sl) = xv.shape, xv.stride()
+    return (C == 1 or sc == 1) and (L == 1 or sl == C) and (N == 1 or sn == C * L)
+
+
+def _group_width(C: int) -> int:
+    """V: the largest power of two up to GROUP_MAX that divides C."""
+    return min(GROUP_MAX, C & -C)
+
+
+def _power_meta(alpha, beta, k) -> dict:
+    """What the power must handle, as the group kernels' constexprs: a scale that may be
+    negative (alpha or k below 0), beta an integer (odd or even), zero or one."""
+    b = float(beta)
+    is_int = b.is_integer()
+    return dict(SIGNED=not (alpha >= 0 and k >= 0), B_INT=is_int, B_ODD=is_int and b % 2 == 1,
+                B_EVEN=is_int and b % 2 == 0, B_ZERO=b == 0, B_ONE=b == 1)
+
+
 def _launch(kernel, x, tensors, size, extra):
     if no_launch(x):
         return
@@ -207,12 +481,37 @@ def _launch(kernel, x, tensors, size, extra):
                  SIZE=size, BLOCK_C=block_c, INDEX_64=needs_int64(x))
 
 
+def _log2_kind(dtype: torch.dtype, signed: bool, k: float) -> str:
+    """`_log2_abs`'s LOG2: exact on the interpreter and in fp64; on a GPU lg2.approx, with
+    subnormals flushed when the scale k + alpha/size * sum x**2 >= k is a normal fp32."""
+    if interpreting() or dtype == torch.float64:
+        return "exact"
+    return "approx.ftz" if not signed and k >= torch.finfo(torch.float32).tiny else "approx"
+
+
+def _launch_groups(kernel, x, tensors, size, scalars, meta):
+    """Launch a channels-innermost kernel on dense x (`channels_innermost`)."""
+    if no_launch(x):
+        return
+    C = x.shape[1]
+    P = x.numel() // C
+    V = _group_width(C)
+    grid = lambda m: (triton.cdiv(P, m["GROUPS"] * V // C),)
+    kernel[grid](*tensors, P, *scalars, C=C, V=V, SIZE=size, LOG2=_log2_kind(x.dtype, meta["SIGNED"], scalars[2]),
+                 INDEX_64=needs_int64(x), **meta)
+
+
 def lrn_forward(x, size, alpha=1e-4, beta=0.75, k=1.0) -> torch.Tensor:
     """F.local_response_norm(x, size, alpha, beta, k); output in x's memory layout."""
     _check_args(x, size, alpha, beta, k)
     x = dense(x)
     y = torch.empty_like(x)  # dense x: identical strides
-    _launch(_lrn_fwd_kernel, x, (x, y), size, (alpha / size, beta, k, *_power_flags(beta)))
+    if channels_innermost(x):
+        meta = _power_meta(alpha, beta, k)
+        meta = {name: meta[name] for name in ("SIGNED", "B_INT", "B_ODD", "B_ZERO")}
+        _launch_groups(_lrn_groups_fwd_kernel, x, (x, y), size, (alpha / size, beta, k), meta)
+    else:
+        _launch(_lrn_fwd_kernel, x, (x, y), size, (alpha / size, beta, k, *_power_flags(beta)))
     return y
 
 
@@ -221,8 +520,12 @@ def lrn_backward(grad_out, x, size, alpha=1e-4, beta=0.75, k=1.0) -> torch.Tenso
     check_same(x, "x", grad_out, "grad_out")
     dy = dense_like(grad_out, x)
     dx = torch.empty_like(x)
-    _launch(_lrn_bwd_kernel, x, (x, dy, dx), size,
-            (alpha / size, beta, k, 2.0 * alpha / size, *_power_flags(beta), *_power_flags(beta - 1)[1:]))
+    if channels_innermost(x):
+        _launch_groups(_lrn_groups_bwd_kernel, x, (x, dy, dx), size, (alpha / size, beta, k, 2.0 * alpha / size),
+                       _power_meta(alpha, beta, k))
+    else:
+        _launch(_lrn_bwd_kernel, x, (x, dy, dx), size,
+                (alpha / size, beta, k, 2.0 * alpha / size, *_power_flags(beta), *_power_flags(beta - 1)[1:]))
     return dx
 
 

@@ -309,6 +309,20 @@ def variants(quick: bool):
             yield (f"lrn bwd {dt} {layout} {meta}", lrn._lrn_bwd_kernel,
                    dict.fromkeys(["x_ptr", "dy_ptr", "dx_ptr"], dt), {**scalars, "coef": "fp32"}, meta,
                    conf.num_warps, 2)
+        # LRN on channels-innermost memory: AlexNet's norm1 (96 channels, groups of 8) with
+        # lg2.approx and a positive scale; 12 channels (groups of 4), a signed scale and an
+        # odd integer beta, int64 indices.
+        lrn64 = dict.fromkeys(["alpha_over_size", "beta", "k"], "fp64")
+        for conf in _ends(cfg.LRN_GROUPS, quick):
+            for C, on in ((96, False), (12, True)):
+                meta = dict(C=C, V=lrn._group_width(C), SIZE=5, SIGNED=on, B_INT=on, B_ODD=on, B_ZERO=False,
+                            LOG2="exact" if dt == "fp64" else ("approx" if on else "approx.ftz"), INDEX_64=on,
+                            **conf.kwargs)
+                yield (f"lrn groups fwd {dt} {meta}", lrn._lrn_groups_fwd_kernel,
+                       dict.fromkeys(["x_ptr", "y_ptr"], dt), lrn64, meta, conf.num_warps, 1)
+                yield (f"lrn groups bwd {dt} {meta}", lrn._lrn_groups_bwd_kernel,
+                       dict.fromkeys(["x_ptr", "dy_ptr", "dx_ptr"], dt), {**lrn64, "coef": "fp64"},
+                       {**meta, "B_EVEN": False, "B_ONE": False}, conf.num_warps, 1)
         yield from pool_bn_variants(dt, quick)
         scalars = {"p": "fp32", "scale": "fp32"}
         for on in (True, False):  # the FC epilogue: bias + ReLU + dropout (Philox), and without them
@@ -394,6 +408,18 @@ def gpu_test_variants(quick: bool):
             yield (f"lrn bwd {dt} E_INT={e_int} {meta}", lrn._lrn_bwd_kernel,
                    dict.fromkeys(["x_ptr", "dy_ptr", "dx_ptr"], dt), {**lrn_scalars, "coef": "fp64"},
                    {**meta, **({"E_EVEN": 1} if e_int else {})}, conf.num_warps, 2, False)
+        grp = cfg.LRN_GROUPS[0]
+        for beta in ("zero", "one"):  # beta 0 (no cross-channel term) and 1 (beta - 1 zero), 3 channels
+            flags = dict(B_INT=True, B_ODD=beta == "one", B_EVEN=beta == "zero", B_ZERO=beta == "zero",
+                         B_ONE=beta == "one")
+            meta = dict(C=3, V=1, SIZE=4, SIGNED=True, LOG2="exact" if dt == "fp64" else "approx",
+                        INDEX_64=False, **grp.kwargs)
+            yield (f"lrn groups fwd {dt} beta={beta} {meta}", lrn._lrn_groups_fwd_kernel,
+                   dict.fromkeys(["x_ptr", "y_ptr"], dt), lrn_scalars,
+                   {**meta, **{f: flags[f] for f in ("B_INT", "B_ODD", "B_ZERO")}}, grp.num_warps, 1, False)
+            yield (f"lrn groups bwd {dt} beta={beta} {meta}", lrn._lrn_groups_bwd_kernel,
+                   dict.fromkeys(["x_ptr", "dy_ptr", "dx_ptr"], dt), {**lrn_scalars, "coef": "fp64"},
+                   {**meta, **flags}, grp.num_warps, 1, False)
         mem = cfg.MEM_BOUND[0]
         yield (f"add_relu fwd {dt} {mem.kwargs}", residual._add_relu_fwd_kernel,
                dict.fromkeys(["x_ptr", "r_ptr", "y_ptr"], dt), {}, dict(INDEX_64=False, **mem.kwargs), mem.num_warps, 2,

@@ -37,7 +37,7 @@ MODE=check
 
 # Seconds per step: `python -m benchmarks.gpu_plan --limits` (tests/test_gpu_plan.py keeps
 # these equal to it; written here so the GPU spends no time re-counting).
-LIMIT_env=10 LIMIT_compile=52 LIMIT_correct=180 LIMIT_sweep=10 LIMIT_nets=269 LIMIT_pack=10
+LIMIT_env=10 LIMIT_compile=51 LIMIT_correct=180 LIMIT_sweep=11 LIMIT_nets=269 LIMIT_pack=10
 BUDGET=540  # the whole command (gpu_plan.BUDGET_S); no step runs past it but pack
 # --followup (`python -m benchmarks.gpu_plan --followup --limits`), the second command on the
 # still-warm machine: its own limits and budget (gpu_plan.FOLLOWUP_BUDGET_S)
@@ -110,11 +110,15 @@ if [ "$MODE" = check ]; then
 step compile python3 -m benchmarks.sweep compile --out "$WORK/compile" --known-rows "$KNOWN_ROWS"
 
 touch "$WORK/correct-failures.txt"  # empty: no test failed (or none ran: see correct-progress.csv)
+# The LRN group kernels' every-config runs stay out of this step's budget (their family is
+# new and untuned): on the GPU they run in test_lrn_fuzz's channels_last examples, the
+# sweep and GoogLeNet's stem backward.
 HYPOTHESIS_PROFILE=gpu-check CONVBENCH_AUTOTUNE=first CONVBENCH_TUNED=off step correct \
     python3 -m pytest tests/test_conv.py tests/test_inception.py tests/test_lrn_residual.py \
     tests/test_tuned.py tests/test_tuned_configs.py tests/test_conv_bn_stats.py tests/test_fc.py tests/test_graphs.py \
-    tests/test_conv1x1.py -n 14 -q -k "fuzz or split_k or tuned or stats_match or several_pieces or trains_like \
-    or test_linear or dropout_alone or p_one or each_path_forced or module_on_the_1x1 or race_on_a_gpu or replayed" \
+    tests/test_conv1x1.py -n 14 -q -k "(fuzz or split_k or tuned or stats_match or several_pieces or trains_like \
+    or test_linear or dropout_alone or p_one or each_path_forced or module_on_the_1x1 or race_on_a_gpu or replayed) \
+    and not lrn_groups" \
     -p benchmarks.gpu_hypothesis -p no:cacheprovider --junitxml="$WORK/correct.xml" \
     --failures-file "$WORK/correct-failures.txt" --progress-file "$WORK/correct-progress.csv"
 

@@ -160,6 +160,23 @@ def run_lrn(device):
     assert_close(x.grad, x64.grad, reduction=10, name="lrn grad")
 
 
+def run_lrn_groups(device):
+    # channels_last: 24 channels (groups of 8, windows reaching into the neighbouring
+    # groups), 286 pixels: 7 programs at GROUPS 128 (42 pixels each), 1 masked one at 1024;
+    # and 6 channels (groups of 2) on 70 pixels.
+    for shape in ((2, 24, 13, 11), (2, 6, 5, 7)):
+        x64, g64 = _data(shape, shape, seed=7)
+        x = x64.to(device, torch.float32).contiguous(memory_format=torch.channels_last).requires_grad_()
+        assert kernels.lrn.channels_innermost(x)
+        y = kernels.local_response_norm(x, 5, 1.5, 0.75, 2.0)
+        y.backward(g64.to(device, torch.float32))
+        x64.requires_grad_()
+        ref = F.local_response_norm(x64, 5, 1.5, 0.75, 2.0)
+        ref.backward(g64)
+        assert_close(y, ref, reduction=5, name=f"lrn groups {shape}")
+        assert_close(x.grad, x64.grad, reduction=10, name=f"lrn groups grad {shape}")
+
+
 def run_max_pool(device):
     # 3x3/2 pad 1 (ResNet's stem pool), channels_last: forward P = 60 output pixels (1 to 4
     # programs at BLOCK_P 128 .. 16), backward P = 198 input pixels (2 to 13); 70 channels:
@@ -205,6 +222,8 @@ AUTOTUNED = {
     "_relu_grad_kernel": ("mem_bound", run_add_relu),
     "_lrn_fwd_kernel": ("lrn", run_lrn),
     "_lrn_bwd_kernel": ("lrn", run_lrn),
+    "_lrn_groups_fwd_kernel": ("lrn_groups", run_lrn_groups),
+    "_lrn_groups_bwd_kernel": ("lrn_groups", run_lrn_groups),
     "_lrn_pool_fwd_kernel": ("lrn", run_lrn_pool),
     "_lrn_pool_bwd_kernel": ("lrn", run_lrn_pool),
     "_pool_lrn_fwd_kernel": ("lrn", run_lrn_pool),
@@ -317,6 +336,15 @@ def test_1x1_k_steps_divide_the_split_alignment():
 def test_lrn_tiles_pruned_to_16k_elements(block_c, kept_p):
     kept = kernels.lrn._prune_tiles(FAMILIES["lrn"], {}, BLOCK_C=block_c)
     assert [c.kwargs["BLOCK_P"] for c in kept] == kept_p
+
+
+@pytest.mark.parametrize("C, V, kept", [(96, 8, [256, 128, 512, 1024]), (2048, 8, [256, 512, 1024]),
+                                         (3, 1, [256, 128, 512, 1024]), (1031, 1, [2048]), (16384, 8, [2048])])
+def test_lrn_group_tiles_hold_whole_pixels(C, V, kept):
+    """Group tiles hold at least one pixel (GROUPS * V >= C); a pixel larger than every
+    configured tile gets one tile of the smallest power of two of groups that holds it."""
+    found = kernels.lrn._prune_groups(FAMILIES["lrn_groups"], {}, C=C, V=V)
+    assert [c.kwargs["GROUPS"] for c in found] == kept
 
 
 def test_autotune_first_keeps_the_first_gpu_config(monkeypatch):

@@ -125,6 +125,9 @@ CASES = {
     "alexnet-window-fp16-cl": ((2, 11, 3, 4), 5, 2.0, 0.75, 2.0, torch.float16, True),
     "even-size-fp32": ((2, 9, 3, 3), 4, 1.6, 0.6, 1.0, torch.float32, False),
     "3d-size3-fp32": ((2, 8, 5), 3, 1.2, 1.1, 0.5, torch.float32, False),
+    # channels_last, 24 channels: the group kernels' vectors of 8, windows across their edges
+    "groups-of-8-fp32-cl": ((2, 24, 3, 2), 5, 2.0, 0.75, 2.0, torch.float32, True),
+    "groups-of-8-even-size-fp32-cl": ((2, 24, 2, 3), 4, 1.6, 0.6, 1.0, torch.float32, True),
 }
 
 

@@ -77,9 +77,11 @@ def test_items_cover_every_layer_once(layers):
         assert any(n == layer.name or n.startswith(layer.name + ".") for n in names), layer.name
     # every autotuned kernel runs in some item but the plain LRN forward and add+ReLU, which
     # no net runs any more (its LRNs are fused with their pools, its add+ReLU into BatchNorm),
+    # the [P, C]-tile LRN backward (the stem's pooled map is channels_last: group kernels),
     # and the 1x1 GEMM path's kernels, whose items benchmarks/gpu_paths.py builds until
     # all_items appends them (see its docstring; tests/test_sweep_paths.py covers them)
-    assert set(configs.TUNABLE) - {i.kernel for i in items} == {"_lrn_fwd_kernel", "_add_relu_fwd_kernel",
+    assert set(configs.TUNABLE) - {i.kernel for i in items} == {"_lrn_fwd_kernel", "_lrn_bwd_kernel",
+                                                                 "_lrn_groups_fwd_kernel", "_add_relu_fwd_kernel",
                                                                  "_relu_grad_kernel", "_conv1x1_fwd_kernel",
                                                                  "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel"}
     assert {i.kernel for i in items} <= set(configs.TUNABLE)
@@ -308,7 +310,8 @@ def test_known_spills_reads_earlier_rows(tmp_path):
 
 def test_compile_plan_puts_the_longest_compiles_first(monkeypatch):
     monkeypatch.setattr(sweep, "BATCH", 2)
-    items = sweep.add_relu_items(shapes.EltwiseShape("add", 5, 3)) + sweep.lrn_items(shapes.LRNShape("lrn", 7, 5))
+    lrn_pool = gpu_shapes.LRNPoolShape("norm", "pool", "lrn_pool", 7, 7, 5, 0.5, 0.75, 2.0, 3, 2, 0, True)
+    items = sweep.add_relu_items(shapes.EltwiseShape("add", 5, 3)) + sweep.lrn_pool_items(lrn_pool)[:1]
     todo, distinct = sweep.compile_plan(items, torch.device("cpu"))
     families = [items[n].family for n, _ in todo]
     assert len(todo) == distinct and families[:len(sweep.configs_for(items[2]))] == ["lrn"] * len(

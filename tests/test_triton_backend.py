@@ -72,6 +72,9 @@ class OpRecorder(TorchDispatchMode):
 
 
 PASS_THROUGH = "(nothing: fused into its partner)"
+# A frozenset: any one of these (the LRN launcher picks its kernels by the input's layout).
+LRN_FORWARD = frozenset({"_lrn_fwd_kernel", "_lrn_groups_fwd_kernel"})
+LRN_BACKWARD = ("_lrn_bwd_kernel", "_lrn_groups_bwd_kernel")
 
 
 def _one_by_one(conv: nn.Conv2d) -> bool:
@@ -79,9 +82,10 @@ def _one_by_one(conv: nn.Conv2d) -> bool:
     return (conv.kernel_size, conv.stride, conv.groups) == ((1, 1), (1, 1), 1) and conv.padding in ((0, 0), "valid")
 
 
-def _forward_kernel(module: nn.Module) -> str | None:
-    """The Triton kernel a module of the triton backend must launch in its forward
-    (PASS_THROUGH: the first module of a fused pair, which must launch nothing)."""
+def _forward_kernel(module: nn.Module) -> str | tuple | frozenset | None:
+    """The Triton kernel a module of the triton backend must launch in its forward (a
+    tuple: each of them; a frozenset: one of them; PASS_THROUGH: the first module of a
+    fused pair, which must launch nothing)."""
     if isinstance(module, nets.layers._PassThrough):
         return PASS_THROUGH
     if isinstance(module, Inception):
@@ -106,7 +110,7 @@ def _forward_kernel(module: nn.Module) -> str | None:
     if isinstance(module, nn.MaxPool2d):
         return "_max_pool_fwd_kernel"
     if isinstance(module, nn.LocalResponseNorm):
-        return "_lrn_fwd_kernel"
+        return LRN_FORWARD
     if isinstance(module, (nets.layers.TorchAddReLU, kernels.AddReLU)):
         return "_add_relu_fwd_kernel"
     return None
@@ -138,6 +142,9 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
             if launched:
                 problems.append(f"{name} ({type(module).__name__}) is fused into {module.fused_into} but launched "
                                 f"{launched} kernels")
+        elif isinstance(want, frozenset):
+            if not any(rec.names(starts[name])[kernel] for kernel in want):
+                problems.append(f"{name} ({type(module).__name__}) launched no {' or '.join(sorted(want))}")
         else:
             for kernel in want if isinstance(want, tuple) else (want,):
                 if rec.names(starts[name])[kernel] == 0:
@@ -178,7 +185,7 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
             problems.append(f"backward launched {' + '.join(kernels_)} {launched}x for {gemms} forward GEMMs")
     # backward kernel -> the forward kernels each of whose launches needs exactly one of it
     per_forward = {
-        "_lrn_bwd_kernel": ("_lrn_fwd_kernel", "_pool_lrn_fwd_kernel"),
+        LRN_BACKWARD: (*sorted(LRN_FORWARD), "_pool_lrn_fwd_kernel"),  # either LRN backward
         "_lrn_pool_bwd_kernel": ("_lrn_pool_fwd_kernel",),
         "_max_pool_bwd_kernel": ("_max_pool_fwd_kernel", "_pool_lrn_fwd_kernel", "_bn_relu_pool_fwd_kernel"),
         "_bn_bwd_reduce_kernel": ("_bn_fwd_kernel", "_bn_relu_pool_fwd_kernel"),  # training: every BatchNorm
@@ -186,8 +193,10 @@ def dispatch_problems(model: nn.Module, image_size: int, batch: int, device, *, 
     }
     for kernel, forwards in per_forward.items():
         want = sum(fwd[f] for f in forwards)
-        if bwd[kernel] != want:
-            problems.append(f"backward launched {kernel} {bwd[kernel]}x for {want} forwards ({', '.join(forwards)})")
+        got = sum(bwd[k] for k in kernel) if isinstance(kernel, tuple) else bwd[kernel]
+        if got != want:
+            name = " + ".join(kernel) if isinstance(kernel, tuple) else kernel
+            problems.append(f"backward launched {name} {got}x for {want} forwards ({', '.join(forwards)})")
     bn_forwards = fwd["_bn_fwd_kernel"] + fwd["_bn_relu_pool_fwd_kernel"]
     # a BatchNorm fused with its conv takes the conv's statistics: no statistics pass of its own
     # unless its conv ran the 1x1 GEMM path (no epilogue: one pass over that conv's output)

@@ -120,7 +120,8 @@ def test_every_other_tunable_is_rerun_safe():
     """The audit, kept honest: kernels that may write over an input carry restore_value;
     none accumulates (split-K partials are stored, not added), so no reset_to_zero."""
     safe_by_design = {"_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv_wgrad_kernel", "_pointwise_fwd_kernel",
-                      "_lrn_fwd_kernel", "_lrn_bwd_kernel", "_relu_grad_kernel",
+                      "_lrn_fwd_kernel", "_lrn_bwd_kernel", "_lrn_groups_fwd_kernel", "_lrn_groups_bwd_kernel",
+                      "_relu_grad_kernel",
                       # outputs freshly allocated by their launchers, every element stored
                       # (not added): the pool gather sums in registers; the LRN + pool
                       # backward writes its dx scratch before reading it, as the LRN backward;

@@ -97,10 +97,15 @@ def _run_mem_bound(device, kernel):
 
 
 def _run_lrn(device, kernel):
-    x, dy = _inputs(device, (2, 7, 5, 3), (2, 7, 5, 3))
+    """The [P, C]-tile kernels on NCHW (7 channels), the group kernels on channels_last
+    (24 channels: groups of 8, windows reaching into the neighbouring groups)."""
+    if kernel.startswith("_lrn_groups"):
+        x, dy = _inputs(device, (2, 24, 5, 3), (2, 24, 5, 3))
+    else:
+        x, dy = (t.contiguous() for t in _inputs(device, (2, 7, 5, 3), (2, 7, 5, 3)))
     xd = _d(x).requires_grad_()
     ref = F.local_response_norm(xd, 5, 1e-2, 0.75, 2.0)
-    if kernel == "_lrn_fwd_kernel":
+    if kernel in ("_lrn_fwd_kernel", "_lrn_groups_fwd_kernel"):
         assert_close(lrn_forward(x, 5, 1e-2, 0.75, 2.0), ref, reduction=5)
     else:
         (ref_dx,) = torch.autograd.grad(ref, xd, _d(dy))
@@ -156,6 +161,7 @@ def test_every_config_of_every_kernel(kernel, config, device):
         elif kernel in LRN_POOL:
             _run_lrn_pool(device, kernel)
         else:
-            assert kernel in ("_lrn_fwd_kernel", "_lrn_bwd_kernel"), f"no run for {kernel} ({family})"
+            assert kernel in ("_lrn_fwd_kernel", "_lrn_bwd_kernel", "_lrn_groups_fwd_kernel",
+                              "_lrn_groups_bwd_kernel"), f"no run for {kernel} ({family})"
             _run_lrn(device, kernel)
     assert configs.TUNABLE[kernel].best_config is config  # the forced config is what ran
