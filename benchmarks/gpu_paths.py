@@ -16,8 +16,9 @@ The 1x1 GEMM path (kernels/conv1x1.py) serves every 1x1 stride-1, unpadded, one-
 ResNet-50's reduce / expand convs and GoogLeNet's conv2 (forward and both gradients), and
 the Inception blocks' fused 1x1 and pool projection, whose backward runs as 1x1 conv
 data-grad and weight-grad. Its weight-grad items take the split count its own launcher
-asks for; the other paths sweep forward and data-grad only (their weight-grad is raced at
-run time, or runs the generic kernel where no race runs).
+asks for. The stems' space-to-depth path (kernels/stem.py, "s2d") serves AlexNet's, GoogLeNet's
+and ResNet-50's first conv, forward and weight-grad (an image input takes no data-grad) at
+the generic weight-grad's first split count.
 
 Hooked into benchmarks/sweep.py: `path_sweep_items` (the `paths` step) and
 `step_sweep(..., dispatch=True)`, which writes `dispatch_records(entries)` into the table.
@@ -34,6 +35,7 @@ import torch
 
 import kernels.conv as kconv
 import kernels.conv1x1 as k1x1
+import kernels.stem as kstem
 from kernels import race
 from kernels.conv import ConvGeometry
 
@@ -58,12 +60,19 @@ class PathSpec:
     passes: tuple = ("forward", "dgrad")
 
 
-PATH_SPECS = {"gemm1x1": PathSpec("gemm1x1", KERNELS, is_gemm1x1, ("forward", "dgrad", "wgrad"))}
-
-
-def geometry(s: ConvShape, batch: int) -> ConvGeometry:
+def geometry(s: ConvShape, batch: int = 128) -> ConvGeometry:
     """The layer's conv geometry at `batch` (what the launchers build from its tensors)."""
     return ConvGeometry(s.x_shape(batch), s.w_shape(), (s.stride,) * 2, (s.padding,) * 4, (1, 1), s.groups)
+
+
+PATH_SPECS = {
+    "gemm1x1": PathSpec("gemm1x1", KERNELS, is_gemm1x1, ("forward", "dgrad", "wgrad")),
+    # the stems' space-to-depth rewrite (kernels/stem.py) runs the generic kernels on the
+    # rewritten stride-1 conv (entries keyed by its shape, as its launches look them up); a
+    # net's image input takes no data-grad; its weight-grad keeps the layer's pixel count,
+    # so the original geometry's split counts serve it
+    "s2d": PathSpec("s2d", GENERIC, lambda s: kstem.eligible_s2d(geometry(s)), ("forward", "wgrad")),
+}
 
 
 def wgrad_split(s: ConvShape, batch: int, sm_count: int = 132) -> int:
@@ -97,7 +106,7 @@ def conv_path_items(s: ConvShape, path: str, passes=None) -> list:
     passes = tuple(p for p in (passes or spec.passes) if p in spec.passes)
     if not passes or not spec.eligible(s):
         return []
-    splits = [wgrad_split(s, sweep.BATCH)] if path == "gemm1x1" else None
+    splits = [wgrad_split(s, sweep.BATCH)] if path == "gemm1x1" else sweep.wgrad_splits(s)[:1]
     items = sweep.conv_items(s, passes, splits=splits)
     key = kconv.dispatch_key(geometry(s, sweep.BATCH))
     return [dataclasses.replace(item, kernel=spec.kernels[item.pass_], follows=False, path=path, dispatch_key=key,

@@ -35,8 +35,8 @@ KNOWN_ROWS = PERF_DATA / "sweep.csv.gz"  # the sweep's rows there: items known t
 
 BUDGET_S = 540  # the whole command, by its step limits (the script caps each step to what is left)
 # `gpu_check.sh --followup`, the second command on the warm machine: 15 device minutes less
-# a start (1-2 min; this session's first: about 30 s) and the first command's 540 s leave
-# about 4 to 5 minutes
+# a start (1-2 min; the first run's: about 30 s) and the first command's 540 s leave about
+# 4 to 5 minutes; its optional steps run in what is left of its budget, if anything
 FOLLOWUP_BUDGET_S = 240
 COMMAND_LIMIT_S = 600  # the device tool's limit: the budget plus the longest kill grace fits in it
 GRACE_S = {"correct": 25}  # seconds from SIGINT to SIGKILL; 10 for the other steps
@@ -59,6 +59,7 @@ MEASURE_S = 180 / (1575 + 277)
 # the bench builds items only): ~4 s on the 2-core CPU host that plans, rounded up.
 SETUP_S = 5.0
 NETS_S = 244.0  # call 1: nets 244 s; its first steps per (net, backend) are in nets.csv
+NET_RUNS = 9  # call 1: 3 nets x torch, triton, compile
 # --followup's profile: per item, inputs built, 3 warm-up calls, 20 profiled, 20 timed by
 # events and 20 by the host clock, for Triton and cuDNN (its compiles are in the shared cache)
 PROFILE_ITEM_S = 2.0
@@ -78,9 +79,10 @@ MEASURED = [
     f"nets: {NETS_S:.0f} s (call 1), of which first steps (nets.csv): {{first}}; the triton backend then ran "
     f"mostly first configs, now the table's (precompiled by the compile step)",
     "from docs/perf-data/2026-11-27-h100 (call1-gpu-check.tar.gz, call2-compile-sweep.tar.gz, nets.csv)",
+    f"nets per (net, backend): its first step (nets.csv) + {{overhead:.1f}} s, call 1's nets time beyond its first "
+    f"steps over its {NET_RUNS} runs; a +graph backend adds {GRAPH_STEPS} steps at its base's img/s",
     f"--followup: profile {PROFILE_ITEM_S:.0f} s per item (not measured: 60 short calls each side, compiles "
-    f"cached by the first command); graphs: each net's first step (nets.csv) + {GRAPH_STEPS} steps at its "
-    f"measured img/s",
+    f"cached by the first command)",
 ]
 
 
@@ -91,6 +93,7 @@ class Step:
     measurements: int
     seconds: float
     note: str
+    optional: bool = False  # runs only in what is left of the budget; not counted against it
 
     @property
     def limit_s(self) -> int:
@@ -140,20 +143,45 @@ def first_steps() -> dict[tuple[str, str], float]:
         return {(r["arch"], r["backend"]): float(r["first_step_s"]) for r in csv.DictReader(f)}
 
 
+def nets_s(backends, archs=sweep.NET_ARCHS) -> float:
+    """The nets step over `backends`: each (net, backend)'s first step (nets.csv; a
+    `+graph` backend's its base's, then GRAPH_STEPS steps at the base's measured img/s),
+    plus its share of what call 1's nets step spent beyond its first steps."""
+    first, ips = first_steps(), _nets_ips()
+    overhead = (NETS_S - sum(first.values())) / NET_RUNS
+    total = 0.0
+    for b in backends:
+        base = b.removesuffix("+graph")
+        for a in archs:
+            total += first[(a, base)] + overhead + (GRAPH_STEPS * 128 / ips[(a, base)] if b != base else 0.0)
+    return total
+
+
+# the nets step's backends in each command: the first measures ours beside eager torch on the
+# table the paths step completed; the follow-up times torch.compile (three builds: most of
+# its minutes) on the same machine
+CHECK_BACKENDS = ("torch", "triton")
+FOLLOWUP_BACKENDS = ("compile",)
+GRAPH_BACKENDS = ("torch+graph", "triton+graph")
+
+
 def plan() -> list[Step]:
+    """`gpu_check.sh`: compile, correctness, the sweep of what the table lacks, the paths'
+    items (the table's path records), the bench, and the nets on torch and triton."""
     device = torch.device("cpu")
     layers = sweep.all_layers()
     items = sweep.compile_items(layers)
     n_sweep = len(sweep.all_items(layers))
+    n_table = len(sweep.table_items(layers))
     table = tuned.load_table(tuned.table_path(CARD, TRITON))
     skip = sweep.known_spills(KNOWN_ROWS)
-    pairs = sweep.needed_launches(items, table, device, n_sweep, skip)
+    pairs = sweep.needed_launches(items, table, device, n_table, skip)
     todo, distinct, sigs = sweep.compile_plan(items, device, pairs=pairs, with_signatures=True)
     steps = [Step("env", 0, 0, ENV_S, "GPU, driver, torch, triton, cuDNN versions")]
     compile_s = WORKER_START_S + schedule_s([sweep.compile_seconds(items[n]) for n, _ in todo], COMPILE_WORKERS)
     steps.append(Step("compile", distinct, 0, compile_s,
                       f"{len(todo)} launches, longest first, claimed by {COMPILE_WORKERS} workers: what the "
-                      f"later steps launch with the committed table"))
+                      f"later steps launch with the committed table, the paths' items included"))
     steps.append(Step("correct", 0, CORRECT_TESTS, CORRECT_TESTS / CORRECT_TESTS_PER_S,
                       f"pytest -n 14: fuzz, split-K, tuned-table and every-config tests ({CORRECT_TESTS} tests)"))
     _, lacking = sweep.table_coverage(items[:n_sweep], table, device)
@@ -162,44 +190,55 @@ def plan() -> list[Step]:
     steps.append(Step("sweep", 0, timed, PROCESS_START_S + SETUP_S + timed * MEASURE_S,
                       f"{len(swept)} items the table lacks ({n_sweep - len(lacking)} in it, "
                       f"{len(lacking) - len(swept)} known to spill under every config)"))
+    _, path_lacking = sweep.table_coverage(items[n_sweep:n_table], table, device)
+    paths = [items[n_sweep + n] for n in path_lacking]
+    path_timed = sum(len(sweep.configs_for(i)) + 1 for i in paths)
+    kinds = ", ".join(f"{n} {p}" for p, n in sorted(_count(i.path for i in paths).items()))
+    steps.append(Step("paths", 0, path_timed, PROCESS_START_S + SETUP_S + path_timed * MEASURE_S,
+                      f"{len(paths)} path items the table lacks ({kinds}), every config checked and timed (compiled "
+                      f"by the compile step): their winners and the table's path records"))
+    steps.append(_bench_step(layers, items, n_table))
     extra = net_extra_compiles(sigs)
-    n_nets = len(sweep.NET_BACKENDS) * len(sweep.NET_ARCHS)
-    steps.append(Step("nets", extra, n_nets, NETS_S,
-                      f"{len(sweep.NET_ARCHS)} nets x {sweep.NET_BACKENDS} training img/s; {extra} specializations "
-                      f"the compile plan lacks, compiled in the first steps"))
+    steps.append(Step("nets", extra, len(CHECK_BACKENDS) * len(sweep.NET_ARCHS), nets_s(CHECK_BACKENDS),
+                      f"{len(sweep.NET_ARCHS)} nets x {CHECK_BACKENDS} training img/s on the paths step's table; "
+                      f"{extra} specializations the compile plan lacks, compiled in the first steps"))
     steps.append(Step("pack", 0, 0, PACK_S, "summary, one tar.gz archive"))
     return steps
 
 
-def followup_plan() -> list[Step]:
-    """`gpu_check.sh --followup`: the bench, the 1x1 path's items (the table's path records),
-    the profile of the items furthest behind cuDNN, and the nets' training steps replayed
-    as CUDA graphs."""
-    layers = sweep.all_layers()
-    items = sweep.compile_items(layers)
-    n_sweep = len(sweep.all_items(layers))
-    steps = [Step("env", 0, 0, ENV_S, "GPU, driver, torch, triton, cuDNN versions")]
-    memory = [i for i in items[:n_sweep] if i.kind in sweep.MEMORY_KINDS]
+def _count(values) -> dict:
+    out: dict = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _bench_step(layers, items, n_table) -> Step:
+    memory = [i for i in items[:n_table] if i.kind in sweep.MEMORY_KINDS]
     blocks = sweep.inception_blocks(layers)
-    branch_timings = sum(len(sweep.configs_for(i)) + 1 for i in items[n_sweep:])
+    branch_timings = sum(len(sweep.configs_for(i)) + 1 for i in items[n_table:])
     bench_timed = 1 + 2 * len(memory) + 2 * len(blocks) + branch_timings
-    steps.append(Step("bench", 0, bench_timed, PROCESS_START_S + SETUP_S + bench_timed * MEASURE_S,
-                      f"copy; {len(memory)} memory-bound items + ATen; {len(blocks)} Inception blocks x 4 ways "
-                      f"({branch_timings} branch timings)"))
-    paths = sweep.path_sweep_items(layers=layers)
-    _, path_compiles = sweep.compile_plan(paths, torch.device("cpu"))
-    path_timed = sum(len(sweep.configs_for(i)) + 1 for i in paths)
-    steps.append(Step("paths", path_compiles, path_timed,
-                      PROCESS_START_S + SETUP_S + path_timed * MEASURE_S + path_compiles * sweep.COMPILE_S,
-                      f"{len(paths)} 1x1-path items (forward, data-grad), compiled serially: their winners and "
-                      f"the table's path records"))
+    return Step("bench", 0, bench_timed, PROCESS_START_S + SETUP_S + bench_timed * MEASURE_S,
+                f"copy; {len(memory)} memory-bound items + ATen; {len(blocks)} Inception blocks x 4 ways "
+                f"({branch_timings} branch timings)")
+
+
+def followup_plan() -> list[Step]:
+    """`gpu_check.sh --followup`: the nets on torch.compile; then, in what is left, each
+    net's training step replayed as a CUDA graph and the profile of the items furthest
+    behind cuDNN."""
+    steps = [Step("env", 0, 0, ENV_S, "GPU, driver, torch, triton, cuDNN versions")]
+    steps.append(Step("nets", 0, len(FOLLOWUP_BACKENDS) * len(sweep.NET_ARCHS), nets_s(FOLLOWUP_BACKENDS),
+                      f"{len(sweep.NET_ARCHS)} nets x {FOLLOWUP_BACKENDS} training img/s (their builds: the "
+                      f"first steps)"))
+    steps.append(Step("graphs", 0, len(GRAPH_BACKENDS) * len(sweep.NET_ARCHS),
+                      PROCESS_START_S + nets_s(GRAPH_BACKENDS),
+                      f"if time is left: {len(sweep.NET_ARCHS)} nets x {GRAPH_BACKENDS}: the training step "
+                      f"replayed as one CUDA graph", optional=True))
     n_profile = _profile_count()
     steps.append(Step("profile", 0, n_profile, PROCESS_START_S + SETUP_S + n_profile * PROFILE_ITEM_S,
-                      f"{n_profile} items: device time per kernel, host and event time, beside cuDNN"))
-    first = first_steps()
-    graph_s = sum(first[(a, b)] + GRAPH_STEPS * 128 / ips for (a, b), ips in _nets_ips().items() if b != "compile")
-    steps.append(Step("graphs", 0, 2 * len(sweep.NET_ARCHS), PROCESS_START_S + graph_s,
-                      f"{len(sweep.NET_ARCHS)} nets x torch, triton: the training step replayed as one CUDA graph"))
+                      f"if time is left: {n_profile} items: device time per kernel, host and event time, beside "
+                      f"cuDNN", optional=True))
     steps.append(Step("pack", 0, 0, PACK_S, "summary, one tar.gz archive"))
     return steps
 
@@ -217,7 +256,9 @@ def _nets_ips() -> dict[tuple[str, str], float]:
 
 
 def print_plan(steps: list[Step], out=sys.stdout, budget: float = BUDGET_S) -> float:
-    total = sum(s.seconds for s in steps) + SCRIPT_S
+    """Prints the plan; returns the estimated seconds of its required steps (the optional
+    ones run in what is left)."""
+    total = sum(s.seconds for s in steps if not s.optional) + SCRIPT_S
     print("GPU check plan (counted on the CPU; seconds from the first H100 run's measurements below)", file=out)
     print(f"{'step':<9}{'compiles':>9}{'timed':>7}{'est s':>8}{'limit s':>9}  what", file=out)
     for s in steps:
@@ -226,9 +267,13 @@ def print_plan(steps: list[Step], out=sys.stdout, budget: float = BUDGET_S) -> f
     first = first_steps()
     for line in MEASURED:
         shown = ", ".join(f"{a} {b} {s:.1f} s" for (a, b), s in first.items())
-        print(f"  - {line.format(first=shown) if '{first}' in line else line}", file=out)
-    limits = sum(s.limit_s for s in steps) + SCRIPT_S
+        overhead = (NETS_S - sum(first.values())) / NET_RUNS
+        print(f"  - {line.format(first=shown, overhead=overhead) if '{' in line else line}", file=out)
+    limits = sum(s.limit_s for s in steps if not s.optional) + SCRIPT_S
     fits = "fits" if total <= budget and limits <= budget else "DOES NOT FIT"
+    optional = [s.name for s in steps if s.optional]
+    if optional:
+        print(f"optional: {', '.join(optional)} run in what is left of the budget (not counted)", file=out)
     print(f"total: {total:.0f} s estimated (with {SCRIPT_S:.0f} s between steps), {fits} the {budget:.0f} s budget; "
           f"step limits sum to {limits:.0f} s, and the script caps each step to the budget left, so the command "
           f"ends by {budget:.0f} s + a kill grace (at most {max(GRACE_S.values())} s) within the device's "
@@ -248,7 +293,7 @@ def main(argv=None) -> int:
             print(s.name, s.limit_s)
         return 0
     total = print_plan(steps, budget=budget)
-    limits = sum(s.limit_s for s in steps) + SCRIPT_S
+    limits = sum(s.limit_s for s in steps if not s.optional) + SCRIPT_S
     fits = total <= budget and limits <= budget and budget + max(GRACE_S.values()) <= COMMAND_LIMIT_S
     return 0 if fits else 1
 

@@ -473,10 +473,18 @@ def branch_items(b: InceptionShape) -> list[Item]:
     return items
 
 
-def compile_items(layers=None) -> list[Item]:
-    """What the compile step may launch: every sweep item, then every bench branch item."""
+def table_items(layers=None) -> list[Item]:
+    """The items whose winners the card's table holds: every sweep item, then every path
+    item (the `paths` step's, benchmarks/gpu_paths.py)."""
     layers = layers if layers is not None else all_layers()
-    return all_items(layers) + [i for b in inception_blocks(layers) for i in branch_items(b)]
+    return all_items(layers) + path_sweep_items(layers=layers)
+
+
+def compile_items(layers=None) -> list[Item]:
+    """What the compile step may launch: every table item (`table_items`: the sweep's and
+    the paths step's), then every bench branch item."""
+    layers = layers if layers is not None else all_layers()
+    return table_items(layers) + [i for b in inception_blocks(layers) for i in branch_items(b)]
 
 
 def configs_for(item: Item, shared_limit: int = 232448) -> list:
@@ -845,7 +853,7 @@ def step_compile(out: Path, workers: int, worker: int | None = None, *, full: bo
         compile_worker(out, worker, items=items, device=device)
         return 0
     table = None if full else base_table(device, base)
-    n_sweep = len(all_items(layers))
+    n_sweep = len(table_items(layers))
     launches, distinct = write_compile_plan(out, items, device, needed_launches(items, table, device, n_sweep, skip))
     print(f"compile: {distinct} distinct compiles in {launches} launches over {workers} workers"
           + (f" (what the later steps launch with the table {table.source})" if table else " (every config)"),
@@ -867,13 +875,14 @@ def _entry_index(e: dict) -> tuple:
     return e["kernel"], e["dtype"], json.dumps(e["key"], sort_keys=True)
 
 
-def path_sweep_items(passes=("forward", "dgrad"), layers=None) -> list[Item]:
+def path_sweep_items(passes=None, layers=None) -> list[Item]:
     """The path items (benchmarks/gpu_paths.py: every path beside the generic kernel) of
-    `passes`, for `step_sweep(..., dispatch=True)`: their winners beside the base table's
-    generic ones make its dispatch records."""
+    `passes` (default: each path's own), for `step_sweep(..., dispatch=True)`: their winners
+    beside the base table's generic ones make its dispatch records."""
     from . import gpu_paths
 
-    return [i for i in gpu_paths.path_items(layers if layers is not None else all_layers()) if i.pass_ in passes]
+    items = gpu_paths.path_items(layers if layers is not None else all_layers())
+    return [i for i in items if passes is None or i.pass_ in passes]
 
 
 def step_sweep(out: Path, table_out: Path, *, items=None, device=None, base: tuned.Table | None = None,
@@ -1155,8 +1164,9 @@ def main(argv=None) -> int:
                         help="an earlier sweep.csv(.gz) of this card and triton: items every config of which "
                              "spilled there are not swept again (the nets launch their first config)")
     parser.add_argument("--table-out", type=Path, help="folder for the tuned table (default: OUT/tuned)")
-    parser.add_argument("--passes", default="forward,dgrad",
-                        help="paths: the passes whose path items are timed (default forward,dgrad)")
+    parser.add_argument("--passes", default="",
+                        help="paths: the passes whose path items are timed, e.g. forward,dgrad (default: each "
+                             "path's own)")
     parser.add_argument("--archs", default=",".join(NET_ARCHS))
     parser.add_argument("--backends", default=",".join(NET_BACKENDS))
     args = parser.parse_args(argv)
@@ -1171,7 +1181,7 @@ def main(argv=None) -> int:
     if args.step == "paths":  # the path items beside the base table's generic winners
         device = _device()
         return step_sweep(args.out, args.table_out or args.out / "tuned", device=device,
-                          items=path_sweep_items(tuple(args.passes.split(","))),
+                          items=path_sweep_items(tuple(args.passes.split(",")) if args.passes else None),
                           base=base_table(device, args.base_table), dispatch=True)
     if args.step == "bench":
         return step_bench(args.out)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The one prepared command for a lent GPU; under 9 minutes on an H100 by the first run's
 # measurements (`bash scripts/gpu_check.sh --plan` prints the count, on any machine). Give
-# the device tool timeout_s=600. Steps, each stopped by SIGINT at its limit (capped to what
-# is left of BUDGET) and keeping what it measured:
+# the device tool timeout_s=570 (the budget and the longest kill grace). Steps, each stopped
+# by SIGINT at its limit (capped to what is left of BUDGET) and keeping what it measured:
 #   env      GPU, driver, torch, triton, cuDNN
 #   compile  what the later steps launch, longest compiles first, claimed one by one by
 #            parallel workers sharing one TRITON_CACHE_DIR (python -m benchmarks.sweep compile):
 #            with the card's committed table, its config of every layer it serves, every
-#            config of the layers it lacks, and the bench's per-branch Inception launches
+#            config of the layers and path items it lacks, and the bench's per-branch
+#            Inception launches
 #   correct  the fuzz tests (hypothesis profile gpu-check), the split-K test, the tuned-table
 #            tests, the conv statistics epilogue, the FC epilogue and dropout, the 1x1 TMA path,
 #            and the CUDA-graph replay of a training step, against float64 references, pytest -n 14
@@ -16,15 +17,20 @@
 #   sweep    the layers the committed table lacks (but for those every config of which
 #            spilled in the first run's rows), every config checked against torch's eager op
 #            and timed beside it; the table: the committed entries and the new winners
+#   paths    every path's items beside the generic kernel (the 1x1 GEMM, the stems'
+#            space-to-depth, ...), each config checked and timed: the table gets their
+#            winners and the path records the nets then follow
 #   bench    the copy bandwidth, the memory-bound kernels as % of it, each Inception block's
 #            1x1 GEMMs fused vs once per branch vs cuDNN per branch vs one cuDNN conv
-#   nets     training images/s of the three nets on torch, compile and triton (the table),
-#            and the table's hits and misses per net and backend
+#   nets     training images/s of the three nets on torch and triton (the paths step's table,
+#            path records included), and the table's hits and misses per net and backend
 #   pack     summary.txt, the tuned table, steps.txt and one gpu-check.tar.gz of everything
+# --followup (the second command, timeout_s 300, on the still-warm machine): torch.compile's
+# training img/s; then, in what is left of its budget, the CUDA-graph replays and the profile.
 # Results go to $OUT when set (the device tool's folder), else ./gpu-check-out: 5 files
 # (summary.txt, steps.txt, the table, correct-failures.txt, gpu-check.tar.gz), re-packed
 # after each step. Every step runs even if an earlier one fails; the exit code is non-zero
-# if any failed.
+# if any failed (an optional step left no time is not a failure).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
@@ -37,12 +43,15 @@ MODE=check
 
 # Seconds per step: `python -m benchmarks.gpu_plan --limits` (tests/test_gpu_plan.py keeps
 # these equal to it; written here so the GPU spends no time re-counting).
-LIMIT_env=10 LIMIT_compile=51 LIMIT_correct=180 LIMIT_sweep=11 LIMIT_nets=269 LIMIT_pack=10
+LIMIT_env=10 LIMIT_compile=60 LIMIT_correct=180 LIMIT_sweep=11 LIMIT_paths=65 LIMIT_bench=47 LIMIT_nets=60
+LIMIT_pack=10
 BUDGET=540  # the whole command (gpu_plan.BUDGET_S); no step runs past it but pack
 # --followup (`python -m benchmarks.gpu_plan --followup --limits`), the second command on the
 # still-warm machine: its own limits and budget (gpu_plan.FOLLOWUP_BUDGET_S)
-FLIMIT_env=10 FLIMIT_bench=47 FLIMIT_paths=81 FLIMIT_profile=37 FLIMIT_graphs=47 FLIMIT_pack=10
+FLIMIT_env=10 FLIMIT_nets=209 FLIMIT_graphs=67 FLIMIT_profile=37 FLIMIT_pack=10
 FBUDGET=240
+# --followup steps that run only in what is left of FBUDGET (not counted against it)
+OPTIONAL_STEPS="graphs profile"
 # SIGINT to SIGKILL. The correctness step's pytest -n 14 needs more than xdist's 10 s
 # (NodeManager.EXIT_TIMEOUT) to stop workers caught in a compile, which a signal cannot
 # interrupt, before it writes its JUnit XML and summary; with 10 s it was killed first.
@@ -60,6 +69,8 @@ WORK="$(mktemp -d)/gpu-check"
 mkdir -p "$WORK"
 # one cache for both commands: the follow-up on the warm machine finds the check's compiles
 export TRITON_CACHE_DIR=/tmp/convbench-triton-cache
+# the check's latest table (copied after each step), which the follow-up's nets launch
+LAST_TABLE_DIR=/tmp/convbench-last-table
 if [ "$MODE" = followup ]; then
     BUDGET=$FBUDGET
     for f in ${!FLIMIT_@}; do eval "LIMIT_${f#FLIMIT_}=\$$f"; done  # each FLIMIT_x becomes LIMIT_x
@@ -79,7 +90,7 @@ step() {  # step NAME COMMAND...: run under its limit (SIGINT, then KILL after i
     [ "$name" = pack ] || [ "$left" -ge "$limit" ] || limit=$left
     if [ "$limit" -le 0 ]; then
         echo "$name skipped: no time left of ${BUDGET}s" | tee -a "$WORK/steps.txt"
-        status=1
+        case " $OPTIONAL_STEPS " in *" $name "*) ;; *) status=1 ;; esac
         return
     fi
     echo "=== $name (limit $limit s, $(date -u +%H:%M:%S))"
@@ -92,6 +103,7 @@ step() {  # step NAME COMMAND...: run under its limit (SIGINT, then KILL after i
     cp "$WORK/correct-failures.txt" "$OUT_DIR/" 2>/dev/null
     tar czf "$OUT_DIR/gpu-check.tar.gz" -C "$(dirname "$WORK")" gpu-check 2>/dev/null
     cp "$WORK"/tuned/*.json "$OUT_DIR/" 2>/dev/null
+    mkdir -p "$LAST_TABLE_DIR" && cp "$WORK"/tuned/*.json "$LAST_TABLE_DIR/" 2>/dev/null
     tail -n 3 "$WORK/$name.log"
     [ "$rc" -eq 0 ] || status=1
 }
@@ -126,23 +138,35 @@ CONVBENCH_TUNED=off step sweep python3 -m benchmarks.sweep sweep --out "$WORK/sw
     --known-rows "$KNOWN_ROWS"
 
 TABLE="$(ls "$WORK"/tuned/*.json 2>/dev/null | head -n 1)"
-# The sweep's table (the committed one completed), else the committed one (CONVBENCH_TUNED
-# unset); a miss launches the first config instead of autotuning serially.
-CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step nets python3 -m benchmarks.sweep nets --out "$WORK/nets"
+# every path's items (the 1x1 GEMM, the stems' space-to-depth, ...), every config checked and
+# timed beside cuDNN (compiled by the compile step): the sweep's table (else the committed
+# one) plus their winners and the path records (which path each layer pass takes) come back
+# as the card's table, in the same file
+CONVBENCH_TUNED=off step paths python3 -m benchmarks.sweep paths --out "$WORK/paths" --table-out "$WORK/tuned" \
+    ${TABLE:+--base-table "$TABLE"}
+TABLE="$(ls "$WORK"/tuned/*.json 2>/dev/null | head -n 1)"
+
+# the bench: copy bandwidth, memory-bound kernels as % of it, Inception four ways
+CONVBENCH_AUTOTUNE=first step bench python3 -m benchmarks.sweep bench --out "$WORK/bench"
+
+# The paths step's table (the sweep's, the committed one completed), else the committed one
+# (CONVBENCH_TUNED unset); a miss launches the first config instead of autotuning serially,
+# a recorded path record picks the path.
+CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step nets python3 -m benchmarks.sweep nets --out "$WORK/nets" \
+    --backends torch,triton
 
 else  # --followup: what the first command leaves for a second one
-    # the bench: copy bandwidth, memory-bound kernels as % of it, Inception four ways
-    CONVBENCH_AUTOTUNE=first step bench python3 -m benchmarks.sweep bench --out "$WORK/bench"
-    # the 1x1 TMA path's forward and data-grad items, every config checked and timed beside
-    # cuDNN: the committed table plus their winners and the path records (which path each
-    # 1x1 layer pass should take) come back as the card's table
-    CONVBENCH_TUNED=off step paths python3 -m benchmarks.sweep paths --out "$WORK/paths" --table-out "$WORK/tuned"
-    # where the time of the items furthest behind cuDNN goes: device time per kernel, host time
+    # the first command's table on this still-warm machine, else the committed one
+    TABLE="$(ls "$LAST_TABLE_DIR"/*.json 2>/dev/null | head -n 1)"
+    # torch.compile's training img/s on the same machine (its three builds: most of the step)
+    CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step nets python3 -m benchmarks.sweep nets \
+        --out "$WORK/nets" --backends compile
+    # if time is left: each net's training step replayed as one CUDA graph (what the host
+    # costs the step), then where the time of the items furthest behind cuDNN goes
+    CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step graphs python3 -m benchmarks.sweep nets \
+        --out "$WORK/graphs" --backends triton+graph,torch+graph
     CONVBENCH_AUTOTUNE=first step profile python3 -m benchmarks.gpu_profile --out "$WORK/profile" \
         --sweep "$KNOWN_ROWS" --worst "$PROFILE_WORST" --items "$PROFILE_ITEMS"
-    # each net's training step replayed as one CUDA graph: what the host costs the step
-    CONVBENCH_AUTOTUNE=first step graphs python3 -m benchmarks.sweep nets --out "$WORK/nets" \
-        --backends torch+graph,triton+graph
 fi
 
 step pack python3 scripts/gpu_summary.py "$WORK" --out "$WORK/summary.txt"

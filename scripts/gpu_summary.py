@@ -66,7 +66,7 @@ def summarize(work: Path) -> None:
                 failure = case.find("error")
             if failure is not None:
                 print(f"  FAILED {case.get('classname')}::{case.get('name')}: {failure.get('message', '')[:300]}")
-    for name in ("sweep", "paths"):  # the generic layers' sweep; the 1x1 path's (--followup)
+    for name in ("sweep", "paths"):  # the generic layers' sweep; the paths' items
         summarize_sweep(name, work / name / "sweep.csv")
     for table in sorted((work / "tuned").glob("*.json")) if (work / "tuned").exists() else []:
         data = json.loads(table.read_text())
@@ -100,25 +100,32 @@ def summarize_sweep(name: str, sweep: Path) -> None:
                   f"{float(pd.Series(best.speedup).pow(1 / len(best)).prod()):.3f}")
 
 
+def _summarize_nets(folder: Path) -> None:
+    """The nets.csv of one nets run (and the table misses it counted)."""
+    nets = folder / "nets.csv"
+    if not (nets.exists() and nets.stat().st_size):
+        return
+    print(f"\n{folder.name}, training images/s at batch 128 bf16 (table_hits / table_misses: launches of our "
+          "kernels the tuned table served / did not, over the whole run):")
+    print(pd.read_csv(nets).to_string(index=False))
+    misses = folder / "nets-misses.csv"
+    if misses.exists() and misses.stat().st_size:
+        missed = pd.read_csv(misses)
+        if not missed.empty:
+            print("  table misses (kernel: distinct keys, launches):")
+            for (arch, backend), group in missed.groupby(["arch", "backend"]):
+                kinds = group.groupby("kernel").launches.agg(["count", "sum"])
+                print(f"  {arch} {backend}: " + ", ".join(f"{k} {int(r['count'])}, {int(r['sum'])}"
+                                                         for k, r in kinds.iterrows()))
+
+
 def _summarize_rest(work: Path) -> None:
     """The bench, the nets, the profile and the steps of a work folder."""
     bench = work / "bench" / "bench.csv"
     if bench.exists() and bench.stat().st_size:
         summarize_bench(pd.read_csv(bench))
-    nets = work / "nets" / "nets.csv"
-    if nets.exists() and nets.stat().st_size:
-        print("\nnets, training images/s at batch 128 bf16 (table_hits / table_misses: launches of our kernels "
-              "the tuned table served / did not, over the whole run):")
-        print(pd.read_csv(nets).to_string(index=False))
-        misses = work / "nets" / "nets-misses.csv"
-        if misses.exists() and misses.stat().st_size:
-            missed = pd.read_csv(misses)
-            if not missed.empty:
-                print("  table misses (kernel: distinct keys, launches):")
-                for (arch, backend), group in missed.groupby(["arch", "backend"]):
-                    kinds = group.groupby("kernel").launches.agg(["count", "sum"])
-                    print(f"  {arch} {backend}: " + ", ".join(f"{k} {int(r['count'])}, {int(r['sum'])}"
-                                                             for k, r in kinds.iterrows()))
+    for folder in ("nets", "graphs"):  # the nets step's backends; --followup's graph replays
+        _summarize_nets(work / folder)
     profile = work / "profile" / "profile.csv"
     if profile.exists() and profile.stat().st_size:
         summarize_profile(pd.read_csv(profile))

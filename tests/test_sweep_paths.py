@@ -18,7 +18,7 @@ def layers():
 
 
 def test_path_items_cover_every_1x1_stride1_conv_once(layers):
-    items = gpu_paths.path_items(layers)
+    items = gpu_paths.path_items(layers, ["gemm1x1"])
     assert {i.kernel for i in items} == set(gpu_paths.KERNELS.values())
     assert all(i.kernel == gpu_paths.KERNELS[i.pass_] and not i.follows for i in items)
     index = [(i.kernel, i.pass_, i.shape_key) for i in items]
@@ -34,9 +34,11 @@ def test_path_items_cover_every_1x1_stride1_conv_once(layers):
     for b in blocks:
         for suffix in ("fused1x1", "pool_proj"):
             assert {i.pass_ for i in items if i.layer == f"{b.name}.{suffix}"} <= {"dgrad", "wgrad"}
-    # the generic sweep has an item of the same layer and pass for each (its dispatch rival)
+    # the generic sweep has an item of the same layer and pass for each path's (its dispatch rival)
     generic = {(i.layer, i.pass_) for i in sweep.all_items(layers)}
-    assert all((i.layer, i.pass_) in generic for i in items)
+    every = gpu_paths.path_items(layers)
+    assert {i.path for i in every} == set(gpu_paths.PATH_SPECS)
+    assert all((i.layer, i.pass_) in generic for i in every)
 
 
 def test_wgrad_split_is_what_the_launcher_asks_for():
@@ -124,3 +126,23 @@ def test_dispatch_records_over_more_paths():
          "layer": stem}]
     # without the generic kernel's winner there is nothing to race against: no record
     assert gpu_paths.dispatch_records([s2d]) == []
+
+
+def test_stem_items_run_the_s2d_path_under_every_config(monkeypatch, tmp_path):
+    """A stem's s2d items (forward, weight-grad): every config checked through sweep_item on
+    the space-to-depth path, the entry named for its path, keyed by the rewritten conv."""
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    stem = shapes.ConvShape("tiny_stem", 3, 9, 8, 3, stride=2, padding=1)
+    items = gpu_paths.conv_path_items(stem, "s2d")
+    assert [(i.pass_, i.kernel, i.path) for i in items] == [("forward", "_conv_fwd_kernel", "s2d"),
+                                                          ("wgrad", "_conv_wgrad_kernel", "s2d")]
+    for item in items:
+        rows = sweep.Rows(tmp_path / f"{item.pass_}.csv", sweep.SWEEP_FIELDS)
+        with LaunchRecorder() as rec:
+            entry = sweep.sweep_item(item, "cpu", rows, configs=configs.configs(item.family), time_it=False)
+        rows.close()
+        assert entry is not None and entry["path"] == "s2d", item.id
+        assert rec.names()["_space_to_depth_kernel"] >= 1, item.id
+        assert entry["key"]["stride_h"] == 1 and entry["key"]["CG"] % 16 == 0  # the rewritten conv's key
+        assert entry["dispatch_key"]["stride_h"] == 2 and entry["dispatch_key"]["C"] == 3
+    assert gpu_paths.conv_path_items(shapes.ConvShape("wide", 64, 9, 8, 3, stride=2, padding=1), "s2d") == []
