@@ -72,6 +72,14 @@ def tma_boxes(nargs: dict) -> None:
             nargs[name].block_shape = box
 
 
+def tma_patch_boxes(nargs: dict) -> None:
+    """Config pre-hook of the TMA KxK conv kernels (`conv_tma.py`): the input's (or the
+    output gradient's) 4-D NHWC box is one [BLOCK_H, BLOCK_W] patch of pixels by BLOCK_K
+    channels, the filter's 3-D [K, R*S, C] box BLOCK_N rows of one tap's BLOCK_K channels."""
+    nargs["a_src"].block_shape = [1, nargs["BLOCK_H"], nargs["BLOCK_W"], nargs["BLOCK_K"]]
+    nargs["b_src"].block_shape = [nargs["BLOCK_N"], 1, nargs["BLOCK_K"]]
+
+
 def _tma_cfg(bm, bn, bk, warps, stages, **extra):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, **extra},
                          num_warps=warps, num_stages=stages, pre_hook=tma_boxes)
@@ -104,6 +112,31 @@ CONV1X1_WGRAD = [
     _tma_cfg(64, 64, 128, 4, 3),
     _tma_cfg(64, 64, 32, 4, 3),  # the one that fits float64 (98,304 bytes)
 ]
+# Stride-1 KxK conv fed by TMA boxes (`conv_tma.py`): BLOCK_H x BLOCK_W output pixels of one
+# image (BLOCK_M = 64 or 128 GEMM rows) by BLOCK_N channels, persistent over tiles, forward
+# and data-grad. Source: the CONV1X1 rows above (Triton's 09-persistent-matmul Hopper
+# configs: 128x128x64 on 8 warps, 3 stages; 64-row tiles on 4 warps, 4 stages; no 128x256:
+# it spills on sm_90 with this path's pointer epilogue) with their
+# 128 rows as 8x16 or 16x8 patches and 64 rows as 8x8 or 4x16 (4x16 tiles 27- and 28-row
+# outputs with 12-19% idle rows where 8x8 leaves 23-29%), a 32-deep and a 16-deep K step for
+# the 16- and 32-channel layers (GoogLeNet's 5x5 branches: a 64-deep box would be 3/4 zeros),
+# and the 64x64x32 tile that fits float64. Not yet measured on our layers.
+def _patch_cfg(bh, bw, bn, bk, warps, stages):
+    return triton.Config({"BLOCK_H": bh, "BLOCK_W": bw, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
+                         num_warps=warps, num_stages=stages, pre_hook=tma_patch_boxes)
+
+
+CONV_TMA = [
+    _patch_cfg(8, 16, 128, 64, 8, 3),
+    _patch_cfg(16, 8, 128, 64, 8, 3),
+    _patch_cfg(8, 16, 64, 64, 4, 4),
+    _patch_cfg(8, 8, 128, 64, 4, 4),
+    _patch_cfg(4, 16, 128, 64, 4, 4),
+    _patch_cfg(8, 8, 64, 64, 4, 4),
+    _patch_cfg(8, 16, 64, 32, 4, 4),
+    _patch_cfg(8, 16, 64, 16, 4, 4),
+    _patch_cfg(8, 8, 64, 32, 4, 3),  # the one that fits float64
+]
 # Element-wise and sliding-window kernels (LRN, add+ReLU): one block size axis.
 # Source: Liger-Kernel / Triton tutorial 02 practice (4 to 16 KB of each operand per CTA).
 MEM_BOUND = [
@@ -131,18 +164,20 @@ _INTERPRET = {
     "conv_wgrad": [_cfg(64, 64, 64, 4, 1)],
     "conv1x1": [_tma_cfg(64, 64, 64, 4, 1, GROUP_M=4)],
     "conv1x1_wgrad": [_tma_cfg(64, 64, 64, 4, 1)],
+    # 4x4 patches: the tests' odd 7- to 15-pixel outputs still get several tiles a side
+    "conv_tma": [_patch_cfg(4, 4, 16, 16, 4, 1)],
     "mem_bound": [triton.Config({"BLOCK": 4096}, num_warps=4)],
     "lrn": [triton.Config({"BLOCK_P": 16}, num_warps=4)],
     "channel_tiles": [triton.Config({"BLOCK_P": 32, "BLOCK_C": 256}, num_warps=4)],
 }
 _GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "conv1x1": CONV1X1, "conv1x1_wgrad": CONV1X1_WGRAD,
-        "mem_bound": MEM_BOUND, "lrn": LRN, "channel_tiles": CHANNEL_TILES}
+        "conv_tma": CONV_TMA, "mem_bound": MEM_BOUND, "lrn": LRN, "channel_tiles": CHANNEL_TILES}
 _GPU_FIRST = {family: listed[:1] for family, listed in _GPU.items()}  # one list object per family
 # GEMM families: their configs are pruned by shared memory.
-GEMM_FAMILIES = ("conv_gemm", "conv_wgrad", "conv1x1", "conv1x1_wgrad")
+GEMM_FAMILIES = ("conv_gemm", "conv_wgrad", "conv1x1", "conv1x1_wgrad", "conv_tma")
 # A family whose kernels need a hook before every launch: configs from a tuned table or
 # `forced_config` (built without it) get the family's.
-_LAUNCH_HOOKS = {"conv1x1": tma_boxes, "conv1x1_wgrad": tma_boxes}
+_LAUNCH_HOOKS = {"conv1x1": tma_boxes, "conv1x1_wgrad": tma_boxes, "conv_tma": tma_patch_boxes}
 
 
 def configs(family: str) -> list[triton.Config]:
@@ -168,8 +203,9 @@ def gemm_shared_bytes(config: triton.Config, element_size: int, *, out_tile: boo
     output tile a TMA store stages (`out_tile`: the 1x1 kernels' forward and data-grad).
     Checked against the compiler's own numbers for sm_90 (scripts/compile_check.py)."""
     kw = config.kwargs
-    staged = config.num_stages * (kw["BLOCK_M"] * kw["BLOCK_K"] + kw["BLOCK_K"] * kw["BLOCK_N"])
-    return (staged + (kw["BLOCK_M"] * kw["BLOCK_N"] if out_tile else 0)) * element_size
+    rows = kw["BLOCK_M"] if "BLOCK_M" in kw else kw["BLOCK_H"] * kw["BLOCK_W"]  # a patch of pixels (conv_tma)
+    staged = config.num_stages * (rows * kw["BLOCK_K"] + kw["BLOCK_K"] * kw["BLOCK_N"])
+    return (staged + (rows * kw["BLOCK_N"] if out_tile else 0)) * element_size
 
 
 def _shared_limit(device) -> int | None:

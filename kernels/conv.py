@@ -18,8 +18,10 @@ The K loop runs one of two ways (constexpr FLAT_K): tap by tap with a channel bl
 packs 16+ useful values into each K step instead of 3.
 
 Each public launcher is a dispatch point: a 1x1 stride-1 conv (one group, no padding) may
-also run as a plain TMA-fed GEMM (`conv1x1.py`); `race.py` picks between the two per shape
-(forced path, tuned table record, or a timed race) and the generic kernel serves the rest.
+also run as a plain TMA-fed GEMM (`conv1x1.py`), a stride-1 KxK conv's forward and
+data-grad as TMA box loads over output patches (`conv_tma.py`); `race.py` picks among the
+candidates per shape (forced path, tuned table record, or a timed race) and the generic
+kernel serves the rest.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ._reduce import column_sum
 from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
 from .configs import autotune
 from .conv1x1 import conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad, eligible
+from .conv_tma import conv_tma_forward, conv_tma_input_grad, eligible_tma_kxk
 from .residual import relu_grad
 from .tuned import tuned_split
 
@@ -498,6 +501,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_fwd_kernel",),
                                          lambda: conv1x1_forward(x, weight, bias, residual, y, relu=relu)))
+    if eligible_tma_kxk(geo, x):
+        candidates.append(race.Candidate("tma_kxk", ("_conv_tma_fwd_kernel",),
+                                         lambda: conv_tma_forward(x, weight, bias, residual, y, geo, relu=relu)))
     race.choose("conv_forward", dispatch_key(geo), x, candidates, rerun_safe=not _shares_memory(y, residual)).run()
     return y
 
@@ -561,6 +567,9 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_dgrad_kernel",),
                                          lambda: conv1x1_input_grad(grad_out, weight, dx, relu_input=relu_input)))
+    if eligible_tma_kxk(geo, grad_out):
+        candidates.append(race.Candidate("tma_kxk", ("_conv_tma_dgrad_kernel",),
+                                         lambda: conv_tma_input_grad(grad_out, weight, geo, dx, relu_input=relu_input)))
     race.choose("conv_dgrad", dispatch_key(geo), dx, candidates, rerun_safe=not _shares_memory(dx, relu_input)).run()
     return dx
 

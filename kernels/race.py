@@ -1,9 +1,10 @@
 """Per-shape choice between the implementations of one conv pass: the dispatch-level race.
 
 A pass (a *site*: "conv_forward", "conv_dgrad", "conv_wgrad") may offer several candidate
-paths for one shape, e.g. the dedicated 1x1 GEMM ("gemm1x1", `conv1x1.py`) beside the
-generic implicit-GEMM kernel ("generic", `conv.py`), which serves every shape and is always
-a candidate. The kernel autotuner picks a config within one kernel; this picks the kernel.
+paths for one shape, e.g. the dedicated 1x1 GEMM ("gemm1x1", `conv1x1.py`) or the TMA-fed
+stride-1 KxK conv ("tma_kxk", `conv_tma.py`) beside the generic implicit-GEMM kernel
+("generic", `conv.py`), which serves every shape and is always a candidate. The kernel
+autotuner picks a config within one kernel; this picks the kernel.
 The first rule that applies decides:
   1. a forced path (`forced_path(site, path)`), or a `configs.forced_config` on a kernel of
      one candidate: that candidate (sweeps and tests check and time one path so);
@@ -36,7 +37,7 @@ import torch
 from . import configs, tuned
 
 SITES = ("conv_forward", "conv_dgrad", "conv_wgrad")
-PATHS = ("generic", "gemm1x1")  # the order of the launchers' candidates: the generic kernel first
+PATHS = ("generic", "gemm1x1", "tma_kxk")  # the order of the launchers' candidates: the generic kernel first
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,15 @@ def run_conv1x1(device):
                  name="1x1 weight-grad, 2 splits")
 
 
+def run_conv_tma(device):
+    """The TMA KxK path forced (forward and data-grad; the weight-grad stays generic): a 3x3
+    pad-1 conv on an 11x12 image, 24 channels in (a channel tail at BLOCK_K 16, a part-empty
+    box at 64), 40 out (masked columns at every BLOCK_N): 1 to 3 patches a side at 8x16,
+    16x8, 8x8 and 4x16, each padded at the image's edges."""
+    with race.forced_path("conv_forward", "tma_kxk"), race.forced_path("conv_dgrad", "tma_kxk"):
+        _conv_check((2, 24, 11, 12), (40, 24, 3, 3), 1, 1, 1, device, seed=15)
+
+
 def run_pointwise(device):
     """Fused 1x1 GEMM with its split store, and the pool-projection variant (3x3/1/1
     max-pool while loading, argmax codes kept) with the gather and scatter that read them."""
@@ -201,6 +210,8 @@ AUTOTUNED = {
     "_conv1x1_fwd_kernel": ("conv1x1", run_conv1x1),
     "_conv1x1_dgrad_kernel": ("conv1x1", run_conv1x1),
     "_conv1x1_wgrad_kernel": ("conv1x1_wgrad", run_conv1x1),
+    "_conv_tma_fwd_kernel": ("conv_tma", run_conv_tma),
+    "_conv_tma_dgrad_kernel": ("conv_tma", run_conv_tma),
     "_add_relu_fwd_kernel": ("mem_bound", run_add_relu),
     "_relu_grad_kernel": ("mem_bound", run_add_relu),
     "_lrn_fwd_kernel": ("lrn", run_lrn),

@@ -78,10 +78,12 @@ def test_items_cover_every_layer_once(layers):
     # every autotuned kernel runs in some item but the plain LRN forward and add+ReLU, which
     # no net runs any more (its LRNs are fused with their pools, its add+ReLU into BatchNorm),
     # and the 1x1 GEMM path's kernels, whose items benchmarks/gpu_paths.py builds until
-    # all_items appends them (see its docstring; tests/test_sweep_paths.py covers them)
+    # all_items appends them (see its docstring; tests/test_sweep_paths.py covers them), and
+    # the TMA KxK path's, which have no sweep items yet
     assert set(configs.TUNABLE) - {i.kernel for i in items} == {"_lrn_fwd_kernel", "_add_relu_fwd_kernel",
                                                                  "_relu_grad_kernel", "_conv1x1_fwd_kernel",
-                                                                 "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel"}
+                                                                 "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel",
+                                                                 "_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel"}
     assert {i.kernel for i in items} <= set(configs.TUNABLE)
     # the new kinds, forward and backward, at each of their layers
     for layer in layers:
