@@ -567,7 +567,7 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_dgrad_kernel",),
                                          lambda: conv1x1_input_grad(grad_out, weight, dx, relu_input=relu_input)))
-    if eligible_tma_kxk(geo, grad_out):
+    if eligible_tma_kxk(geo, grad_out, grad=True):
         candidates.append(race.Candidate("tma_kxk", ("_conv_tma_dgrad_kernel",),
                                          lambda: conv_tma_input_grad(grad_out, weight, geo, dx, relu_input=relu_input)))
     race.choose("conv_dgrad", dispatch_key(geo), dx, candidates, rerun_safe=not _shares_memory(dx, relu_input)).run()

@@ -16,11 +16,12 @@ no pointer tile in the K loop; one program per SM loops over the output tiles.
               the ReLU mask of the conv's input fused into the store (as conv.py)
 Weight-grad stays on the generic kernel.
 
-`eligible_tma_kxk` says which convs and tensors the path serves: stride 1, one group, a
-filter larger than 1x1, channels (in and out) multiples of 8, the operand the boxes read a
-valid TMA tensor (channels innermost, 16-byte aligned base and strides), and an output
-that some patch of the family's configs tiles with less than MAX_PATCH_WASTE of its pixels
-idle (7x7 and 13x13 outputs stay on the generic kernel, whose tiles span images).
+`eligible_tma_kxk` says which convs and tensors the path serves, per pass: stride 1, one
+group, a filter larger than 1x1, channels (in and out) multiples of 8, the operand the
+boxes read a valid TMA tensor (channels innermost, 16-byte aligned base and strides), and
+a pass output that a patch of the family's configs fits inside and tiles with less than
+MAX_PATCH_WASTE of its pixels idle (7x7 and 13x13 outputs stay on the generic kernel,
+whose tiles span images).
 Outputs, bias, residual and the ReLU mask are read and written through pointers (any
 strides). The filter is re-laid out by torch (a copy) where it is not KRSC already.
 
@@ -263,19 +264,23 @@ def _filter_descriptor(w: torch.Tensor) -> _Descriptor:
     return _Descriptor(w, [K, R * S, C], [sk, ss, 1], [16, 1, 16])
 
 
-def eligible_tma_kxk(geo, *operands: torch.Tensor) -> bool:
-    """True for the convolutions (a `conv.ConvGeometry`) and tensors this path serves:
-    stride 1, one group (a channel block would straddle groups: the zero fill stops only
-    at the tensor's end), a filter larger than 1x1 (`conv1x1.py` serves 1x1), any dilation,
-    input and output channels multiples of CHANNEL_MULTIPLE, every operand (what the boxes
-    read: x for the forward, grad_out for the data-grad) a valid TMA tensor
-    (`nhwc_descriptor`), and both the output (P x Q) and the input (H x W) served by a
-    patch of the family's configs (`output_served`), so that the forward and the data-grad
-    are offered together."""
-    return (geo.stride == (1, 1) and geo.groups == 1 and geo.R * geo.S > 1
+def geometry_served(geo, *, grad: bool = False) -> bool:
+    """The shape half of `eligible_tma_kxk`: stride 1, one group (a channel block would
+    straddle groups: the zero fill stops only at the tensor's end), a filter larger than
+    1x1 (`conv1x1.py` serves 1x1), any dilation and padding, input and output channels
+    multiples of CHANNEL_MULTIPLE, and the pass's output (P x Q for the forward, H x W for
+    the data-grad: `grad`) served by a patch of the family's configs (`output_served`)."""
+    rows, cols = (geo.H, geo.W) if grad else (geo.P, geo.Q)
+    return (geo.stride == (1, 1) and geo.groups == 1 and geo.R * geo.S > 1 and geo.N > 0
             and geo.C > 0 and geo.K > 0 and geo.C % CHANNEL_MULTIPLE == 0 and geo.K % CHANNEL_MULTIPLE == 0
-            and geo.N > 0 and output_served(geo.P, geo.Q) and output_served(geo.H, geo.W)
-            and all(nhwc_descriptor(t) is not None for t in operands))
+            and output_served(rows, cols))
+
+
+def eligible_tma_kxk(geo, operand: torch.Tensor, *, grad: bool = False) -> bool:
+    """True where this path computes the pass exactly: the conv (a `conv.ConvGeometry`)
+    passes `geometry_served` and `operand`, the tensor the boxes read (x for the forward,
+    grad_out for the data-grad: `grad`), is a valid TMA tensor (`nhwc_descriptor`)."""
+    return geometry_served(geo, grad=grad) and nhwc_descriptor(operand) is not None
 
 
 def _persistent_grid(device, batch: int, rows: int, cols: int, channels: int):
