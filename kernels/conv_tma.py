@@ -52,6 +52,8 @@ MAX_PATCH_WASTE = 0.25
 # Channels (in and out) must be multiples of this: a pixel's channels are then a whole
 # number of 16-byte rows in half precision, as a TMA descriptor's strides need.
 CHANNEL_MULTIPLE = 8
+# The largest float64 tile (pixels, channels, K step) that compiles without spills on sm_90.
+FP64_TILE = (64, 64, 16)
 
 
 # --------------------------------------------------------------------------- tiling rules
@@ -80,13 +82,24 @@ def output_served(rows: int, cols: int) -> bool:
     return any(patch_serves(rows, cols, c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"]) for c in _family_configs())
 
 
+def fp64_fits(config: triton.Config) -> bool:
+    """Whether a float64 launch may take `config`: tiles up to FP64_TILE (rows, columns,
+    depth). Compiled for sm_90 (scripts/compile_check.py), larger float64 tiles spill to
+    local memory (the accumulator is twice fp32's, and there is no fp64 wgmma)."""
+    kw = config.kwargs
+    rows, cols, depth = FP64_TILE
+    return kw["BLOCK_H"] * kw["BLOCK_W"] <= rows and kw["BLOCK_N"] <= cols and kw["BLOCK_K"] <= depth
+
+
 def prune_patches(configs_, named_args, *, sizes: tuple[str, str], **kwargs):
-    """Autotuning prunes to the configs that fit shared memory (`prune_by_shared_memory`),
-    whose patch serves the pass's output (named_args[sizes]: P, Q for the forward, H, W for
-    the data-grad) and whose channel block is no deeper than the reduced channels need (a
-    16-channel layer wastes 3/4 of every 64-deep step). Keeps the first fitting config
-    where none passes."""
+    """Autotuning prunes to the configs that fit shared memory (`prune_by_shared_memory`)
+    and, for float64, `fp64_fits`; of those, to the ones whose patch serves the pass's
+    output (named_args[sizes]: P, Q for the forward, H, W for the data-grad) and whose
+    channel block is no deeper than the reduced channels need (a 16-channel layer wastes
+    3/4 of every 64-deep step). Keeps the first fitting config where none passes."""
     fits = prune_by_shared_memory(configs_, named_args, **kwargs)
+    if kwargs.get("FP64"):
+        fits = [c for c in fits if fp64_fits(c)] or fits[-1:]
     rows, cols = (named_args[s] for s in sizes)
     cin = named_args["C"] if sizes == ("P", "Q") else named_args["K"]
     depth = max(16, triton.next_power_of_2(cin))
