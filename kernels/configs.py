@@ -80,6 +80,14 @@ def tma_patch_boxes(nargs: dict) -> None:
     nargs["b_src"].block_shape = [nargs["BLOCK_N"], 1, nargs["BLOCK_K"]]
 
 
+def tma_wgrad_boxes(nargs: dict) -> None:
+    """Config pre-hook of the TMA KxK weight-grad (`conv_tma.py`): one [BLOCK_H, BLOCK_W]
+    patch of pixels, by BLOCK_M output-gradient channels (a_src) and by BLOCK_N input
+    channels (b_src)."""
+    nargs["a_src"].block_shape = [1, nargs["BLOCK_H"], nargs["BLOCK_W"], nargs["BLOCK_M"]]
+    nargs["b_src"].block_shape = [1, nargs["BLOCK_H"], nargs["BLOCK_W"], nargs["BLOCK_N"]]
+
+
 def _tma_cfg(bm, bn, bk, warps, stages, **extra):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, **extra},
                          num_warps=warps, num_stages=stages, pre_hook=tma_boxes)
@@ -137,6 +145,25 @@ CONV_TMA = [
     _patch_cfg(8, 16, 64, 16, 4, 4),
     _patch_cfg(8, 8, 64, 16, 4, 4),  # the one float64 takes (conv_tma.FP64_TILE: larger ones spill on sm_90)
 ]
+# Its weight-grad: BLOCK_M output by BLOCK_N input channels of one tap, the reduction over
+# the output's pixels a BLOCK_H x BLOCK_W patch (64 or 128 pixels) per step, split across
+# programs. Source: the CONV1X1_WGRAD rows (128x128 with 64- and 128-deep steps on 8 warps,
+# 64-wide tiles on 4), the steps as 8x8 / 8x16 / 4x16 patches, and a 64x32 tile with 32-pixel
+# steps for float64. Not yet measured on our layers.
+def _wgrad_patch_cfg(bm, bn, bh, bw, warps, stages):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_H": bh, "BLOCK_W": bw},
+                         num_warps=warps, num_stages=stages, pre_hook=tma_wgrad_boxes)
+
+
+CONV_TMA_WGRAD = [
+    _wgrad_patch_cfg(128, 128, 8, 8, 8, 3),
+    _wgrad_patch_cfg(128, 128, 8, 16, 8, 3),
+    _wgrad_patch_cfg(64, 128, 8, 8, 4, 4),
+    _wgrad_patch_cfg(128, 64, 8, 8, 4, 4),
+    _wgrad_patch_cfg(64, 64, 8, 16, 4, 3),
+    _wgrad_patch_cfg(64, 128, 4, 16, 4, 4),
+    _wgrad_patch_cfg(64, 32, 4, 8, 4, 3),  # the one float64 takes (conv_tma.FP64_WGRAD_TILE)
+]
 # Element-wise and sliding-window kernels (LRN, add+ReLU): one block size axis.
 # Source: Liger-Kernel / Triton tutorial 02 practice (4 to 16 KB of each operand per CTA).
 MEM_BOUND = [
@@ -166,18 +193,21 @@ _INTERPRET = {
     "conv1x1_wgrad": [_tma_cfg(64, 64, 64, 4, 1)],
     # 4x4 patches: the tests' odd 7- to 15-pixel outputs still get several tiles a side
     "conv_tma": [_patch_cfg(4, 4, 16, 16, 4, 1)],
+    "conv_tma_wgrad": [_wgrad_patch_cfg(16, 16, 4, 4, 4, 1)],
     "mem_bound": [triton.Config({"BLOCK": 4096}, num_warps=4)],
     "lrn": [triton.Config({"BLOCK_P": 16}, num_warps=4)],
     "channel_tiles": [triton.Config({"BLOCK_P": 32, "BLOCK_C": 256}, num_warps=4)],
 }
 _GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "conv1x1": CONV1X1, "conv1x1_wgrad": CONV1X1_WGRAD,
-        "conv_tma": CONV_TMA, "mem_bound": MEM_BOUND, "lrn": LRN, "channel_tiles": CHANNEL_TILES}
+        "conv_tma": CONV_TMA, "conv_tma_wgrad": CONV_TMA_WGRAD, "mem_bound": MEM_BOUND, "lrn": LRN,
+        "channel_tiles": CHANNEL_TILES}
 _GPU_FIRST = {family: listed[:1] for family, listed in _GPU.items()}  # one list object per family
 # GEMM families: their configs are pruned by shared memory.
-GEMM_FAMILIES = ("conv_gemm", "conv_wgrad", "conv1x1", "conv1x1_wgrad", "conv_tma")
+GEMM_FAMILIES = ("conv_gemm", "conv_wgrad", "conv1x1", "conv1x1_wgrad", "conv_tma", "conv_tma_wgrad")
 # A family whose kernels need a hook before every launch: configs from a tuned table or
 # `forced_config` (built without it) get the family's.
-_LAUNCH_HOOKS = {"conv1x1": tma_boxes, "conv1x1_wgrad": tma_boxes, "conv_tma": tma_patch_boxes}
+_LAUNCH_HOOKS = {"conv1x1": tma_boxes, "conv1x1_wgrad": tma_boxes, "conv_tma": tma_patch_boxes,
+                 "conv_tma_wgrad": tma_wgrad_boxes}
 
 
 def configs(family: str) -> list[triton.Config]:
@@ -203,8 +233,10 @@ def gemm_shared_bytes(config: triton.Config, element_size: int, *, out_tile: boo
     output tile a TMA store stages (`out_tile`: the 1x1 kernels' forward and data-grad).
     Checked against the compiler's own numbers for sm_90 (scripts/compile_check.py)."""
     kw = config.kwargs
-    rows = kw["BLOCK_M"] if "BLOCK_M" in kw else kw["BLOCK_H"] * kw["BLOCK_W"]  # a patch of pixels (conv_tma)
-    staged = config.num_stages * (rows * kw["BLOCK_K"] + kw["BLOCK_K"] * kw["BLOCK_N"])
+    # conv_tma's patch of pixels: the rows of its forward's tile, the K step of its weight-grad
+    rows = kw["BLOCK_M"] if "BLOCK_M" in kw else kw["BLOCK_H"] * kw["BLOCK_W"]
+    depth = kw["BLOCK_K"] if "BLOCK_K" in kw else kw["BLOCK_H"] * kw["BLOCK_W"]
+    staged = config.num_stages * (rows * depth + depth * kw["BLOCK_N"])
     return (staged + (rows * kw["BLOCK_N"] if out_tile else 0)) * element_size
 
 
@@ -389,7 +421,8 @@ def constexpr_names(tuner: TunedAutotuner) -> set[str]:
 def entry_problems(entry: dict) -> list[str]:
     """Why no kernel could use a tuned-table entry (empty when one can): an unknown kernel or
     family, key fields that are not the kernel's autotune key, config parameters that are not
-    the family's tuned constexprs, or a split count that does not give the key's SPLIT_ROWS."""
+    the family's tuned constexprs, or a split count that does not give the key's SPLIT_ROWS
+    (or is not its SPLITS)."""
     tuner = TUNABLE.get(entry.get("kernel"))
     if tuner is None:
         return [f"unknown kernel {entry.get('kernel')!r} (autotuned kernels: {sorted(TUNABLE)})"]
@@ -413,7 +446,10 @@ def entry_problems(entry: dict) -> list[str]:
     if entry.get("dtype") not in ("float16", "bfloat16", "float32", "float64"):
         problems.append(f"dtype must be a float dtype name, got {entry.get('dtype')!r}")
     split = entry.get("split_k")
-    if "SPLIT_ROWS" in tuner.keys:
+    if "SPLITS" in tuner.keys:  # the split count itself is the key (conv_tma's weight-grad)
+        if split != key.get("SPLITS"):
+            problems.append(f"split_k {split!r} is not the key's SPLITS {key.get('SPLITS')!r}")
+    elif "SPLIT_ROWS" in tuner.keys:
         if not (isinstance(split, int) and split >= 1):
             problems.append(f"{tuner.name} needs split_k, a positive int, got {split!r}")
         elif {"BATCH", "P", "Q", "SPLIT_ROWS"} <= set(key):

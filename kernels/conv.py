@@ -18,8 +18,8 @@ The K loop runs one of two ways (constexpr FLAT_K): tap by tap with a channel bl
 packs 16+ useful values into each K step instead of 3.
 
 Each public launcher is a dispatch point: a 1x1 stride-1 conv (one group, no padding) may
-also run as a plain TMA-fed GEMM (`conv1x1.py`), a stride-1 KxK conv's forward and
-data-grad as TMA box loads over output patches (`conv_tma.py`); `race.py` picks among the
+also run as a plain TMA-fed GEMM (`conv1x1.py`), a stride-1 KxK conv's three passes as
+TMA box loads over output patches (`conv_tma.py`); `race.py` picks among the
 candidates per shape (forced path, tuned table record, or a timed race) and the generic
 kernel serves the rest.
 """
@@ -40,7 +40,7 @@ from ._reduce import column_sum
 from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
 from .configs import autotune
 from .conv1x1 import conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad, eligible
-from .conv_tma import conv_tma_forward, conv_tma_input_grad, eligible_tma_kxk
+from .conv_tma import conv_tma_forward, conv_tma_input_grad, conv_tma_weight_grad, eligible_tma_kxk
 from .residual import relu_grad
 from .tuned import tuned_split
 
@@ -628,6 +628,9 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
     if eligible(geo):
         candidates.append(race.Candidate("gemm1x1", ("_conv1x1_wgrad_kernel",),
                                          lambda: conv1x1_weight_grad(x, grad_out, weight_dtype, split_k=split_k)))
+    if eligible_tma_kxk(geo, x, grad_out):
+        candidates.append(race.Candidate("tma_kxk", ("_conv_tma_wgrad_kernel",),
+                                         lambda: conv_tma_weight_grad(x, grad_out, geo, weight_dtype, split_k=split_k)))
     return race.choose("conv_wgrad", dispatch_key(geo), x, candidates).run()
 
 

@@ -14,7 +14,9 @@ no pointer tile in the K loop; one program per SM loops over the output tiles.
   forward     y = act(conv(x, w) + bias + residual)          (`fused_epilogue`, as conv.py)
   data-grad   dx = conv(dy, w flipped and transposed), stride 1, padding dil*(R-1) - pad,
               the ReLU mask of the conv's input fused into the store (as conv.py)
-Weight-grad stays on the generic kernel.
+  weight-grad dw[k, (r, s, c)] = sum over output pixels of dy[pix, k] * x[pix shifted by the
+              tap, c]: both operands patch boxes (dy's transposed), the patches split
+              across programs into fp32 partials, summed by `column_sum` (as conv.py)
 
 `eligible_tma_kxk` says which convs and tensors the path serves, per pass: stride 1, one
 group, a filter larger than 1x1, channels (in and out) multiples of 8, the operand the
@@ -25,8 +27,9 @@ whose tiles span images).
 Outputs, bias, residual and the ReLU mask are read and written through pointers (any
 strides). The filter is re-laid out by torch (a copy) where it is not KRSC already.
 
-Tiers: `_conv_tma_fwd_kernel`, `_conv_tma_dgrad_kernel` -> launchers `conv_tma_forward`,
-`conv_tma_input_grad`, called by `conv.py`'s launchers. Imports kernels' own modules only.
+Tiers: `_conv_tma_fwd_kernel`, `_conv_tma_dgrad_kernel`, `_conv_tma_wgrad_kernel` ->
+launchers `conv_tma_forward`, `conv_tma_input_grad`, `conv_tma_weight_grad`, called by
+`conv.py`'s launchers. Imports kernels' own modules only.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ import triton.language as tl
 
 from . import configs as _configs
 from ._gemm import fused_epilogue, tile_ids
+from ._reduce import column_sum
 from ._utils import dot_precision, needs_int64, sm_count
 from .configs import autotune, prune_by_shared_memory
 from .conv1x1 import _Descriptor
+from .tuned import tuned_split
 
 # Every autotune key: the layer's geometry (the padding only through P and Q) and the dot
 # precision; the dtype is part of every triton autotune key.
@@ -52,8 +57,10 @@ MAX_PATCH_WASTE = 0.25
 # Channels (in and out) must be multiples of this: a pixel's channels are then a whole
 # number of 16-byte rows in half precision, as a TMA descriptor's strides need.
 CHANNEL_MULTIPLE = 8
-# The largest float64 tile (pixels, channels, K step) that compiles without spills on sm_90.
+# The largest float64 tiles that compile without spills on sm_90: forward and data-grad
+# (pixels, channels, channel step), weight-grad (out channels, in channels, pixel step).
 FP64_TILE = (64, 64, 16)
+FP64_WGRAD_TILE = (64, 32, 32)
 
 
 # --------------------------------------------------------------------------- tiling rules
@@ -83,12 +90,27 @@ def output_served(rows: int, cols: int) -> bool:
 
 
 def fp64_fits(config: triton.Config) -> bool:
-    """Whether a float64 launch may take `config`: tiles up to FP64_TILE (rows, columns,
-    depth). Compiled for sm_90 (scripts/compile_check.py), larger float64 tiles spill to
+    """Whether a float64 launch may take `config`: tiles up to FP64_TILE (FP64_WGRAD_TILE
+    for the weight-grad's). Compiled for sm_90 (scripts/compile_check.py), larger float64 tiles spill to
     local memory (the accumulator is twice fp32's, and there is no fp64 wgmma)."""
     kw = config.kwargs
-    rows, cols, depth = FP64_TILE
-    return kw["BLOCK_H"] * kw["BLOCK_W"] <= rows and kw["BLOCK_N"] <= cols and kw["BLOCK_K"] <= depth
+    patch = kw["BLOCK_H"] * kw["BLOCK_W"]
+    if "BLOCK_K" in kw:  # forward / data-grad: the patch is the tile's rows
+        rows, cols, depth = FP64_TILE
+        return patch <= rows and kw["BLOCK_N"] <= cols and kw["BLOCK_K"] <= depth
+    rows, cols, depth = FP64_WGRAD_TILE  # weight-grad: the patch is the K step
+    return kw["BLOCK_M"] <= rows and kw["BLOCK_N"] <= cols and patch <= depth
+
+
+def prune_wgrad(configs_, named_args, **kwargs):
+    """The weight-grad's pruning: shared memory, `fp64_fits` for float64, then the configs
+    whose patch (its reduction step) serves the P x Q output it sums over."""
+    fits = prune_by_shared_memory(configs_, named_args, **kwargs)
+    if kwargs.get("FP64"):
+        fits = [c for c in fits if fp64_fits(c)] or fits[-1:]
+    rows, cols = named_args["P"], named_args["Q"]
+    keep = [c for c in fits if patch_serves(rows, cols, c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"])]
+    return keep or fits[:1]
 
 
 def prune_patches(configs_, named_args, *, sizes: tuple[str, str], **kwargs):
@@ -245,6 +267,61 @@ def _conv_tma_dgrad_kernel(
         tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
+@autotune("conv_tma_wgrad", key=[*_KEY, "SPLITS"], prune_configs_by={"early_config_prune": prune_wgrad})
+@triton.jit
+def _conv_tma_wgrad_kernel(
+    a_src, b_src, dw_ptr,
+    # problem sizes (the forward conv's); SPLITS: how many programs share each tile's
+    # reduction over the output's patches
+    BATCH, H, W, C, P, Q, K, R, S, pad_h, pad_w, dil_h, dil_w, SPLITS,
+    # strides: dw (split, k, c, r, s)
+    sdwz, sdwk, sdwc, sdwr, sdws,
+    # meta-parameters
+    FP64: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    """dw[split, k, c, r, s] = sum over this split's output patches of dy[n, k, p, q] *
+    x[n, c, p - ph + r*dh, q - pw + s*dw]: rows are output channels, columns one tap's
+    input channels, the reduction a BLOCK_H x BLOCK_W patch of one image per step.
+
+    a_src: dy as a [BATCH, P, Q, K] TensorDescriptor (box [1, BLOCK_H, BLOCK_W, BLOCK_M],
+    used transposed); b_src: x as a [BATCH, H, W, C] one (box [1, BLOCK_H, BLOCK_W,
+    BLOCK_N]) at the tap's shifted coordinates (zeros outside: the padding; dy's zeros past
+    the output cancel the x rows there). dw: [SPLITS, K, C, R, S], fp32 (fp64) partials, or
+    the gradient itself with one split. Grid: (row tiles * column tiles * R*S, SPLITS).
+    """
+    ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
+    BLOCK_P: tl.constexpr = BLOCK_H * BLOCK_W
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    num_k = tl.cdiv(K, BLOCK_M)
+    num_c = tl.cdiv(C, BLOCK_N)
+    k0 = (pid % num_k) * BLOCK_M
+    c0 = ((pid // num_k) % num_c) * BLOCK_N
+    tap = pid // (num_k * num_c)
+    h_off = (tap // S) * dil_h - pad_h
+    w_off = (tap % S) * dil_w - pad_w
+    tiles_w = tl.cdiv(Q, BLOCK_W)
+    per_image = tl.cdiv(P, BLOCK_H) * tiles_w
+    patches = BATCH * per_image
+    share = tl.cdiv(patches, SPLITS)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    for pt in range(split * share, tl.minimum(split * share + share, patches)):
+        n = pt // per_image
+        p0 = ((pt % per_image) // tiles_w) * BLOCK_H
+        q0 = ((pt % per_image) % tiles_w) * BLOCK_W
+        a = tl.reshape(a_src.load([n, p0, q0, k0]), (BLOCK_P, BLOCK_M))
+        b = tl.reshape(b_src.load([n, p0 + h_off, q0 + w_off, c0]), (BLOCK_P, BLOCK_N))
+        acc = tl.dot(a.T, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
+    offs_k = k0 + tl.arange(0, BLOCK_M)
+    offs_c = c0 + tl.arange(0, BLOCK_N)
+    z = split
+    if INDEX_64:
+        z = z.to(tl.int64)
+    dw_off = z * sdwz + offs_k[:, None] * sdwk + offs_c[None, :] * sdwc + (tap // S) * sdwr + (tap % S) * sdws
+    tl.store(dw_ptr + dw_off, acc.to(dw_ptr.dtype.element_ty), mask=(offs_k < K)[:, None] & (offs_c < C)[None, :])
+
+
 # --------------------------------------------------------------------------- host side
 def nhwc_descriptor(t: torch.Tensor) -> _Descriptor | None:
     """[N, C, H, W] `t` as a 4-D [N, H, W, C] TMA descriptor, or None where triton's rules
@@ -289,11 +366,12 @@ def geometry_served(geo, *, grad: bool = False) -> bool:
             and output_served(rows, cols))
 
 
-def eligible_tma_kxk(geo, operand: torch.Tensor, *, grad: bool = False) -> bool:
+def eligible_tma_kxk(geo, *operands: torch.Tensor, grad: bool = False) -> bool:
     """True where this path computes the pass exactly: the conv (a `conv.ConvGeometry`)
-    passes `geometry_served` and `operand`, the tensor the boxes read (x for the forward,
-    grad_out for the data-grad: `grad`), is a valid TMA tensor (`nhwc_descriptor`)."""
-    return geometry_served(geo, grad=grad) and nhwc_descriptor(operand) is not None
+    passes `geometry_served` and each of `operands`, the tensors the boxes read (x for the
+    forward, grad_out for the data-grad: `grad`, both for the weight-grad, which sums over
+    the forward's output), is a valid TMA tensor (`nhwc_descriptor`)."""
+    return geometry_served(geo, grad=grad) and all(nhwc_descriptor(t) is not None for t in operands)
 
 
 def _persistent_grid(device, batch: int, rows: int, cols: int, channels: int):
@@ -344,3 +422,40 @@ def conv_tma_input_grad(grad_out, weight, geo, dx, *, relu_input=None) -> torch.
         INDEX_64=needs_int64(grad_out, dx, mask_src),
     )
     return dx
+
+
+def wgrad_splits(geo, device: torch.device, split_k: int | None, dtype: torch.dtype | None = None) -> int:
+    """How many programs share each weight-grad tile's reduction: `split_k` when given, else
+    the card's tuned count for this geometry (and dtype), else enough to fill the device
+    twice over with 128x128 tiles, each split summing at least 512 output pixels."""
+    if split_k is None:
+        fields = {"BATCH": geo.N, "H": geo.H, "W": geo.W, "C": geo.C, "P": geo.P, "Q": geo.Q, "K": geo.K,
+                  "R": geo.R, "S": geo.S, "dil_h": geo.dilation[0], "dil_w": geo.dilation[1]}
+        split_k = tuned_split("_conv_tma_wgrad_kernel", device, fields, dtype)
+    if split_k is None:
+        tiles = triton.cdiv(geo.K, 128) * triton.cdiv(geo.C, 128) * geo.R * geo.S
+        split_k = min(triton.cdiv(2 * sm_count(device), tiles), geo.N * geo.P * geo.Q // 512, 128)
+    return max(1, int(split_k))
+
+
+def conv_tma_weight_grad(x, grad_out, geo, weight_dtype: torch.dtype, *, split_k: int | None = None) -> torch.Tensor:
+    """The weight gradient [K, C, R, S] (channels_last strides: KRSC memory), as
+    `conv.conv2d_weight_grad` returns it; called only where `eligible_tma_kxk(geo, x,
+    grad_out)`. A split whose share of patches is empty stores zeros."""
+    splits = wgrad_splits(geo, x.device, split_k, x.dtype)
+    partial_dtype = torch.float64 if weight_dtype == torch.float64 else torch.float32
+    buf = torch.empty((splits, geo.K, geo.R, geo.S, geo.C), device=x.device,
+                      dtype=weight_dtype if splits == 1 else partial_dtype)
+    dw = buf.permute(0, 1, 4, 2, 3)  # [split, K, C, R, S] over KRSC memory
+    grid = lambda meta: (triton.cdiv(geo.K, meta["BLOCK_M"]) * triton.cdiv(geo.C, meta["BLOCK_N"]) * geo.R * geo.S,
+                         splits)
+    _conv_tma_wgrad_kernel[grid](
+        _source(grad_out), _source(x), dw,
+        geo.N, geo.H, geo.W, geo.C, geo.P, geo.Q, geo.K, geo.R, geo.S, *geo.padding, *geo.dilation, splits,
+        *dw.stride(),
+        FP64=x.dtype == torch.float64, DOT_PRECISION=dot_precision(x.dtype), INDEX_64=needs_int64(buf),
+    )
+    if splits == 1:
+        return dw[0]
+    total = column_sum(buf.view(splits, -1), weight_dtype)
+    return total.view(geo.K, geo.R, geo.S, geo.C).permute(0, 3, 1, 2)

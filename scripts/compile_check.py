@@ -61,6 +61,7 @@ UNIT_STRIDES = {
     "conv1x1_wgrad": ["sdyk", "sxc", "sdwc"],
     "conv_tma_fwd": ["syk", "srk"],
     "conv_tma_dgrad": ["smc", "sdxc"],
+    "conv_tma_wgrad": ["sdwc"],
     "pointwise": ["sxc", "swc", "syak", "sybk", "sic"],
     "route": ["ssc", "sic", "sdc"],
     "colsum": ["s_in_c", "s_out_c"],
@@ -187,7 +188,8 @@ def conv_tma_variants(dt: str, quick: bool):
     NHWC box [1, BLOCK_H, BLOCK_W, BLOCK_K], the filter's [BLOCK_N, 1, BLOCK_K], as
     `configs.tma_patch_boxes` sets them), forward and data-grad, epilogues on and off, at
     every config of the family that a launch in this dtype may take (shared memory, and
-    `conv_tma.fp64_fits` for fp64; --quick: the first). Always TMA-fed:
+    `conv_tma.fp64_fits` for fp64; --quick: the first), and the weight-grad (partials or
+    the gradient stored, both index widths). Always TMA-fed:
     each promises wgmma (mma.sync for fp64), TMA loads and no spills (`main` fails it
     otherwise)."""
     prec = "ieee" if dt == "fp64" else "tf32"
@@ -204,10 +206,24 @@ def conv_tma_variants(dt: str, quick: bool):
             yield (f"conv_tma dgrad {dt} relu_mask={on} i64={not on} {meta}", conv_tma._conv_tma_dgrad_kernel,
                    {**boxes, "m_ptr": dt, "dx_ptr": dt}, {},
                    dict(RELU_MASK=on, **_unit("conv_tma_dgrad"), **common), w, s)
+    partial = "fp64" if dt == "fp64" else "fp32"
+    confs = [c for c in cfg.CONV_TMA_WGRAD if conv_tma.fp64_fits(c)] if dt == "fp64" else cfg.CONV_TMA_WGRAD
+    for conf in confs[:1] if quick else confs:
+        meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
+        if cfg.gemm_shared_bytes(conf, ELEMENT_SIZE[dt]) > 232448:
+            continue  # pruned for this dtype at launch
+        patch = f"1, {meta['BLOCK_H']}, {meta['BLOCK_W']}"
+        boxes = {"a_src": f"tensordesc<{dt}[{patch}, {meta['BLOCK_M']}]>",
+                 "b_src": f"tensordesc<{dt}[{patch}, {meta['BLOCK_N']}]>"}
+        for on in (True,) if quick else (True, False):
+            yield (f"conv_tma wgrad {dt} {partial} partials={on} i64={not on} {meta}", conv_tma._conv_tma_wgrad_kernel,
+                   {**boxes, "dw_ptr": partial if on else dt}, {},
+                   dict(FP64=dt == "fp64", DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_tma_wgrad"), **meta),
+                   w, s)
 
 
 # Kernels fed by TMA in every variant (no USE_TMA switch): each promises what a TMA variant does.
-ALWAYS_TMA = {"_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel"}
+ALWAYS_TMA = {"_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel", "_conv_tma_wgrad_kernel"}
 
 
 def promises_tma(kernel, constexprs: dict) -> bool:

@@ -1,6 +1,6 @@
 """The TMA-fed stride-1 KxK path (kernels/conv_tma.py, race path "tma_kxk"): forward with
-bias, residual and ReLU and the data-grad (with the ReLU mask) against float64 torch, with
-the path forced; padding at all four edges (boxes at negative coordinates and past the
+bias, residual and ReLU, the data-grad (with the ReLU mask) and the split weight-grad
+against float64 torch, with the path forced; padding at all four edges (boxes at negative coordinates and past the
 image's end), odd sizes that are no multiple of the patch, 3x3 and 5x5, dilation, batches;
 what the path refuses (the generic kernel then runs) and its patch rule on the nets' layers.
 
@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 
 from benchmarks.shapes import CONV
 from kernels import configs, race
-from kernels.conv import conv2d_forward, conv2d_input_grad, conv_geometry
+from kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_geometry
 from kernels.conv_tma import MAX_PATCH_WASTE, eligible_tma_kxk, geometry_served, nhwc_descriptor, patch_waste
 from tests.helpers import LaunchRecorder, assert_close
 from tests.test_conv import run_and_compare
 
-FWD, DGRAD = "_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel"
-GEMMS = {FWD, DGRAD, "_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv_wgrad_kernel"}
+FWD, DGRAD, WGRAD = "_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel", "_conv_tma_wgrad_kernel"
+GEMMS = {FWD, DGRAD, WGRAD, "_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv_wgrad_kernel"}
 
 
 def _forced() -> ExitStack:
@@ -60,12 +60,11 @@ def _data(*shapes, seed=0, dtype=torch.float32, device="cpu"):
 ])
 def test_forward_and_gradients_on_the_path(N, C, H, W, K, R, S, padding, dilation, device):
     """kernels.conv2d with bias, residual and ReLU, forward and every gradient against
-    float64, the path forced: its forward and data-grad kernels ran (the weight-grad is the
-    generic kernel's)."""
+    float64, the path forced: its forward, data-grad and weight-grad kernels ran."""
     with _forced(), LaunchRecorder() as rec:
         run_and_compare(N, C, H, W, K, R, S, 1, padding, 1, dilation=dilation, bias=True, residual=True,
                         activation="relu", channels_last=True, device=device, seed=N + C + H)
-    assert _gemms(rec) == {FWD, DGRAD, "_conv_wgrad_kernel"}, rec.names()
+    assert _gemms(rec) == {FWD, DGRAD, WGRAD}, rec.names()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
@@ -97,6 +96,36 @@ def test_data_grad_with_the_relu_mask(device):
         dx3 = conv2d_input_grad(dy3, w, geo3)
     assert _gemms(rec) == {DGRAD}
     assert_close(dx3, torch.nn.grad.conv2d_input(x.shape, w64, dy3_64, 1, 3), reduction=16 * 9, name="padding 3")
+
+
+@pytest.mark.parametrize("split_k", [1, 5, 14])
+def test_weight_grad_splits(split_k, device):
+    """The weight-grad stored directly (1 split) and as fp32 partials summed by column_sum,
+    the 2x3 = 6 patches of each image (4x4, at 7x11) shared unevenly, and 14 splits for 12 patches (two
+    shares empty: they store zeros); 5x5 with padding 2 (x boxes two pixels past every edge)."""
+    (x64, dy64), (x, dy) = _data((2, 8, 7, 11), (2, 16, 7, 11), seed=12, device=device)
+    geo = conv_geometry(x, torch.empty(16, 8, 5, 5, device=device), 1, 2)
+    with _forced(), LaunchRecorder() as rec:
+        dw = conv2d_weight_grad(x, dy, geo, torch.float32, split_k=split_k)
+    (launch,) = [la for la in rec.launches if la.name == WGRAD]
+    assert launch.grid({"BLOCK_M": 16, "BLOCK_N": 16})[1] == split_k
+    assert dw.shape == (16, 8, 5, 5) and dw.stride() == (200, 1, 40, 8)  # KRSC memory, as the generic kernel's
+    assert_close(dw, torch.nn.grad.conv2d_weight(x64, (16, 8, 5, 5), dy64, 1, 2), reduction=2 * 7 * 11,
+                 name=f"weight-grad, {split_k} splits")
+
+
+def test_weight_grad_needs_both_operands_as_descriptors(device):
+    """grad_out with a 68-byte pixel step (17 channels' worth): the weight-grad reads it by
+    boxes too, so the path is no candidate there, while the forward (reading x) still is."""
+    (x64,), (x,) = _data((2, 16, 8, 8), seed=13, device=device)
+    dy = torch.randn(2, 8, 8, 17, device=device)[..., :16].permute(0, 3, 1, 2)
+    geo = conv_geometry(x, torch.empty(16, 16, 3, 3, device=device), 1, 1)
+    assert eligible_tma_kxk(geo, x) and not eligible_tma_kxk(geo, x, dy)
+    with _forced(), LaunchRecorder() as rec:
+        dw = conv2d_weight_grad(x, dy, geo, torch.float32)
+    assert _gemms(rec) == {"_conv_wgrad_kernel"}
+    assert_close(dw, torch.nn.grad.conv2d_weight(x64, (16, 16, 3, 3), dy.double().cpu(), 1, 1), reduction=128,
+                 name="weight-grad")
 
 
 def test_boxes_stop_at_the_views_edges_not_the_buffers(device):
@@ -153,7 +182,7 @@ def test_tma_kxk_fuzz(case, device):
                         case["dilation"])
     assert geometry_served(geo)
     dgrad = DGRAD if geometry_served(geo, grad=True) else "_conv_dgrad_kernel"
-    assert _gemms(rec) == {FWD, dgrad, "_conv_wgrad_kernel"}, (rec.names(), case)
+    assert _gemms(rec) == {FWD, dgrad, WGRAD}, (rec.names(), case)
 
 
 # --------------------------------------------------------------------------- refusals

@@ -83,7 +83,8 @@ def test_items_cover_every_layer_once(layers):
     assert set(configs.TUNABLE) - {i.kernel for i in items} == {"_lrn_fwd_kernel", "_add_relu_fwd_kernel",
                                                                  "_relu_grad_kernel", "_conv1x1_fwd_kernel",
                                                                  "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel",
-                                                                 "_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel"}
+                                                                 "_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel",
+                                                                 "_conv_tma_wgrad_kernel"}
     assert {i.kernel for i in items} <= set(configs.TUNABLE)
     # the new kinds, forward and backward, at each of their layers
     for layer in layers:

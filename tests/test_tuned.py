@@ -131,8 +131,9 @@ def test_every_other_tunable_is_rerun_safe():
                       # the 1x1 GEMMs overwrite their fresh (or caller's) outputs; weight-grad
                       # partials are stored per split, then summed
                       "_conv1x1_fwd_kernel", "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel",
-                      # the TMA KxK convs overwrite their fresh (or caller's) outputs
-                      "_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel"}
+                      # the TMA KxK convs overwrite their fresh (or caller's) outputs; weight-grad
+                      # partials are stored per split, then summed
+                      "_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel", "_conv_tma_wgrad_kernel"}
     assert set(configs.TUNABLE) == safe_by_design | {"_add_relu_fwd_kernel"}
     assert configs.TUNABLE["_add_relu_fwd_kernel"].restore_value == ["x_ptr"]
     assert all(not configs.TUNABLE[name].restore_value and not configs.TUNABLE[name].reset_to_zero
