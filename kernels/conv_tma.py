@@ -91,8 +91,9 @@ def output_served(rows: int, cols: int) -> bool:
 
 def fp64_fits(config: triton.Config) -> bool:
     """Whether a float64 launch may take `config`: tiles up to FP64_TILE (FP64_WGRAD_TILE
-    for the weight-grad's). Compiled for sm_90 (scripts/compile_check.py), larger float64 tiles spill to
-    local memory (the accumulator is twice fp32's, and there is no fp64 wgmma)."""
+    for the weight-grad's). Compiled for sm_90 (scripts/compile_check.py), larger float64
+    tiles spill to local memory (the accumulator is twice fp32's, and there is no fp64
+    wgmma)."""
     kw = config.kwargs
     patch = kw["BLOCK_H"] * kw["BLOCK_W"]
     if "BLOCK_K" in kw:  # forward / data-grad: the patch is the tile's rows
@@ -102,37 +103,26 @@ def fp64_fits(config: triton.Config) -> bool:
     return kw["BLOCK_M"] <= rows and kw["BLOCK_N"] <= cols and patch <= depth
 
 
-def prune_wgrad(configs_, named_args, **kwargs):
-    """The weight-grad's pruning: shared memory, `fp64_fits` for float64, then the configs
-    whose patch (its reduction step) serves the P x Q output it sums over."""
-    fits = prune_by_shared_memory(configs_, named_args, **kwargs)
-    if kwargs.get("FP64"):
-        fits = [c for c in fits if fp64_fits(c)] or fits[-1:]
-    rows, cols = named_args["P"], named_args["Q"]
-    keep = [c for c in fits if patch_serves(rows, cols, c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"])]
-    return keep or fits[:1]
-
-
-def prune_patches(configs_, named_args, *, sizes: tuple[str, str], **kwargs):
+def prune_patches(configs_, named_args, *, sizes: tuple[str, str], reduced: str | None, **kwargs):
     """Autotuning prunes to the configs that fit shared memory (`prune_by_shared_memory`)
-    and, for float64, `fp64_fits`; of those, to the ones whose patch serves the pass's
-    output (named_args[sizes]: P, Q for the forward, H, W for the data-grad) and whose
-    channel block is no deeper than the reduced channels need (a 16-channel layer wastes
-    3/4 of every 64-deep step). Keeps the first fitting config where none passes."""
+    and, for float64, `fp64_fits`; of those, to the ones whose patch serves the output the
+    pass tiles or sums over (named_args[sizes]: P, Q for the forward and the weight-grad,
+    H, W for the data-grad) and whose channel step is no deeper than the reduced channels
+    (named_args[reduced]) need: a 16-channel layer wastes 3/4 of every 64-deep step. Keeps
+    the first fitting config where none passes."""
     fits = prune_by_shared_memory(configs_, named_args, **kwargs)
     if kwargs.get("FP64"):
         fits = [c for c in fits if fp64_fits(c)] or fits[-1:]
     rows, cols = (named_args[s] for s in sizes)
-    cin = named_args["C"] if sizes == ("P", "Q") else named_args["K"]
-    depth = max(16, triton.next_power_of_2(cin))
+    depth = max(16, triton.next_power_of_2(named_args[reduced])) if reduced else None
     keep = [c for c in fits if patch_serves(rows, cols, c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"])
-            and c.kwargs["BLOCK_K"] <= depth]
+            and (depth is None or c.kwargs["BLOCK_K"] <= depth)]
     return keep or fits[:1]
 
 
-def _pruned_for(rows: str, cols: str) -> dict:
-    """The autotune pruning of a kernel whose output is named_args[rows] x named_args[cols]."""
-    return {"early_config_prune": functools.partial(prune_patches, sizes=(rows, cols))}
+def _pruned_for(rows: str, cols: str, reduced: str | None) -> dict:
+    """The autotune pruning of a kernel over the output named_args[rows] x named_args[cols]."""
+    return {"early_config_prune": functools.partial(prune_patches, sizes=(rows, cols), reduced=reduced)}
 
 
 # --------------------------------------------------------------------------- kernels
@@ -188,7 +178,7 @@ def _patch_pixels(n, p0, q0, ROWS, COLS, INDEX_64: tl.constexpr, BLOCK_H: tl.con
     return n, p, q, offs, mask
 
 
-@autotune("conv_tma", key=_KEY, prune_configs_by=_pruned_for("P", "Q"))
+@autotune("conv_tma", key=_KEY, prune_configs_by=_pruned_for("P", "Q", "C"))
 @triton.jit
 def _conv_tma_fwd_kernel(
     a_src, b_src, b_ptr, r_ptr, y_ptr,
@@ -225,7 +215,7 @@ def _conv_tma_fwd_kernel(
                        HAS_BIAS, HAS_RESIDUAL, RELU)
 
 
-@autotune("conv_tma", key=_KEY, prune_configs_by=_pruned_for("H", "W"))
+@autotune("conv_tma", key=_KEY, prune_configs_by=_pruned_for("H", "W", "K"))
 @triton.jit
 def _conv_tma_dgrad_kernel(
     a_src, b_src, m_ptr, dx_ptr,
@@ -267,7 +257,7 @@ def _conv_tma_dgrad_kernel(
         tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-@autotune("conv_tma_wgrad", key=[*_KEY, "SPLITS"], prune_configs_by={"early_config_prune": prune_wgrad})
+@autotune("conv_tma_wgrad", key=[*_KEY, "SPLITS"], prune_configs_by=_pruned_for("P", "Q", None))
 @triton.jit
 def _conv_tma_wgrad_kernel(
     a_src, b_src, dw_ptr,

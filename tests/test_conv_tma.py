@@ -272,3 +272,27 @@ def test_interpreter_default_is_the_generic_path(device):
     with LaunchRecorder(execute=False) as rec:
         conv2d_forward(x, w, None, 1, 1)
     assert _gemms(rec) == {"_conv_fwd_kernel"}
+
+
+def test_autotuning_prunes_to_patches_that_serve_the_layer(monkeypatch):
+    """On an H100 (227 KB of shared memory), bf16: GoogLeNet's 14x14 5x5 branch (16 channels
+    in) keeps the one 8x8-patch config with a 16-deep step (no 16-pixel side fits inside
+    14); a 28x28, 96-channel layer keeps every
+    config (each patch tiles 28x28 with at most 23% idle); a 13x13 output none, so the first
+    that fits stays (the launch still runs, correct); float64 its one tile; the weight-grad
+    the patches that fit inside 14x14 (its reduction step)."""
+    import kernels.configs as kc
+    from kernels.conv_tma import fp64_fits, prune_patches
+
+    monkeypatch.setattr(kc, "_shared_limit", lambda device: 232448)
+    bf16 = {"a_src": object(), "b_src": object(), "b_ptr": torch.empty(1, dtype=torch.bfloat16)}
+
+    def fwd(P, C, **kw):
+        return prune_patches(kc.CONV_TMA, {**bf16, "P": P, "Q": P, "C": C}, sizes=("P", "Q"), reduced="C", **kw)
+
+    assert [c.kwargs["BLOCK_K"] for c in fwd(14, 16)] == [16]
+    assert fwd(28, 96) == kc.CONV_TMA
+    assert fwd(13, 256) == kc.CONV_TMA[:1]
+    assert [fp64_fits(c) for c in fwd(56, 64, FP64=True)] == [True]
+    wgrad = prune_patches(kc.CONV_TMA_WGRAD, {**bf16, "P": 14, "Q": 14}, sizes=("P", "Q"), reduced=None)
+    assert [(c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"]) for c in wgrad] == [(8, 8), (8, 8), (8, 8), (4, 8)]  # 16 > 14
