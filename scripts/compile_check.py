@@ -227,7 +227,10 @@ ALWAYS_TMA = {"_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel", "_conv_tma_wgrad
 
 
 def promises_tma(kernel, constexprs: dict) -> bool:
-    return bool(constexprs.get("USE_TMA")) or _jit(kernel).__name__ in ALWAYS_TMA
+    fn = kernel
+    while hasattr(fn, "fn"):  # Autotuner -> JITFunction (or the interpreter's) -> the python function
+        fn = fn.fn
+    return bool(constexprs.get("USE_TMA")) or fn.__name__ in ALWAYS_TMA
 
 
 def variants(quick: bool):
