@@ -18,7 +18,10 @@ the Inception blocks' fused 1x1 and pool projection, whose backward runs as 1x1 
 data-grad and weight-grad. Its weight-grad items take the split count its own launcher
 asks for. The stems' space-to-depth path (kernels/stem.py, "s2d") serves AlexNet's, GoogLeNet's
 and ResNet-50's first conv, forward and weight-grad (an image input takes no data-grad) at
-the generic weight-grad's first split count.
+the generic weight-grad's first split count. The TMA KxK path (kernels/conv_tma.py,
+"tma_kxk") serves the stride-1, one-group 3x3 and 5x5 convs whose outputs an H100 config's
+patch tiles (GoogLeNet's conv3 and its 3x3 / 5x5 branches up to 4e, ResNet-50's layer1-3
+3x3s), each pass, at its own weight-grad split count.
 
 Hooked into benchmarks/sweep.py: `path_sweep_items` (the `paths` step) and
 `step_sweep(..., dispatch=True)`, which writes `dispatch_records(entries)` into the table.
@@ -35,7 +38,9 @@ import torch
 
 import kernels.conv as kconv
 import kernels.conv1x1 as k1x1
+import kernels.conv_tma as ktma
 import kernels.stem as kstem
+from kernels import configs as kconfigs
 from kernels import race
 from kernels.conv import ConvGeometry
 
@@ -53,11 +58,34 @@ def is_gemm1x1(s: ConvShape) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class PathSpec:
-    """A conv path beside the generic kernel, as the sweep sees it."""
+    """A conv path beside the generic kernel, as the sweep sees it (on an H100's configs)."""
     name: str
     kernels: dict  # pass -> the kernel whose configs the sweep forces
     eligible: Callable[[ConvShape], bool]
     passes: tuple = ("forward", "dgrad")
+    split: Callable[[ConvShape, int], int] | None = None  # (layer, batch) -> the weight-grad's split count
+
+
+def _on_gpu(fn: Callable) -> Callable:
+    """`fn` evaluated as on an H100: the GPU config lists (a path's eligibility may depend on
+    its configs' tiles), its 132 SMs, no tuned table."""
+    def wrapped(*args):
+        with mock.patch.dict(os.environ, {"CONVBENCH_TUNED": "off"}), \
+                mock.patch.object(kconfigs, "interpreting", lambda: False), \
+                mock.patch.object(ktma, "sm_count", lambda device: 132):
+            return fn(*args)
+    return wrapped
+
+
+@_on_gpu
+def _tma_serves(s: ConvShape) -> bool:
+    geo = geometry(s)
+    return ktma.geometry_served(geo) and ktma.geometry_served(geo, grad=True)
+
+
+@_on_gpu
+def _tma_split(s: ConvShape, batch: int) -> int:
+    return ktma.wgrad_splits(geometry(s, batch), torch.device("cuda"), None)
 
 
 def geometry(s: ConvShape, batch: int = 128) -> ConvGeometry:
@@ -72,6 +100,11 @@ PATH_SPECS = {
     # net's image input takes no data-grad; its weight-grad keeps the layer's pixel count,
     # so the original geometry's split counts serve it
     "s2d": PathSpec("s2d", GENERIC, lambda s: kstem.eligible_s2d(geometry(s)), ("forward", "wgrad")),
+    # stride-1 KxK convs from TMA boxes over output patches (kernels/conv_tma.py): the layers
+    # whose output an H100 config's patch serves, each pass; its weight-grad's own split count
+    "tma_kxk": PathSpec("tma_kxk", {"forward": "_conv_tma_fwd_kernel", "dgrad": "_conv_tma_dgrad_kernel",
+                                    "wgrad": "_conv_tma_wgrad_kernel"}, _tma_serves,
+                        ("forward", "dgrad", "wgrad"), _tma_split),
 }
 
 
@@ -106,7 +139,10 @@ def conv_path_items(s: ConvShape, path: str, passes=None) -> list:
     passes = tuple(p for p in (passes or spec.passes) if p in spec.passes)
     if not passes or not spec.eligible(s):
         return []
-    splits = [wgrad_split(s, sweep.BATCH)] if path == "gemm1x1" else sweep.wgrad_splits(s)[:1]
+    if path == "gemm1x1":
+        splits = [wgrad_split(s, sweep.BATCH)]
+    else:
+        splits = [spec.split(s, sweep.BATCH)] if spec.split is not None else sweep.wgrad_splits(s)[:1]
     items = sweep.conv_items(s, passes, splits=splits)
     key = kconv.dispatch_key(geometry(s, sweep.BATCH))
     return [dataclasses.replace(item, kernel=spec.kernels[item.pass_], follows=False, path=path, dispatch_key=key,

@@ -72,6 +72,22 @@ def tma_boxes(nargs: dict) -> None:
             nargs[name].block_shape = box
 
 
+def tma_patch_boxes(nargs: dict) -> None:
+    """Config pre-hook of the TMA KxK conv kernels (`conv_tma.py`): the input's (or the
+    output gradient's) 4-D NHWC box is one [BLOCK_H, BLOCK_W] patch of pixels by BLOCK_K
+    channels, the filter's 3-D [K, R*S, C] box BLOCK_N rows of one tap's BLOCK_K channels."""
+    nargs["a_src"].block_shape = [1, nargs["BLOCK_H"], nargs["BLOCK_W"], nargs["BLOCK_K"]]
+    nargs["b_src"].block_shape = [nargs["BLOCK_N"], 1, nargs["BLOCK_K"]]
+
+
+def tma_wgrad_boxes(nargs: dict) -> None:
+    """Config pre-hook of the TMA KxK weight-grad (`conv_tma.py`): one [BLOCK_H, BLOCK_W]
+    patch of pixels, by BLOCK_M output-gradient channels (a_src) and by BLOCK_N input
+    channels (b_src)."""
+    nargs["a_src"].block_shape = [1, nargs["BLOCK_H"], nargs["BLOCK_W"], nargs["BLOCK_M"]]
+    nargs["b_src"].block_shape = [1, nargs["BLOCK_H"], nargs["BLOCK_W"], nargs["BLOCK_N"]]
+
+
 def _tma_cfg(bm, bn, bk, warps, stages, **extra):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, **extra},
                          num_warps=warps, num_stages=stages, pre_hook=tma_boxes)
@@ -103,6 +119,50 @@ CONV1X1_WGRAD = [
     _tma_cfg(128, 64, 64, 4, 4),
     _tma_cfg(64, 64, 128, 4, 3),
     _tma_cfg(64, 64, 32, 4, 3),  # the one that fits float64 (98,304 bytes)
+]
+# Stride-1 KxK conv fed by TMA boxes (`conv_tma.py`): BLOCK_H x BLOCK_W output pixels of one
+# image (BLOCK_M = 64 or 128 GEMM rows) by BLOCK_N channels, persistent over tiles, forward
+# and data-grad. Source: the CONV1X1 rows above (Triton's 09-persistent-matmul Hopper
+# configs: 128x128x64 on 8 warps, 3 stages; 64-row tiles on 4 warps, 4 stages; no 128x256:
+# it spills on sm_90 with this path's pointer epilogue) with their
+# 128 rows as 8x16 or 16x8 patches and 64 rows as 8x8 or 4x16 (4x16 tiles 27- and 28-row
+# outputs with 12-19% idle rows where 8x8 leaves 23-29%), a 32-deep and a 16-deep K step for
+# the 16- and 32-channel layers (GoogLeNet's 5x5 branches: a 64-deep box would be 3/4 zeros),
+# and a 64x64x16 tile for float64. Not yet measured on our layers.
+def _patch_cfg(bh, bw, bn, bk, warps, stages):
+    return triton.Config({"BLOCK_H": bh, "BLOCK_W": bw, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
+                         num_warps=warps, num_stages=stages, pre_hook=tma_patch_boxes)
+
+
+CONV_TMA = [
+    _patch_cfg(8, 16, 128, 64, 8, 3),
+    _patch_cfg(16, 8, 128, 64, 8, 3),
+    _patch_cfg(8, 16, 64, 64, 4, 4),
+    _patch_cfg(8, 8, 128, 64, 4, 4),
+    _patch_cfg(4, 16, 128, 64, 4, 4),
+    _patch_cfg(8, 8, 64, 64, 4, 4),
+    _patch_cfg(8, 16, 64, 32, 4, 4),
+    _patch_cfg(8, 16, 64, 16, 4, 4),
+    _patch_cfg(8, 8, 64, 16, 4, 4),  # the one float64 takes (conv_tma.FP64_TILE: larger ones spill on sm_90)
+]
+# Its weight-grad: BLOCK_M output by BLOCK_N input channels of one tap, the reduction over
+# the output's pixels a BLOCK_H x BLOCK_W patch (64 or 128 pixels) per step, split across
+# programs. Source: the CONV1X1_WGRAD rows (128x128 with 64- and 128-deep steps on 8 warps,
+# 64-wide tiles on 4), the steps as 8x8 / 8x16 / 4x16 patches, and a 64x32 tile with 32-pixel
+# steps for float64. Not yet measured on our layers.
+def _wgrad_patch_cfg(bm, bn, bh, bw, warps, stages):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_H": bh, "BLOCK_W": bw},
+                         num_warps=warps, num_stages=stages, pre_hook=tma_wgrad_boxes)
+
+
+CONV_TMA_WGRAD = [
+    _wgrad_patch_cfg(128, 128, 8, 8, 8, 3),
+    _wgrad_patch_cfg(128, 128, 8, 16, 8, 3),
+    _wgrad_patch_cfg(64, 128, 8, 8, 4, 4),
+    _wgrad_patch_cfg(128, 64, 8, 8, 4, 4),
+    _wgrad_patch_cfg(64, 64, 8, 16, 4, 3),
+    _wgrad_patch_cfg(64, 128, 4, 16, 4, 4),
+    _wgrad_patch_cfg(64, 32, 4, 8, 4, 3),  # the one float64 takes (conv_tma.FP64_WGRAD_TILE)
 ]
 # Element-wise and sliding-window kernels (LRN, add+ReLU): one block size axis.
 # Source: Liger-Kernel / Triton tutorial 02 practice (4 to 16 KB of each operand per CTA).
@@ -137,19 +197,24 @@ _INTERPRET = {
     "conv_wgrad": [_cfg(64, 64, 64, 4, 1)],
     "conv1x1": [_tma_cfg(64, 64, 64, 4, 1, GROUP_M=4)],
     "conv1x1_wgrad": [_tma_cfg(64, 64, 64, 4, 1)],
+    # 4x4 patches: the tests' odd 7- to 15-pixel outputs still get several tiles a side
+    "conv_tma": [_patch_cfg(4, 4, 16, 16, 4, 1)],
+    "conv_tma_wgrad": [_wgrad_patch_cfg(16, 16, 4, 4, 4, 1)],
     "mem_bound": [triton.Config({"BLOCK": 4096}, num_warps=4)],
     "lrn": [triton.Config({"BLOCK_P": 16}, num_warps=4)],
     "lrn_groups": [triton.Config({"GROUPS": 64}, num_warps=4)],
     "channel_tiles": [triton.Config({"BLOCK_P": 32, "BLOCK_C": 256}, num_warps=4)],
 }
 _GPU = {"conv_gemm": CONV_GEMM, "conv_wgrad": CONV_WGRAD, "conv1x1": CONV1X1, "conv1x1_wgrad": CONV1X1_WGRAD,
-        "mem_bound": MEM_BOUND, "lrn": LRN, "lrn_groups": LRN_GROUPS, "channel_tiles": CHANNEL_TILES}
+        "conv_tma": CONV_TMA, "conv_tma_wgrad": CONV_TMA_WGRAD, "mem_bound": MEM_BOUND, "lrn": LRN,
+        "lrn_groups": LRN_GROUPS, "channel_tiles": CHANNEL_TILES}
 _GPU_FIRST = {family: listed[:1] for family, listed in _GPU.items()}  # one list object per family
 # GEMM families: their configs are pruned by shared memory.
-GEMM_FAMILIES = ("conv_gemm", "conv_wgrad", "conv1x1", "conv1x1_wgrad")
+GEMM_FAMILIES = ("conv_gemm", "conv_wgrad", "conv1x1", "conv1x1_wgrad", "conv_tma", "conv_tma_wgrad")
 # A family whose kernels need a hook before every launch: configs from a tuned table or
 # `forced_config` (built without it) get the family's.
-_LAUNCH_HOOKS = {"conv1x1": tma_boxes, "conv1x1_wgrad": tma_boxes}
+_LAUNCH_HOOKS = {"conv1x1": tma_boxes, "conv1x1_wgrad": tma_boxes, "conv_tma": tma_patch_boxes,
+                 "conv_tma_wgrad": tma_wgrad_boxes}
 
 
 def configs(family: str) -> list[triton.Config]:
@@ -175,8 +240,11 @@ def gemm_shared_bytes(config: triton.Config, element_size: int, *, out_tile: boo
     output tile a TMA store stages (`out_tile`: the 1x1 kernels' forward and data-grad).
     Checked against the compiler's own numbers for sm_90 (scripts/compile_check.py)."""
     kw = config.kwargs
-    staged = config.num_stages * (kw["BLOCK_M"] * kw["BLOCK_K"] + kw["BLOCK_K"] * kw["BLOCK_N"])
-    return (staged + (kw["BLOCK_M"] * kw["BLOCK_N"] if out_tile else 0)) * element_size
+    # conv_tma's patch of pixels: the rows of its forward's tile, the K step of its weight-grad
+    rows = kw["BLOCK_M"] if "BLOCK_M" in kw else kw["BLOCK_H"] * kw["BLOCK_W"]
+    depth = kw["BLOCK_K"] if "BLOCK_K" in kw else kw["BLOCK_H"] * kw["BLOCK_W"]
+    staged = config.num_stages * (rows * depth + depth * kw["BLOCK_N"])
+    return (staged + (rows * kw["BLOCK_N"] if out_tile else 0)) * element_size
 
 
 def _shared_limit(device) -> int | None:
@@ -360,7 +428,8 @@ def constexpr_names(tuner: TunedAutotuner) -> set[str]:
 def entry_problems(entry: dict) -> list[str]:
     """Why no kernel could use a tuned-table entry (empty when one can): an unknown kernel or
     family, key fields that are not the kernel's autotune key, config parameters that are not
-    the family's tuned constexprs, or a split count that does not give the key's SPLIT_ROWS."""
+    the family's tuned constexprs, or a split count that does not give the key's SPLIT_ROWS
+    (or is not its SPLITS)."""
     tuner = TUNABLE.get(entry.get("kernel"))
     if tuner is None:
         return [f"unknown kernel {entry.get('kernel')!r} (autotuned kernels: {sorted(TUNABLE)})"]
@@ -384,7 +453,10 @@ def entry_problems(entry: dict) -> list[str]:
     if entry.get("dtype") not in ("float16", "bfloat16", "float32", "float64"):
         problems.append(f"dtype must be a float dtype name, got {entry.get('dtype')!r}")
     split = entry.get("split_k")
-    if "SPLIT_ROWS" in tuner.keys:
+    if "SPLITS" in tuner.keys:  # the split count itself is the key (conv_tma's weight-grad)
+        if split != key.get("SPLITS"):
+            problems.append(f"split_k {split!r} is not the key's SPLITS {key.get('SPLITS')!r}")
+    elif "SPLIT_ROWS" in tuner.keys:
         if not (isinstance(split, int) and split >= 1):
             problems.append(f"{tuner.name} needs split_k, a positive int, got {split!r}")
         elif {"BATCH", "P", "Q", "SPLIT_ROWS"} <= set(key):

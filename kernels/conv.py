@@ -24,8 +24,9 @@ Each public launcher is a dispatch point: a 1x1 stride-1 conv (one group, no pad
 also run as a plain TMA-fed GEMM (`conv1x1.py`); a strided conv over few channels (one
 group, no dilation, C*sh*sw <= 64: the stems) as a space-to-depth rewrite (`stem.py`), a
 stride-1 conv over 16-multiple channels that this module's generic launchers run tap by
-tap. `race.py` picks between the candidates per shape (forced path, tuned table record, or
-a timed race) and the generic kernel serves the rest.
+tap; a stride-1 KxK conv's three passes as TMA box loads over output patches
+(`conv_tma.py`). `race.py` picks among the candidates per shape (forced path, tuned table
+record, or a timed race) and the generic kernel serves the rest.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ._reduce import channel_stats_partials, column_sum
 from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
 from .configs import autotune
 from .conv1x1 import conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad, eligible
+from .conv_tma import conv_tma_forward, conv_tma_input_grad, conv_tma_weight_grad, eligible_tma_kxk
 from .residual import relu_grad
 from .stem import eligible_s2d, s2d_forward, s2d_input_grad, s2d_weight_grad
 from .tuned import tuned_split
@@ -590,6 +592,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     if eligible_s2d(geo):
         others.append(race.Candidate("s2d", ("_space_to_depth_kernel", "_conv_fwd_kernel"),
                                      lambda: s2d_forward(x, weight, bias, residual, y, geo, relu=relu)))
+    if eligible_tma_kxk(geo, x):
+        others.append(race.Candidate("tma_kxk", ("_conv_tma_fwd_kernel",),
+                                     lambda: conv_tma_forward(x, weight, bias, residual, y, geo, relu=relu)))
     if stats:  # the statistics epilogue is the generic kernel's; another path reads y once more for them
         others = [race.Candidate(c.path, (*c.kernels, "_bn_stats_kernel"), lambda c=c: (c.run(), _stats_pass(y))[1])
                   for c in others]
@@ -686,6 +691,9 @@ def conv2d_input_grad(grad_out, weight, geo: ConvGeometry, *, out=None, relu_inp
         candidates.append(race.Candidate("s2d", ("_space_to_depth_kernel", "_conv_dgrad_kernel",
                                                  "_depth_to_space_kernel"),
                                          lambda: s2d_input_grad(masked(), weight, geo, dx, relu_input=relu_input)))
+    if eligible_tma_kxk(geo, grad_out, grad=True):
+        candidates.append(race.Candidate("tma_kxk", ("_conv_tma_dgrad_kernel",),
+                                         lambda: conv_tma_input_grad(masked(), weight, geo, dx, relu_input=relu_input)))
     race.choose("conv_dgrad", dispatch_key(geo), dx, candidates, rerun_safe=not _shares_memory(dx, relu_input)).run()
     return dx
 
@@ -786,6 +794,9 @@ def conv2d_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype: torch.dtype
         candidates.append(race.Candidate("s2d", ("_space_to_depth_kernel", "_conv_wgrad_kernel",
                                                  "_depth_to_space_kernel"), lambda: other_path(
             lambda g: s2d_weight_grad(x, g, geo, weight_dtype, split_k=split_k))))
+    if eligible_tma_kxk(geo, x, grad_out):
+        candidates.append(race.Candidate("tma_kxk", ("_conv_tma_wgrad_kernel",), lambda: other_path(
+            lambda g: conv_tma_weight_grad(x, g, geo, weight_dtype, split_k=split_k))))
     return race.choose("conv_wgrad", dispatch_key(geo), x, candidates).run()
 
 

@@ -2,8 +2,9 @@
 
 A pass (a *site*: "conv_forward", "conv_forward_stats" (a forward that also gives its output's
 BatchNorm statistics), "conv_dgrad", "conv_wgrad") may offer several candidate paths for
-one shape, e.g. the dedicated 1x1 GEMM ("gemm1x1", `conv1x1.py`) or the stems'
-space-to-depth rewrite ("s2d", `stem.py`) beside the generic implicit-GEMM kernel
+one shape, e.g. the dedicated 1x1 GEMM ("gemm1x1", `conv1x1.py`), the stems'
+space-to-depth rewrite ("s2d", `stem.py`) or the TMA-fed stride-1 KxK conv ("tma_kxk",
+`conv_tma.py`) beside the generic implicit-GEMM kernel
 ("generic", `conv.py`), which serves every shape and is always a candidate. The kernel
 autotuner picks a config within one kernel; this picks the kernel.
 The first rule that applies decides:
@@ -42,7 +43,8 @@ from . import configs, tuned
 
 # conv_forward_stats: the forward that also gives its output's BatchNorm statistics
 SITES = ("conv_forward", "conv_forward_stats", "conv_dgrad", "conv_wgrad")
-PATHS = ("generic", "gemm1x1", "s2d")  # the order of the launchers' candidates: the generic kernel first
+# the order of the launchers' candidates: the generic kernel first
+PATHS = ("generic", "gemm1x1", "s2d", "tma_kxk")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import _reduce, batchnorm, conv, conv1x1, fc, inception, lrn, lrn_pool, pool, residual, stem
+from kernels import _reduce, batchnorm, conv, conv1x1, conv_tma, fc, inception, lrn, lrn_pool, pool, residual, stem
 from kernels import configs as cfg
 
 DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "fp64": "fp64"}
@@ -61,6 +61,9 @@ UNIT_STRIDES = {
     "conv1x1_fwd": ["sxc", "swc", "syk", "srk"],
     "conv1x1_dgrad": ["sdyk", "swc", "smc", "sdxc"],
     "conv1x1_wgrad": ["sdyk", "sxc", "sdwc"],
+    "conv_tma_fwd": ["syk", "srk"],
+    "conv_tma_dgrad": ["smc", "sdxc"],
+    "conv_tma_wgrad": ["sdwc"],
     "pointwise": ["sxc", "swc", "syak", "sybk", "sic"],
     "route": ["ssc", "sic", "sdc"],
     "colsum": ["s_in_c", "s_out_c"],
@@ -237,6 +240,55 @@ def stem_variants(quick: bool):
                         INDEX_64=False, **rows, **_unit("conv_wgrad"), **meta),
                    w, s, True, promise(meta, w))
 
+def conv_tma_variants(dt: str, quick: bool):
+    """The TMA KxK conv kernels (host descriptors: the input's or output gradient's 4-D
+    NHWC box [1, BLOCK_H, BLOCK_W, BLOCK_K], the filter's [BLOCK_N, 1, BLOCK_K], as
+    `configs.tma_patch_boxes` sets them), forward and data-grad, epilogues on and off, at
+    every config of the family that a launch in this dtype may take (shared memory, and
+    `conv_tma.fp64_fits` for fp64; --quick: the first), and the weight-grad (partials or
+    the gradient stored, both index widths). Always TMA-fed:
+    each promises wgmma (mma.sync for fp64), TMA loads and no spills (`main` fails it
+    otherwise)."""
+    prec = "ieee" if dt == "fp64" else "tf32"
+    confs = [c for c in cfg.CONV_TMA if conv_tma.fp64_fits(c)] if dt == "fp64" else cfg.CONV_TMA  # as launches prune
+    for conf in _ends(confs, quick, dt):
+        meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
+        bh, bw, bn, bk = meta["BLOCK_H"], meta["BLOCK_W"], meta["BLOCK_N"], meta["BLOCK_K"]
+        boxes = {"a_src": f"tensordesc<{dt}[1, {bh}, {bw}, {bk}]>", "b_src": f"tensordesc<{dt}[{bn}, 1, {bk}]>"}
+        for on in (True,) if quick else (True, False):
+            common = dict(FP64=dt == "fp64", DOT_PRECISION=prec, INDEX_64=not on, **meta)
+            yield (f"conv_tma fwd {dt} epilogue={on} i64={not on} {meta}", conv_tma._conv_tma_fwd_kernel,
+                   {**boxes, "b_ptr": dt, "r_ptr": dt, "y_ptr": dt}, {},
+                   dict(HAS_BIAS=on, HAS_RESIDUAL=on, RELU=on, **_unit("conv_tma_fwd"), **common), w, s)
+            yield (f"conv_tma dgrad {dt} relu_mask={on} i64={not on} {meta}", conv_tma._conv_tma_dgrad_kernel,
+                   {**boxes, "m_ptr": dt, "dx_ptr": dt}, {},
+                   dict(RELU_MASK=on, **_unit("conv_tma_dgrad"), **common), w, s)
+    partial = "fp64" if dt == "fp64" else "fp32"
+    confs = [c for c in cfg.CONV_TMA_WGRAD if conv_tma.fp64_fits(c)] if dt == "fp64" else cfg.CONV_TMA_WGRAD
+    for conf in confs[:1] if quick else confs:
+        meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
+        if cfg.gemm_shared_bytes(conf, ELEMENT_SIZE[dt]) > 232448:
+            continue  # pruned for this dtype at launch
+        patch = f"1, {meta['BLOCK_H']}, {meta['BLOCK_W']}"
+        boxes = {"a_src": f"tensordesc<{dt}[{patch}, {meta['BLOCK_M']}]>",
+                 "b_src": f"tensordesc<{dt}[{patch}, {meta['BLOCK_N']}]>"}
+        for on in (True,) if quick else (True, False):
+            yield (f"conv_tma wgrad {dt} {partial} partials={on} i64={not on} {meta}", conv_tma._conv_tma_wgrad_kernel,
+                   {**boxes, "dw_ptr": partial if on else dt}, {},
+                   dict(FP64=dt == "fp64", DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_tma_wgrad"), **meta),
+                   w, s)
+
+
+# Kernels fed by TMA in every variant (no USE_TMA switch): each promises what a TMA variant does.
+ALWAYS_TMA = {"_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel", "_conv_tma_wgrad_kernel"}
+
+
+def promises_tma(kernel, constexprs: dict) -> bool:
+    fn = kernel
+    while hasattr(fn, "fn"):  # Autotuner -> JITFunction (or the interpreter's) -> the python function
+        fn = fn.fn
+    return bool(constexprs.get("USE_TMA")) or fn.__name__ in ALWAYS_TMA
+
 
 def variants(quick: bool):
     """(label, kernel, pointer dtypes, float args, constexprs, num_warps, num_stages).
@@ -285,6 +337,7 @@ def variants(quick: bool):
                            dict(DY_RELU=on, BIAS_GRAD=on, FLAT_K=chunk == 1, K_CHUNK=chunk, DOT_PRECISION=prec,
                                 INDEX_64=not on, **_unit("conv_wgrad"), **meta), w, s)
         yield from conv1x1_variants(dt, quick)
+        yield from conv_tma_variants(dt, quick)
         for on in (True, False):
             yield (f"colsum {dt} i64={on}", _reduce._colsum_kernel,
                    {"in_ptr": dt if on else "fp32", "out_ptr": "fp32" if on else dt}, {},
@@ -332,8 +385,9 @@ def variants(quick: bool):
             yield (f"fc epilogue bwd {dt} relu={on} dropout=True", fc._fc_epilogue_bwd_kernel,
                    {**dict.fromkeys(["g_ptr", "y_ptr", "dz_ptr"], dt), "seed_ptr": "i64"}, scalars,
                    dict(RELU=on, DROPOUT=True, BLOCK_M=64, BLOCK_N=128), 4, 1)
-    if not quick:  # float64: the 1x1 path's TMA loads feeding fp64 MMA (no wgmma for fp64)
+    if not quick:  # float64: the 1x1 and KxK paths' TMA loads feeding fp64 MMA (no wgmma for fp64)
         yield from conv1x1_variants("fp64", quick)
+        yield from conv_tma_variants("fp64", quick)
     if not quick:  # fp32 with TF32 off: the IEEE path of tl.dot
         conf = cfg.CONV_GEMM[0]
         yield (f"conv fwd fp32 ieee {conf.kwargs}", conv._conv_fwd_kernel,
@@ -516,9 +570,11 @@ def machine_code(compiled) -> dict | None:
     return {"regs": int(found.group(1)), "stack": int(found.group(2)), **counts}
 
 
-def promise_problems(constexprs: dict, compiled, code: dict | None, promises: tuple = ()) -> list[str]:
-    """What a TMA variant (USE_TMA) promised and its code lacks: wgmma, TMA loads, no spills;
-    or what a variant's own `promises` name ("wgmma", "no-spills") and its code lacks."""
+def promise_problems(constexprs: dict, compiled, code: dict | None, promises: tuple = (), *,
+                     tma: bool | None = None) -> list[str]:
+    """What a TMA variant (USE_TMA, or `tma`: a kernel in ALWAYS_TMA) promised and its code
+    lacks: wgmma, TMA loads, no spills; or what a variant's own `promises` name ("wgmma",
+    "no-spills") and its code lacks."""
     if promises:
         problems = []
         if "wgmma" in promises and "wgmma" not in compiled.asm.get("ptx", ""):
@@ -526,7 +582,7 @@ def promise_problems(constexprs: dict, compiled, code: dict | None, promises: tu
         if "no-spills" in promises and code is not None and (code["stack"] or code["LDL"]):
             problems.append(f"spills: {code['stack']} stack bytes, {code['LDL']} local loads")
         return problems
-    if not constexprs.get("USE_TMA"):
+    if not (constexprs.get("USE_TMA") if tma is None else tma):
         return []
     ptx = compiled.asm.get("ptx", "")
     mma = "mma.sync" if constexprs.get("FP64") else "wgmma"  # sm_90 has no fp64 wgmma: DMMA
@@ -559,8 +615,9 @@ def main(argv=None) -> int:
             shared, limit = compiled.metadata.shared, SHARED_LIMIT.get(args.arch)
             if limit and shared > limit:
                 raise RuntimeError(f"needs {shared} B of shared memory, sm_{args.arch} allows {limit}")
-            code = machine_code(compiled) if "USE_TMA" in constexprs or promises else None
-            problems = promise_problems(constexprs, compiled, code, promises)
+            tma = promises_tma(kernel, constexprs)
+            code = machine_code(compiled) if "USE_TMA" in constexprs or tma or promises else None
+            problems = promise_problems(constexprs, compiled, code, promises, tma=tma)
             if problems:
                 raise RuntimeError("; ".join(problems))
             sass = "" if code is None else (f"  regs={code['regs']} stack={code['stack']} UTMALDG={code['UTMALDG']} "

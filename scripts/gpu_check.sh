@@ -11,8 +11,11 @@
 #            Inception launches
 #   correct  the fuzz tests (hypothesis profile gpu-check), the split-K test, the tuned-table
 #            tests, the conv statistics epilogue, the FC epilogue and dropout, the 1x1 TMA path,
-#            and the CUDA-graph replay of a training step, against float64 references, pytest -n 14
-#            (the max-pool, LRN+max-pool and BatchNorm kernels: their every-config tests); each
+#            the stems' space-to-depth path, the TMA KxK path (padded edges: TMA's zero fill at
+#            negative coordinates), the LRN group kernels and the CUDA-graph replay of a
+#            training step, against float64 references, pytest -n 14 (the max-pool, LRN+max-pool
+#            and BatchNorm kernels: their every-config tests; the LRN group and TMA KxK kernels'
+#            every config is checked against cuDNN by the sweep and paths steps instead); each
 #            failure's report and each finished test go to disk as they come
 #   sweep    the layers the committed table lacks (but for those every config of which
 #            spilled in the first run's rows), every config checked against torch's eager op
@@ -43,7 +46,7 @@ MODE=check
 
 # Seconds per step: `python -m benchmarks.gpu_plan --limits` (tests/test_gpu_plan.py keeps
 # these equal to it; written here so the GPU spends no time re-counting).
-LIMIT_env=10 LIMIT_compile=60 LIMIT_correct=180 LIMIT_sweep=11 LIMIT_paths=65 LIMIT_bench=47 LIMIT_nets=60
+LIMIT_env=10 LIMIT_compile=69 LIMIT_correct=197 LIMIT_sweep=11 LIMIT_paths=116 LIMIT_bench=47 LIMIT_nets=60
 LIMIT_pack=10
 BUDGET=540  # the whole command (gpu_plan.BUDGET_S); no step runs past it but pack
 # --followup (`python -m benchmarks.gpu_plan --followup --limits`), the second command on the
@@ -128,9 +131,10 @@ touch "$WORK/correct-failures.txt"  # empty: no test failed (or none ran: see co
 HYPOTHESIS_PROFILE=gpu-check CONVBENCH_AUTOTUNE=first CONVBENCH_TUNED=off step correct \
     python3 -m pytest tests/test_conv.py tests/test_inception.py tests/test_lrn_residual.py \
     tests/test_tuned.py tests/test_tuned_configs.py tests/test_conv_bn_stats.py tests/test_fc.py tests/test_graphs.py \
-    tests/test_conv1x1.py -n 14 -q -k "(fuzz or split_k or tuned or stats_match or several_pieces or trains_like \
-    or test_linear or dropout_alone or p_one or each_path_forced or module_on_the_1x1 or race_on_a_gpu or replayed) \
-    and not lrn_groups" \
+    tests/test_conv1x1.py tests/test_conv_tma.py tests/test_stem.py tests/test_lrn_groups.py -n 14 -q \
+    -k "(fuzz or split_k or tuned or stats_match or several_pieces or trains_like or test_linear or dropout_alone \
+    or p_one or each_path_forced or module_on_the_1x1 or race_on_a_gpu or replayed or on_the_path or boxes_stop \
+    or weight_grad_splits) and not (every_config and (_lrn_groups_ or _conv_tma_))" \
     -p benchmarks.gpu_hypothesis -p no:cacheprovider --junitxml="$WORK/correct.xml" \
     --failures-file "$WORK/correct-failures.txt" --progress-file "$WORK/correct-progress.csv"
 

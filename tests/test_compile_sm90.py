@@ -23,7 +23,7 @@ def test_kernels_compile_for_sm90_without_a_gpu():
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     report = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, report
-    assert "69/69 variants compiled for sm_90" in result.stdout, report
+    assert "72/72 variants compiled for sm_90" in result.stdout, report
 
 
 def test_every_dot_names_its_accumulator_dtype():
@@ -42,3 +42,27 @@ def test_every_dot_names_its_accumulator_dtype():
     assert len(calls) >= 6, calls  # conv forward (2 K loops), data-grad, weight-grad, 1x1 (2)
     missing = [(name, line) for name, line, kws in calls if "out_dtype" not in kws]
     assert not missing, f"tl.dot without out_dtype at {missing}"
+
+
+def test_tma_kxk_variants_promise_wgmma_tma_and_no_spills(monkeypatch):
+    """scripts/compile_check.py holds the TMA KxK kernels (always TMA-fed, no USE_TMA switch)
+    to what a TMA variant promises: its check names a missing wgmma or TMA load and any
+    spill; every config of the three kernels is a variant (float64: the tiles it may take)."""
+    import types
+
+    monkeypatch.setenv("TRITON_INTERPRET", os.environ.get("TRITON_INTERPRET", "0"))  # importing the script unsets it
+    from kernels import configs, conv, conv_tma
+    from scripts import compile_check as cc
+
+    assert cc.promises_tma(conv_tma._conv_tma_wgrad_kernel, {}) and not cc.promises_tma(conv._conv_fwd_kernel, {})
+    good_code = {"regs": 120, "stack": 0, "UTMALDG": 6, "UTMASTG": 0, "HGMMA": 4, "LDL": 0}
+    wgmma = types.SimpleNamespace(asm={"ptx": "wgmma.mma_async cp.async.bulk.tensor"})
+    assert cc.promise_problems({}, wgmma, good_code, tma=True) == []
+    mma_sync = types.SimpleNamespace(asm={"ptx": "mma.sync cp.async.bulk.tensor"})
+    assert any("no wgmma" in p for p in cc.promise_problems({}, mma_sync, {**good_code, "HGMMA": 0}, tma=True))
+    assert any("spills" in p for p in cc.promise_problems({}, wgmma, {**good_code, "stack": 8, "LDL": 1}, tma=True))
+    assert cc.promise_problems({}, mma_sync, None, tma=False) == []
+    labels = [v[0] for v in cc.conv_tma_variants("bf16", quick=False)]
+    assert len(labels) == 2 * 2 * len(configs.CONV_TMA) + 2 * len(configs.CONV_TMA_WGRAD)
+    fp64 = [v[0] for v in cc.conv_tma_variants("fp64", quick=False)]
+    assert len(fp64) == 2 * 2 + 2 and all("fp64" in label for label in fp64)

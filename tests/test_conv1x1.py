@@ -274,8 +274,9 @@ def test_malformed_dispatch_records_are_refused(record, problem, tmp_path):
         tuned.write_table(tmp_path / "t.json", "cpu", triton.__version__, [], dispatch=[record])
 
 
-def _candidates(calls):
-    return [race.Candidate(p, (), lambda p=p: calls.append(p)) for p in race.PATHS]
+def _candidates(calls, paths=race.PATHS):
+    """Stand-in candidates of `paths` (default every path: each is timed the same way)."""
+    return [race.Candidate(p, (), lambda p=p: calls.append(p)) for p in paths]
 
 
 def test_race_on_a_gpu_times_each_path_once_per_shape(monkeypatch):

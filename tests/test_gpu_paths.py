@@ -28,6 +28,7 @@ from kernels import race
 from kernels._reduce import column_sum
 from kernels.configs import configs, gemm_shared_bytes, prune_by_shared_memory
 from kernels.conv1x1 import conv1x1_weight_grad
+from kernels.conv_tma import conv_tma_weight_grad
 from kernels.inception import pointwise_forward, pool3_backward_, pool3_gather
 from tests.helpers import LaunchRecorder, assert_close, triton_kernels
 from tests.test_batchnorm import _pair as _bn_pair
@@ -116,6 +117,27 @@ def run_conv1x1(device):
     dw = conv1x1_weight_grad(x, dy, torch.float32, split_k=2, use_tma=True)
     assert_close(dw, torch.einsum("nkhw,nchw->kc", dy64, x64)[:, :, None, None], reduction=300,
                  name="1x1 weight-grad, 2 splits")
+
+
+def run_conv_tma(device):
+    """The TMA KxK path forced, forward and data-grad: a 3x3 pad-1 conv on an 11x12 image,
+    24 channels in (a channel tail at BLOCK_K 16, a part-empty box at 64), 40 out (masked
+    columns at every BLOCK_N): 1 to 3 patches a side at 8x16, 16x8, 8x8 and 4x16, each
+    padded at the image's edges."""
+    with race.forced_path("conv_forward", "tma_kxk"), race.forced_path("conv_dgrad", "tma_kxk"):
+        _conv_check((2, 24, 11, 12), (40, 24, 3, 3), 1, 1, 1, device, seed=15)
+
+
+def run_conv_tma_wgrad(device):
+    """Its weight-grad on the same conv, stored directly and as 3 splits of partials: the
+    reduction over 8x8, 8x16, 4x16 and 4x8 patches cut by the image's edges."""
+    x64, dy64 = _data((2, 24, 11, 12), (2, 40, 11, 12), seed=16)
+    x, dy = (t.to(device, torch.float32).to(memory_format=torch.channels_last) for t in (x64, dy64))
+    geo = kernels.conv.conv_geometry(x, torch.empty(40, 24, 3, 3, device=device), 1, 1)
+    for split in (1, 3):
+        assert_close(conv_tma_weight_grad(x, dy, geo, torch.float32, split_k=split),
+                     torch.nn.grad.conv2d_weight(x64, (40, 24, 3, 3), dy64, 1, 1), reduction=2 * 11 * 12,
+                     name=f"TMA KxK weight-grad, {split} splits")
 
 
 def run_pointwise(device):
@@ -218,6 +240,9 @@ AUTOTUNED = {
     "_conv1x1_fwd_kernel": ("conv1x1", run_conv1x1),
     "_conv1x1_dgrad_kernel": ("conv1x1", run_conv1x1),
     "_conv1x1_wgrad_kernel": ("conv1x1_wgrad", run_conv1x1),
+    "_conv_tma_fwd_kernel": ("conv_tma", run_conv_tma),
+    "_conv_tma_dgrad_kernel": ("conv_tma", run_conv_tma),
+    "_conv_tma_wgrad_kernel": ("conv_tma_wgrad", run_conv_tma_wgrad),
     "_add_relu_fwd_kernel": ("mem_bound", run_add_relu),
     "_relu_grad_kernel": ("mem_bound", run_add_relu),
     "_lrn_fwd_kernel": ("lrn", run_lrn),

@@ -79,11 +79,14 @@ def test_items_cover_every_layer_once(layers):
     # no net runs any more (its LRNs are fused with their pools, its add+ReLU into BatchNorm),
     # the [P, C]-tile LRN backward (the stem's pooled map is channels_last: group kernels),
     # and the 1x1 GEMM path's kernels, whose items benchmarks/gpu_paths.py builds until
-    # all_items appends them (see its docstring; tests/test_sweep_paths.py covers them)
+    # all_items appends them (see its docstring; tests/test_sweep_paths.py covers them), and
+    # the TMA KxK path's (its items too are benchmarks/gpu_paths.py's)
     assert set(configs.TUNABLE) - {i.kernel for i in items} == {"_lrn_fwd_kernel", "_lrn_bwd_kernel",
                                                                  "_lrn_groups_fwd_kernel", "_add_relu_fwd_kernel",
                                                                  "_relu_grad_kernel", "_conv1x1_fwd_kernel",
-                                                                 "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel"}
+                                                                 "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel",
+                                                                 "_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel",
+                                                                 "_conv_tma_wgrad_kernel"}
     assert {i.kernel for i in items} <= set(configs.TUNABLE)
     # the new kinds, forward and backward, at each of their layers
     for layer in layers:

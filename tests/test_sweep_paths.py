@@ -146,3 +146,21 @@ def test_stem_items_run_the_s2d_path_under_every_config(monkeypatch, tmp_path):
         assert entry["key"]["stride_h"] == 1 and entry["key"]["CG"] % 16 == 0  # the rewritten conv's key
         assert entry["dispatch_key"]["stride_h"] == 2 and entry["dispatch_key"]["C"] == 3
     assert gpu_paths.conv_path_items(shapes.ConvShape("wide", 64, 9, 8, 3, stride=2, padding=1), "s2d") == []
+
+
+def test_tma_items_are_the_layers_an_h100_patch_serves(layers):
+    """The TMA KxK path's items: every conv layer whose output an H100 config's patch serves
+    (eligibility judged on the GPU config lists, not the interpreter's), each pass, the
+    weight-grad at the path's own split count."""
+    items = gpu_paths.path_items(layers, ["tma_kxk"])
+    convs = {lay.shape.name for lay in layers if lay.kind == "conv" and gpu_paths._tma_serves(lay.shape)}
+    assert {i.layer for i in items} == convs and "resnet50.layer1.0.conv2" in convs
+    named = {lay.shape.name for lay in layers}
+    assert {"alexnet.features.conv3", "resnet50.layer4.0.conv2"} <= named - convs  # 13x13 and 7x7 stay generic
+    for name in convs:
+        assert sorted(i.pass_ for i in items if i.layer == name) == ["dgrad", "forward", "wgrad"], name
+    for i in items:
+        assert i.kernel == gpu_paths.PATH_SPECS["tma_kxk"].kernels[i.pass_] and i.dispatch_key["stride_h"] == 1
+        if i.pass_ == "wgrad":
+            s = next(lay.shape for lay in layers if lay.shape.name == i.layer)
+            assert i.split_k == gpu_paths._tma_split(s, sweep.BATCH) >= 1

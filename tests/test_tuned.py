@@ -131,7 +131,10 @@ def test_every_other_tunable_is_rerun_safe():
                       "_bn_relu_pool_fwd_kernel",
                       # the 1x1 GEMMs overwrite their fresh (or caller's) outputs; weight-grad
                       # partials are stored per split, then summed
-                      "_conv1x1_fwd_kernel", "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel"}
+                      "_conv1x1_fwd_kernel", "_conv1x1_dgrad_kernel", "_conv1x1_wgrad_kernel",
+                      # the TMA KxK convs overwrite their fresh (or caller's) outputs; weight-grad
+                      # partials are stored per split, then summed
+                      "_conv_tma_fwd_kernel", "_conv_tma_dgrad_kernel", "_conv_tma_wgrad_kernel"}
     assert set(configs.TUNABLE) == safe_by_design | {"_add_relu_fwd_kernel"}
     assert configs.TUNABLE["_add_relu_fwd_kernel"].restore_value == ["x_ptr"]
     assert all(not configs.TUNABLE[name].restore_value and not configs.TUNABLE[name].reset_to_zero
@@ -196,6 +199,12 @@ def test_entry_problems_name_what_no_kernel_can_use():
              "config": {"kwargs": {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, "num_warps": 4, "num_stages": 3},
              "split_k": 2, "ms": 1.0, "runner_up_ms": None, "cudnn_ms": None}
     assert any("SPLIT_ROWS" in p for p in configs.entry_problems(wgrad))
+    tma = {**wgrad, "kernel": "_conv_tma_wgrad_kernel", "family": "conv_tma_wgrad",
+           "key": {k: 1 for k in configs.TUNABLE["_conv_tma_wgrad_kernel"].keys} | {"SPLITS": 5},
+           "config": {"kwargs": {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_H": 8, "BLOCK_W": 8}, "num_warps": 4,
+                      "num_stages": 3}}
+    assert configs.entry_problems({**tma, "split_k": 5}) == []  # the TMA KxK weight-grad's key is the count
+    assert any("SPLITS" in p for p in configs.entry_problems(tma))
 
 
 def test_table_files_round_trip_and_reject_bad_files(tmp_path):

@@ -88,6 +88,25 @@ def _run_conv1x1(device, kernel):
             assert_close(conv2d_weight_grad(x, dy, geo, x.dtype, split_k=split), ref, reduction=300)
 
 
+def _run_conv_tma(device, kernel):
+    """The TMA KxK path (its kernel's forced config picks the path): 3x3, pad 1, 24 channels
+    in, 40 out, an 11x12 image (patches cut by the image's edges), the epilogues, the ReLU
+    mask, and a weight-grad stored directly and as 3 splits of partials."""
+    x, w, b, r, dy, m = _inputs(device, (2, 24, 11, 12), (40, 24, 3, 3), (40,), (2, 40, 11, 12), (2, 40, 11, 12),
+                                (2, 24, 11, 12))
+    geo = conv_geometry(x, w, 1, 1)
+    if kernel == "_conv_tma_fwd_kernel":
+        ref = F.relu(F.conv2d(_d(x), _d(w), _d(b), 1, 1) + _d(r))
+        assert_close(conv2d_forward(x, w, b, 1, 1, residual=r, activation="relu"), ref, reduction=24 * 9 + 2)
+    elif kernel == "_conv_tma_dgrad_kernel":
+        ref = torch.nn.grad.conv2d_input(x.shape, _d(w), _d(dy), 1, 1) * (_d(m) > 0)
+        assert_close(conv2d_input_grad(dy, w, geo, relu_input=m), ref, reduction=40 * 9)
+    else:
+        ref = torch.nn.grad.conv2d_weight(_d(x), w.shape, _d(dy), 1, 1)
+        for split in (1, 3):  # the gradient stored directly, and fp32 partials summed
+            assert_close(conv2d_weight_grad(x, dy, geo, x.dtype, split_k=split), ref, reduction=2 * 11 * 12)
+
+
 def _run_mem_bound(device, kernel):
     x, r, g = _inputs(device, (3, 5, 7, 11), (3, 5, 7, 11), (3, 5, 7, 11))
     if kernel == "_add_relu_fwd_kernel":
@@ -154,6 +173,8 @@ def test_every_config_of_every_kernel(kernel, config, device):
             _run_wgrad(device)
         elif family in ("conv1x1", "conv1x1_wgrad"):
             _run_conv1x1(device, kernel)
+        elif family in ("conv_tma", "conv_tma_wgrad"):
+            _run_conv_tma(device, kernel)
         elif family == "mem_bound":
             _run_mem_bound(device, kernel)
         elif family == "channel_tiles":
