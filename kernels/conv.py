@@ -830,7 +830,10 @@ def _generic_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype, split_k, 
         DOT_PRECISION=dot_precision(x.dtype),
         INDEX_64=needs_int64(x, grad_out, buf, o),
     )
-    splits = fixed if fixed is not None else splits_of(_conv_wgrad_kernel.best_config.kwargs)
+    # the config this launch ran (each run sets it; a launch only recorded, never run, has
+    # none and no values to sum: every split then, all as uninitialized as the output)
+    ran = getattr(_conv_wgrad_kernel, "best_config", None)
+    splits = fixed if fixed is not None else (splits_of(ran.kwargs) if ran is not None else most)
     if most == 1:
         total, db_total = dw[0], db[0]
     else:

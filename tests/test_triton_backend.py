@@ -247,6 +247,40 @@ def test_triton_backend_runs_only_our_kernels(arch, how, device):
     assert not problems, f"{arch} ({how}) strays from our kernels:\n" + "\n".join(problems)
 
 
+# The paths beside the generic kernel, forced at every site: a net's layers they serve reach
+# them, in its forward and backward (recorded, not run: the kernels' own tests check values).
+# The stems take the space-to-depth path (forward: the image and the filter re-laid out;
+# weight-grad: the image again, the filter's grad folded back; the image takes no data-grad),
+# GoogLeNet's stride-1 3x3 / 5x5 convs the TMA KxK path: conv3 and the nine blocks' two
+# branches (every one of them at the interpreter's patches), each pass.
+S2D = ({"_space_to_depth_kernel": 2}, {"_space_to_depth_kernel": 1, "_depth_to_space_kernel": 1})
+
+
+@pytest.mark.parametrize("arch, path, forward, backward", [
+    ("alexnet", "s2d", *S2D),
+    ("resnet50", "s2d", *S2D),
+    ("googlenet", "tma_kxk", {"_conv_tma_fwd_kernel": 19},
+     {"_conv_tma_dgrad_kernel": 19, "_conv_tma_wgrad_kernel": 19}),
+])
+def test_nets_reach_the_paths_beside_the_generic_kernel(arch, path, forward, backward, device):
+    size, batch, _ = NETS[arch]
+    model = _triton_model(arch, "build").to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    target = torch.randint(0, 10, (batch,), device=device)
+    with ExitStack() as paths:
+        for site in race.SITES:
+            paths.enter_context(race.forced_path(site, path))
+        with LaunchRecorder(execute=False) as rec:
+            out = model(x)
+            n_forward = len(rec.launches)
+            recipe.loss(out, target).backward()
+    fwd, bwd = rec.names(0) - rec.names(n_forward), rec.names(n_forward)
+    path_kernels = ("_space_to_depth_kernel", "_depth_to_space_kernel", "_conv_tma_fwd_kernel",
+                    "_conv_tma_dgrad_kernel", "_conv_tma_wgrad_kernel")
+    assert {k: n for k, n in fwd.items() if k in path_kernels} == forward
+    assert {k: n for k, n in bwd.items() if k in path_kernels} == backward
+
+
 # --------------------------------------------------------------------------- negative controls
 @pytest.mark.parametrize("arch, must_see", [
     ("alexnet", ["aten.convolution ran", "aten.convolution_backward ran", "aten.avg_pool3d ran",
