@@ -235,15 +235,18 @@ def configs(family: str) -> list[triton.Config]:
 _CACHE_RESULTS = "cache_results" in inspect.signature(triton.autotune).parameters
 
 
-def gemm_shared_bytes(config: triton.Config, element_size: int, *, out_tile: bool = False) -> int:
+def gemm_shared_bytes(config: triton.Config, element_size: int, *, out_tile: bool = False,
+                      extra_a: bool = False) -> int:
     """Shared memory a pipelined GEMM tile stages: num_stages x (A + B tiles), plus the
-    output tile a TMA store stages (`out_tile`: the 1x1 kernels' forward and data-grad).
-    Checked against the compiler's own numbers for sm_90 (scripts/compile_check.py)."""
+    output tile a TMA store stages (`out_tile`: the 1x1 kernels' forward and data-grad), and
+    a second A-sized tile per stage where the kernel loads one beside A (`extra_a`: the
+    conv backward's ReLU mask source, DY_RELU). Checked against the compiler's own numbers
+    for sm_90 (scripts/compile_check.py)."""
     kw = config.kwargs
     # conv_tma's patch of pixels: the rows of its forward's tile, the K step of its weight-grad
     rows = kw["BLOCK_M"] if "BLOCK_M" in kw else kw["BLOCK_H"] * kw["BLOCK_W"]
     depth = kw["BLOCK_K"] if "BLOCK_K" in kw else kw["BLOCK_H"] * kw["BLOCK_W"]
-    staged = config.num_stages * (rows * depth + depth * kw["BLOCK_N"])
+    staged = config.num_stages * ((2 if extra_a else 1) * rows * depth + depth * kw["BLOCK_N"])
     return (staged + (rows * kw["BLOCK_N"] if out_tile else 0)) * element_size
 
 
@@ -264,7 +267,8 @@ def prune_by_shared_memory(configs_, named_args, **kwargs):
     if limit is None:
         return configs_
     out_tile = bool(kwargs.get("USE_TMA")) and "c_dst" in named_args  # a TMA-stored output tile
-    need = lambda c: gemm_shared_bytes(c, tensor.element_size(), out_tile=out_tile)
+    extra_a = bool(kwargs.get("DY_RELU"))  # the ReLU mask's source, loaded beside grad_out
+    need = lambda c: gemm_shared_bytes(c, tensor.element_size(), out_tile=out_tile, extra_a=extra_a)
     fits = [c for c in configs_ if need(c) <= limit]
     if kwargs.get("USE_TMA") is False:  # the 1x1 kernels' pointer variant spills above 128x128 on sm_90
         fits = [c for c in fits if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128]

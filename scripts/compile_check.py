@@ -44,12 +44,18 @@ def _jit(kernel):
 ELEMENT_SIZE = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8}
 
 
+def _fits(config, dt, *, extra_a=False, limit=232448) -> bool:
+    """Whether autotuning keeps `config` for this dtype (kernels.configs.prune_by_shared_memory
+    drops tiles that cannot fit; `extra_a`: a kernel that stages a second A tile, DY_RELU)."""
+    return "BLOCK_K" not in config.kwargs or cfg.gemm_shared_bytes(config, ELEMENT_SIZE[dt], extra_a=extra_a) <= limit
+
+
 def _ends(configs, quick, dt="bf16", limit=232448):
     """The first config (quick), else every config of the family that autotuning keeps for
     this dtype (kernels.configs.prune_by_shared_memory drops tiles that cannot fit)."""
     if quick:
         return configs[:1]
-    return [c for c in configs if "BLOCK_K" not in c.kwargs or cfg.gemm_shared_bytes(c, ELEMENT_SIZE[dt]) <= limit]
+    return [c for c in configs if _fits(c, dt, limit=limit)]
 
 
 # Strides that are 1 for channels_last tensors: Triton specializes an int argument equal to 1
@@ -317,10 +323,12 @@ def variants(quick: bool):
                            {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
                            dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=False, STATS=True, STATS_ROWS=64, FLAT_K=False,
                                 K_CHUNK=0, DOT_PRECISION=prec, INDEX_64=False, **_unit("conv_fwd"), **meta), w, s)
-                yield (f"conv dgrad {dt} relu_mask={on} dy_relu={not on} chunk={0 if on else 8} i64={not on} {meta}",
-                       conv._conv_dgrad_kernel, dict.fromkeys(["dy_ptr", "o_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
-                       dict(DY_RELU=not on, RELU_MASK=on, FLAT_K=False, K_CHUNK=0 if on else 8, DOT_PRECISION=prec,
-                            INDEX_64=not on, **_unit("conv_dgrad"), **meta), w, s)
+                if on or _fits(conf, dt, extra_a=True):  # DY_RELU stages the mask source beside dy
+                    yield (f"conv dgrad {dt} relu_mask={on} dy_relu={not on} chunk={0 if on else 8} i64={not on} "
+                           f"{meta}", conv._conv_dgrad_kernel,
+                           dict.fromkeys(["dy_ptr", "o_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
+                           dict(DY_RELU=not on, RELU_MASK=on, FLAT_K=False, K_CHUNK=0 if on else 8,
+                                DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_dgrad"), **meta), w, s)
                 yield (f"pointwise fwd {dt} pool3={on} bias/relu={on} i64={not on} {meta}",
                        inception._pointwise_fwd_kernel,
                        {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "ya_ptr", "yb_ptr"], dt), "idx_ptr": "i8"}, {},
@@ -329,7 +337,7 @@ def variants(quick: bool):
         for conf in _ends(cfg.CONV_WGRAD, quick, dt):
             meta, w, s = conf.kwargs, conf.num_warps, conf.num_stages
             for on in (True, False):
-                for chunk in (1, 16) if on else (0,):
+                for chunk in ((1, 16) if _fits(conf, dt, extra_a=True) else ()) if on else (0,):
                     yield (f"conv wgrad {dt} chunk={chunk} fp32 partials={on} dy_relu/bias={on} i64={not on} {meta}",
                            conv._conv_wgrad_kernel,
                            {"x_ptr": dt, "dy_ptr": dt, "o_ptr": dt, **dict.fromkeys(["dw_ptr", "db_ptr"],
@@ -397,10 +405,11 @@ def variants(quick: bool):
                conf.num_warps, conf.num_stages)
 
 
-def _launched(configs, dt, limit=232448):
+def _launched(configs, dt, limit=232448, extra_a=False):
     """The config a launch takes under CONVBENCH_AUTOTUNE=first: the family's first config
-    whose staged tiles fit the shared memory for this dtype (kernels.configs.TunedAutotuner)."""
-    return next((c for c in configs if cfg.gemm_shared_bytes(c, ELEMENT_SIZE[dt]) <= limit), configs[-1])
+    whose staged tiles fit the shared memory for this dtype (kernels.configs.TunedAutotuner;
+    `extra_a`: as `_fits`)."""
+    return next((c for c in configs if _fits(c, dt, extra_a=extra_a, limit=limit)), configs[-1])
 
 
 # Integer arguments a small test problem passes as 1 (Triton specializes an int equal to 1
@@ -424,7 +433,8 @@ def gpu_test_variants(quick: bool):
     gemm_ptrs = ["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"]
     cases = [("fp64", "ieee")] if quick else [("fp64", "ieee"), ("fp32", "ieee"), ("fp16", "tf32")]
     for dt, prec in cases:
-        g, w = _launched(cfg.CONV_GEMM, dt), _launched(cfg.CONV_WGRAD, dt)
+        g, w = _launched(cfg.CONV_GEMM, dt), _launched(cfg.CONV_WGRAD, dt, extra_a=True)
+        gd = _launched(cfg.CONV_GEMM, dt, extra_a=True)  # the data-grad with DY_RELU
         for shape in ("strided", "ones") if not quick else ("ones",):
             ones = shape == "ones"
             one = (lambda fam: dict.fromkeys(ONES[fam], 1)) if ones else (lambda fam: {})
@@ -434,10 +444,10 @@ def gpu_test_variants(quick: bool):
                         K_CHUNK=int(ones), DOT_PRECISION=prec, INDEX_64=False, **one("conv_fwd"), **g.kwargs),
                    g.num_warps, g.num_stages,
                    not ones)
-            yield (f"conv dgrad {tag} {g.kwargs}", conv._conv_dgrad_kernel,
+            yield (f"conv dgrad {tag} {gd.kwargs}", conv._conv_dgrad_kernel,
                    dict.fromkeys(["dy_ptr", "o_ptr", "w_ptr", "m_ptr", "dx_ptr"], dt), {},
                    dict(DY_RELU=True, RELU_MASK=True, FLAT_K=ones, K_CHUNK=int(ones), DOT_PRECISION=prec,
-                        INDEX_64=False, **one("conv_dgrad"), **g.kwargs), g.num_warps, g.num_stages, not ones)
+                        INDEX_64=False, **one("conv_dgrad"), **gd.kwargs), gd.num_warps, gd.num_stages, not ones)
             for partials in (True, False) if not quick else (ones,):
                 part = ("fp64" if dt == "fp64" else "fp32") if partials else dt
                 yield (f"conv wgrad {tag} partials={partials} {w.kwargs}", conv._conv_wgrad_kernel,
