@@ -258,17 +258,25 @@ def _shared_limit(device) -> int | None:
     return driver.active.utils.get_device_properties(device.index or 0)["max_shared_mem"]
 
 
+def _shared_need(named_args, kwargs):
+    """(bytes a config needs, the device's limit) for one launch, or None off the GPU."""
+    tensor = next((v for v in named_args.values() if hasattr(v, "element_size")), None)
+    limit = _shared_limit(tensor.device) if tensor is not None else None
+    if limit is None:
+        return None
+    out_tile = bool(kwargs.get("USE_TMA")) and "c_dst" in named_args  # a TMA-stored output tile
+    extra_a = bool(kwargs.get("DY_RELU"))  # the ReLU mask's source, loaded beside grad_out
+    return lambda c: gemm_shared_bytes(c, tensor.element_size(), out_tile=out_tile, extra_a=extra_a), limit
+
+
 def prune_by_shared_memory(configs_, named_args, **kwargs):
     """Drop GEMM configs whose staged tiles exceed the device's shared memory for this
     dtype (fp32 at 128x256x64 x 3 stages needs 288 KB; Hopper allows 227 KB): they could
     only fail to launch. Keeps the smallest config if none fits."""
-    tensor = next((v for v in named_args.values() if hasattr(v, "element_size")), None)
-    limit = _shared_limit(tensor.device) if tensor is not None else None
-    if limit is None:
+    shared = _shared_need(named_args, kwargs)
+    if shared is None:
         return configs_
-    out_tile = bool(kwargs.get("USE_TMA")) and "c_dst" in named_args  # a TMA-stored output tile
-    extra_a = bool(kwargs.get("DY_RELU"))  # the ReLU mask's source, loaded beside grad_out
-    need = lambda c: gemm_shared_bytes(c, tensor.element_size(), out_tile=out_tile, extra_a=extra_a)
+    need, limit = shared
     fits = [c for c in configs_ if need(c) <= limit]
     if kwargs.get("USE_TMA") is False:  # the 1x1 kernels' pointer variant spills above 128x128 on sm_90
         fits = [c for c in fits if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128]
@@ -311,13 +319,22 @@ class TunedAutotuner(Autotuner):
         if table is not None:
             dtype = str(tensor.dtype).removeprefix("torch.")
             config = table.config(self.name, self.last_key, dtype)
-            if config is not None:
+            if config is not None and not self._too_big(config, args, kwargs):
                 TABLE_HITS[self.name] += 1
                 return config
             TABLE_MISSES[(self.name, dtype, _key_items(self.last_key))] += 1
         if self.first_of is not None:
             return self.first_fitting(args, kwargs)
         return None
+
+    def _too_big(self, config: triton.Config, args, kwargs) -> bool:
+        """A table config this launch's variant cannot stage in shared memory (the table's
+        key leaves out constexprs such as DY_RELU that stage more): a miss, not a failed
+        launch."""
+        if self.early_config_prune is not prune_by_shared_memory:
+            return False
+        shared = _shared_need(dict(zip(self.arg_names, args)), kwargs)
+        return shared is not None and shared[0](config) > shared[1]
 
     def first_fitting(self, args, kwargs) -> triton.Config:
         """The first config of `first_of` that this kernel's pruning keeps for the launch."""

@@ -236,3 +236,26 @@ def test_committed_tables_hold_only_usable_entries():
         assert path == tuned.table_path(table.card, table.triton), path
         for entry in table.entries:
             assert configs.entry_problems(entry) == [], (path.name, entry)
+
+
+def test_a_table_config_the_launch_cannot_stage_is_a_miss(monkeypatch):
+    """The table's key leaves out DY_RELU, whose data-grad stages the ReLU mask's source
+    beside grad_out: a config tuned without it that no longer fits the shared memory is
+    counted a miss and autotuned past, never launched to fail."""
+    big = triton.Config({"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=3)
+    assert configs.gemm_shared_bytes(big, 2) <= 232448 < configs.gemm_shared_bytes(big, 2, extra_a=True)
+
+    class OneConfig:
+        def config(self, kernel, key, dtype):
+            return big
+
+    monkeypatch.setattr(configs, "_shared_limit", lambda device: 232448)  # an H100's, off the GPU
+    monkeypatch.setattr(configs.tuned, "table_for", lambda device: OneConfig())
+    monkeypatch.setattr(configs, "TABLE_HITS", configs.Counter())
+    monkeypatch.setattr(configs, "TABLE_MISSES", configs.Counter())
+    tuner = configs.TUNABLE["_conv_dgrad_kernel"]
+    args = (torch.empty(1, dtype=torch.float16),) + (0,) * (len(tuner.arg_names) - 1)
+    monkeypatch.setattr(tuner, "last_key", {})
+    assert tuner._choice(args, {"DY_RELU": False}) is big  # the variant it was tuned on fits
+    assert tuner._choice(args, {"DY_RELU": True}) is None  # a miss: triton's autotuning takes over
+    assert sum(configs.TABLE_HITS.values()) == 1 and sum(configs.TABLE_MISSES.values()) == 1
