@@ -17,7 +17,10 @@ The first rule that applies decides:
   3. the interpreter, or CONVBENCH_AUTOTUNE=first: the first candidate, the generic kernel
      (a candidate path replaces it only where a race or a measured record says so; the
      tests force each path where they check it, and correctness runs compile one kernel
-     per specialization);
+     per specialization); CONVBENCH_RACE=unrecorded lifts this on the GPU under
+     CONVBENCH_AUTOTUNE=first, so a pass no record covers still races its candidates at
+     their first configs (the GPU check's nets: e.g. ResNet's conv+BN forwards, site
+     conv_forward_stats, which the paths sweep does not time);
   4. this process's earlier race of the same (site, dtype, key, device);
   5. a race on the GPU: each candidate run once (its kernels autotune there), then timed
      with triton's do_bench; the fastest is kept for the process. Not on disk: a card's
@@ -100,7 +103,9 @@ def choose(site: str, key: dict, like: torch.Tensor, candidates: list[Candidate]
     recorded = table.path(site, key, dtype) if table is not None else None
     if recorded in by_path:
         return by_path[recorded]
-    if configs.interpreting() or os.environ.get("CONVBENCH_AUTOTUNE", "full") == "first" or not rerun_safe:
+    first_only = (os.environ.get("CONVBENCH_AUTOTUNE", "full") == "first"
+                  and os.environ.get("CONVBENCH_RACE", "") != "unrecorded")
+    if configs.interpreting() or first_only or not rerun_safe:
         return candidates[0]
     slot = _slot(site, key, like)
     if slot not in _WON:

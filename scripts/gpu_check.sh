@@ -46,7 +46,7 @@ MODE=check
 
 # Seconds per step: `python -m benchmarks.gpu_plan --limits` (tests/test_gpu_plan.py keeps
 # these equal to it; written here so the GPU spends no time re-counting).
-LIMIT_env=10 LIMIT_compile=69 LIMIT_correct=198 LIMIT_sweep=11 LIMIT_paths=116 LIMIT_bench=47 LIMIT_nets=60
+LIMIT_env=10 LIMIT_compile=69 LIMIT_correct=198 LIMIT_sweep=11 LIMIT_paths=116 LIMIT_bench=47 LIMIT_nets=70
 LIMIT_pack=10
 BUDGET=540  # the whole command (gpu_plan.BUDGET_S); no step runs past it but pack
 # --followup (`python -m benchmarks.gpu_plan --followup --limits`), the second command on the
@@ -155,9 +155,10 @@ CONVBENCH_AUTOTUNE=first step bench python3 -m benchmarks.sweep bench --out "$WO
 
 # The paths step's table (the sweep's, the committed one completed), else the committed one
 # (CONVBENCH_TUNED unset); a miss launches the first config instead of autotuning serially,
-# a recorded path record picks the path.
-CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step nets python3 -m benchmarks.sweep nets --out "$WORK/nets" \
-    --backends torch,triton
+# a path record picks the path, and a pass no record covers (ResNet's conv+BN forwards)
+# races its candidates at their first configs (CONVBENCH_RACE=unrecorded).
+CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first CONVBENCH_RACE=unrecorded step nets \
+    python3 -m benchmarks.sweep nets --out "$WORK/nets" --backends torch,triton
 
 else  # --followup: what the first command leaves for a second one
     # the first command's table on this still-warm machine, else the committed one
@@ -167,8 +168,8 @@ else  # --followup: what the first command leaves for a second one
         --out "$WORK/nets" --backends compile
     # if time is left: each net's training step replayed as one CUDA graph (what the host
     # costs the step), then where the time of the items furthest behind cuDNN goes
-    CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step graphs python3 -m benchmarks.sweep nets \
-        --out "$WORK/graphs" --backends triton+graph,torch+graph
+    CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first CONVBENCH_RACE=unrecorded step graphs \
+        python3 -m benchmarks.sweep nets --out "$WORK/graphs" --backends triton+graph,torch+graph
     CONVBENCH_AUTOTUNE=first step profile python3 -m benchmarks.gpu_profile --out "$WORK/profile" \
         --sweep "$KNOWN_ROWS" --worst "$PROFILE_WORST" --items "$PROFILE_ITEMS"
 fi

@@ -319,6 +319,36 @@ def test_autotune_first_takes_the_first_path_without_racing(monkeypatch):
     assert calls == []
 
 
+def test_race_unrecorded_races_under_autotune_first(monkeypatch):
+    """CONVBENCH_RACE=unrecorded (the GPU check's nets): under CONVBENCH_AUTOTUNE=first a pass
+    no record covers still races its candidates; a recorded one takes its record."""
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    monkeypatch.setenv("CONVBENCH_TUNED", "off")
+    monkeypatch.setenv("CONVBENCH_AUTOTUNE", "first")
+    monkeypatch.setenv("CONVBENCH_RACE", "unrecorded")
+    monkeypatch.setattr(race, "_WON", {})
+    monkeypatch.setattr(race, "RACES", {})
+    times = dict.fromkeys(race.PATHS, 0.5) | {"s2d": 0.1}
+    calls = []
+
+    def bench(fn):
+        before = len(calls)
+        fn()
+        return times[calls[before]]
+
+    monkeypatch.setattr(race, "_bench", bench)
+    won = race.choose("conv_forward_stats", {"PIXELS": 1, "C": 1, "K": 1}, torch.empty(1), _candidates(calls))
+    assert won.path == "s2d" and len(race.RACES) == 1
+
+    class Recorded:
+        def path(self, site, key, dtype):
+            return "generic"
+
+    monkeypatch.setattr(race.tuned, "table_for", lambda device: Recorded())
+    again = race.choose("conv_forward_stats", {"PIXELS": 2, "C": 1, "K": 1}, torch.empty(1), _candidates(calls))
+    assert again.path == "generic" and len(race.RACES) == 1  # the record decides: no race
+
+
 def test_no_race_where_the_output_is_written_over_an_input(monkeypatch, device):
     """A forward written into its own residual's memory cannot be re-run for a race (each
     run would add the residual again): the first candidate runs, once, and is right."""
