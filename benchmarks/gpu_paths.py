@@ -200,7 +200,8 @@ def dispatch_records(entries: list[dict]) -> list[dict]:
     one or more other paths, which path won and every path's time. The key is the layer's
     dispatch key (what `conv.dispatch_key` gives at run time, carried by the path items'
     entries); one record per (site, dtype, key)."""
-    passes = {kernel: pass_ for pass_, kernel in (*KERNELS.items(), *GENERIC.items())}
+    passes = {kernel: pass_ for spec in (GENERIC, *(p.kernels for p in PATH_SPECS.values()))
+              for pass_, kernel in spec.items()}
     by_pass: dict[tuple, dict[str, dict]] = {}
     for e in entries:
         pass_ = e.get("pass")

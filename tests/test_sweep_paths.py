@@ -164,3 +164,22 @@ def test_tma_items_are_the_layers_an_h100_patch_serves(layers):
         if i.pass_ == "wgrad":
             s = next(lay.shape for lay in layers if lay.shape.name == i.layer)
             assert i.split_k == gpu_paths._tma_split(s, sweep.BATCH) >= 1
+
+
+def test_dispatch_records_take_the_tma_kxk_path():
+    """A TMA KxK winner (its own kernels, not the generic ones the s2d path launches) races
+    the generic kernel's in the record of each of its passes."""
+    key = {"N": 128, "C": 128, "H": 28, "W": 28, "K": 192, "R": 3, "S": 3, "P": 28, "Q": 28, "stride_h": 1,
+           "stride_w": 1, "pad_h": 1, "pad_w": 1, "dil_h": 1, "dil_w": 1, "groups": 1}
+    layer = "googlenet.inception3a.3x3"
+    entries = []
+    for pass_, ms in (("forward", 0.1), ("dgrad", 0.2), ("wgrad", 0.3)):
+        entries.append(_entry(gpu_paths.GENERIC[pass_], pass_, layer, ms, {"CG": 128}))
+        entries.append(_entry(gpu_paths.PATH_SPECS["tma_kxk"].kernels[pass_], pass_, layer, ms / 2, {"C": 128})
+                       | {"path": "tma_kxk", "dispatch_key": key})
+    records = gpu_paths.dispatch_records(entries)
+    assert [(r["site"], r["path"], r["ms"]) for r in records] == [
+        ("conv_forward", "tma_kxk", {"generic": 0.1, "tma_kxk": 0.05}),
+        ("conv_dgrad", "tma_kxk", {"generic": 0.2, "tma_kxk": 0.1}),
+        ("conv_wgrad", "tma_kxk", {"generic": 0.3, "tma_kxk": 0.15})]
+    assert all(r["key"] == key for r in records)
