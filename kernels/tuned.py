@@ -160,12 +160,15 @@ def load_table(path: str | Path) -> Table:
 
 def write_table(path: str | Path, card: str, triton_version: str, entries: list[dict], *,
                 dispatch: list[dict] | None = None, **meta) -> Path:
-    """Write a table (validated first); `dispatch`: its path records; `meta` adds top-level
-    fields (torch, measured, ...)."""
+    """Write a table (validated first, replaced whole); `dispatch`: its path records; `meta`
+    adds top-level fields (torch, measured, ...)."""
     table = Table(card, triton_minor(triton_version), entries, source=str(path), dispatch=dispatch)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**table.to_json(), **meta}, indent=1, sort_keys=False) + "\n")
+    # written beside it and renamed over it: a write cut off part-way leaves the old table whole
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps({**table.to_json(), **meta}, indent=1, sort_keys=False) + "\n")
+    os.replace(part, path)
     return path
 
 
