@@ -183,3 +183,22 @@ def test_dispatch_records_take_the_tma_kxk_path():
         ("conv_dgrad", "tma_kxk", {"generic": 0.2, "tma_kxk": 0.1}),
         ("conv_wgrad", "tma_kxk", {"generic": 0.3, "tma_kxk": 0.15})]
     assert all(r["key"] == key for r in records)
+
+
+def test_write_table_cut_off_leaves_the_old_table(monkeypatch, tmp_path):
+    """The paths step rewrites the sweep's table in place: a write cut off part-way (its
+    SIGINT at the limit) leaves the earlier table whole, never a truncated file."""
+    path = tuned.write_table(tmp_path / "t.json", "cpu test", "3.6.0", [])
+    before = path.read_text()
+    real = type(path).write_text
+
+    def cut_off(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(path), "write_text", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        tuned.write_table(path, "cpu test", "3.6.0", [], measured="later")
+    monkeypatch.undo()
+    assert path.read_text() == before
+    assert tuned.load_table(path).entries == []

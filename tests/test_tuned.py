@@ -259,22 +259,3 @@ def test_a_table_config_the_launch_cannot_stage_is_a_miss(monkeypatch):
     assert tuner._choice(args, {"DY_RELU": False}) is big  # the variant it was tuned on fits
     assert tuner._choice(args, {"DY_RELU": True}) is None  # a miss: triton's autotuning takes over
     assert sum(configs.TABLE_HITS.values()) == 1 and sum(configs.TABLE_MISSES.values()) == 1
-
-
-def test_write_table_cut_off_leaves_the_old_table(monkeypatch, tmp_path):
-    """The paths step rewrites the sweep's table in place: a write cut off part-way (its
-    SIGINT at the limit) leaves the earlier table whole, never a truncated file."""
-    path = tuned.write_table(tmp_path / "t.json", "cpu test", "3.6.0", [])
-    before = path.read_text()
-    real = type(path).write_text
-
-    def cut_off(self, text, *args, **kwargs):
-        real(self, text[: len(text) // 2], *args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(type(path), "write_text", cut_off)
-    with pytest.raises(KeyboardInterrupt):
-        tuned.write_table(path, "cpu test", "3.6.0", [], measured="later")
-    monkeypatch.undo()
-    assert path.read_text() == before
-    assert tuned.load_table(path).entries == []
