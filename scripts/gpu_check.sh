@@ -74,6 +74,8 @@ mkdir -p "$WORK"
 export TRITON_CACHE_DIR=/tmp/convbench-triton-cache
 # the check's latest table (copied after each step), which the follow-up's nets launch
 LAST_TABLE_DIR=/tmp/convbench-last-table
+# a check starts it afresh: a follow-up never launches an earlier check's table as this one's
+[ "$MODE" = check ] && rm -rf "$LAST_TABLE_DIR"
 if [ "$MODE" = followup ]; then
     BUDGET=$FBUDGET
     for f in ${!FLIMIT_@}; do eval "LIMIT_${f#FLIMIT_}=\$$f"; done  # each FLIMIT_x becomes LIMIT_x
