@@ -258,6 +258,11 @@ def _shared_limit(device) -> int | None:
     return driver.active.utils.get_device_properties(device.index or 0)["max_shared_mem"]
 
 
+# Constexprs outside the autotune keys (and the tuned tables' keys) that change the shared
+# memory a config stages (`_shared_need`).
+_STAGING = ("DY_RELU",)
+
+
 def _shared_need(named_args, kwargs):
     """(bytes a config needs, the device's limit) for one launch, or None off the GPU."""
     tensor = next((v for v in named_args.values() if hasattr(v, "element_size")), None)
@@ -302,6 +307,8 @@ class TunedAutotuner(Autotuner):
         self.last_kernel = None
         self.last_key: dict | None = None
         self._init_kwargs = kwargs
+        # triton's in-process autotune cache, one per staging variant (`_STAGING`)
+        self._caches: dict[tuple, dict] = {}
 
     def shape_key(self, args, kwargs) -> dict:
         """The autotune key values of one launch, by name."""
@@ -346,6 +353,9 @@ class TunedAutotuner(Autotuner):
         self.last_key = self.shape_key(args, kwargs)
         config = self._choice(args, kwargs)
         if config is None:
+            # triton keys its cache by the autotune key alone: a variant that stages more
+            # (DY_RELU) must not take the winner of one that stages less (OutOfResources)
+            self.cache = self._caches.setdefault(tuple(kwargs.get(name) for name in _STAGING), {})
             ret = super().run(*args, **kwargs)
         else:
             self.nargs = dict(zip(self.arg_names, args))

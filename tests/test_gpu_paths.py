@@ -535,3 +535,38 @@ def test_tests_without_device_keep_torchs_default():
 @pytest.mark.gpu
 def test_gpu_marked_tests_keep_torchs_default(device):
     assert torch.backends.cudnn.allow_tf32
+
+
+def test_autotuned_config_of_one_variant_is_not_reused_by_the_dy_relu_variant(monkeypatch, device):
+    """triton's autotune cache is keyed by the autotune key alone, which leaves out DY_RELU:
+    a weight-grad autotuned without it (fp32 128x128x64, 3 stages: 196,608 B) must not hand
+    its winner to the same shape's DY_RELU launch, which stages a second A tile (294,912 B,
+    over an H100's 227 KB: OutOfResources there); that launch prunes and tunes on its own."""
+    monkeypatch.setattr(kernels.configs, "_shared_limit", lambda device: H100_SHARED)
+    wgrad = FAMILIES["conv_wgrad"]
+    big, small = wgrad[0], wgrad[3]
+    assert gemm_shared_bytes(big, 4) <= H100_SHARED < gemm_shared_bytes(big, 4, extra_a=True)
+    assert gemm_shared_bytes(small, 4, extra_a=True) <= H100_SHARED
+    calls = []
+
+    def bench(kernel_call, quantiles=None):  # the earlier config of a list is the faster
+        calls.append(1)
+        kernel_call()
+        return [len(calls)] * 3 if quantiles else len(calls)
+
+    tuner = kernels.configs.TUNABLE["_conv_wgrad_kernel"].with_configs([big, small], do_bench=bench)
+    monkeypatch.setattr(kernels.conv, "_conv_wgrad_kernel", tuner)
+    x64, w64 = _data((1, 3, 4, 4), (4, 3, 3, 3), seed=3, dtype=torch.float64)
+    y64 = F.conv2d(x64, w64, None, 1, 1)
+    o64 = y64.relu()
+    g64 = torch.randn_like(y64)
+    geo = kernels.conv.conv_geometry(x64, w64, 1, 1, 1, 1)
+    x, g, o = (t.to(device, torch.float32) for t in (x64, g64, o64))
+    kernels.conv.conv2d_weight_grad(x, g, geo, torch.float32, split_k=1)
+    assert tuner.best_config is big
+    dw = kernels.conv.conv2d_weight_grad(x, g, geo, torch.float32, split_k=1, relu_output=o)
+    assert tuner.best_config is small, f"the DY_RELU launch took {tuner.best_config}"
+    masked = torch.ops.aten.threshold_backward(g64, o64, 0)
+    ref = torch.ops.aten.convolution_backward(masked, x64, w64, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1,
+                                              (False, True, False))[1]
+    assert_close(dw, ref, reduction=16, name="weight-grad through the ReLU")
