@@ -813,7 +813,9 @@ def _generic_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype, split_k, 
         most = fixed
     else:
         splits_of = lambda meta: _tile_splits(geo, x.device, meta["BLOCK_M"], meta["BLOCK_N"])
-        most = max(splits_of(c.kwargs) for c in _configs.configs("conv_wgrad"))
+        # every config the launching kernel may pick: its list, and the list a first-config
+        # launch picks the first fitting one from (CONVBENCH_AUTOTUNE=first)
+        most = max(splits_of(c.kwargs) for c in [*_conv_wgrad_kernel.configs, *(_conv_wgrad_kernel.first_of or [])])
     # [split, K, R, S, CG] memory viewed as [split, K, CG, R, S]: KRSC per split.
     partial_dtype = torch.float64 if weight_dtype == torch.float64 else torch.float32
     buf_dtype = weight_dtype if most == 1 else partial_dtype

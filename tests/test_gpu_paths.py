@@ -570,3 +570,25 @@ def test_autotuned_config_of_one_variant_is_not_reused_by_the_dy_relu_variant(mo
     ref = torch.ops.aten.convolution_backward(masked, x64, w64, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1,
                                               (False, True, False))[1]
     assert_close(dw, ref, reduction=16, name="weight-grad through the ReLU")
+
+
+def test_weight_grad_partials_hold_the_splits_of_the_kernels_own_configs(monkeypatch, device):
+    """With no split count given, each config's grid brings its own (`_tile_splits`): the
+    partials buffer must hold the most that any config the launching kernel may pick asks
+    for (here its one 128x128 tile over 65 output channels wants 4 splits on 2 SMs, the
+    interpreter's 64x64 tile 2), and the sum must read every split that ran."""
+    monkeypatch.setattr(kernels.conv, "sm_count", lambda device: 2)
+    big = FAMILIES["conv_wgrad"][0]
+    tuner = kernels.configs.TUNABLE["_conv_wgrad_kernel"].with_configs([big])
+    monkeypatch.setattr(kernels.conv, "_conv_wgrad_kernel", tuner)
+    x64, w64 = _data((2, 1, 32, 32), (65, 1, 3, 3), seed=4, dtype=torch.float64)
+    geo = kernels.conv.conv_geometry(x64, w64, 1, 1, 1, 1)
+    assert kernels.conv._tile_splits(geo, x64.device, 128, 128) == 4
+    assert kernels.conv._tile_splits(geo, x64.device, 64, 64) == 2
+    (g64,) = _data(tuple(geo.out_shape), seed=5, dtype=torch.float64)
+    dw = kernels.conv.conv2d_weight_grad(x64.to(device, torch.float32), g64.to(device, torch.float32), geo,
+                                         torch.float32)
+    assert tuner.best_config is big
+    ref = torch.ops.aten.convolution_backward(g64, x64, w64, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1,
+                                              (False, True, False))[1]
+    assert_close(dw, ref, reduction=2048, name="weight-grad over 4 splits")
