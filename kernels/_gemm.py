@@ -1,5 +1,6 @@
-"""Jit helpers shared by the GEMM-shaped conv kernels (`conv.py`, `conv1x1.py`): the
-program -> tile mapping, the flat pixel index decoding and the fused forward epilogue.
+"""Jit helpers shared by the GEMM-shaped conv kernels (`conv.py`, `conv1x1.py`,
+`conv_tma.py`): the program -> tile mapping, the flat pixel index decoding, the fused
+forward epilogue and a gradient taken through a ReLU from its saved output.
 
 Imports triton only.
 """
@@ -31,6 +32,13 @@ def decode_pixels(offs, P, Q, INDEX_64: tl.constexpr):
     n = offs // (P * Q)
     pq = offs % (P * Q)
     return n, pq // Q, pq % Q
+
+
+@triton.jit
+def relu_backward(g, m_ptrs, mask):
+    """g taken through a ReLU whose output is at m_ptrs: zero where that output is <= 0 (a
+    NaN output lets g through, as torch's threshold_backward)."""
+    return tl.where(tl.load(m_ptrs, mask=mask, other=0.0) <= 0, 0.0, g)
 
 
 @triton.jit

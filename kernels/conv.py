@@ -40,7 +40,7 @@ import triton.language as tl
 
 from . import configs as _configs
 from . import race
-from ._gemm import decode_pixels, fused_epilogue, tile_ids
+from ._gemm import decode_pixels, fused_epilogue, relu_backward, tile_ids
 from ._reduce import channel_stats_partials, column_sum
 from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
 from .configs import autotune
@@ -297,8 +297,7 @@ def _conv_dgrad_kernel(
             ok = mask_m[:, None] & mask_k[None, :] & (p >= 0) & (p < P) & (q >= 0) & (q < Q)
             a_tile = tl.load(dy_rows[:, None] + p * sdyp + q * sdyq + k_glob[None, :] * sdyk, mask=ok, other=0.0)
             if DY_RELU:
-                o = tl.load(o_rows[:, None] + p * sop + q * soq + k_glob[None, :] * sok, mask=ok, other=0.0)
-                a_tile = tl.where(o <= 0, 0.0, a_tile)  # NaN passes, as threshold_backward
+                a_tile = relu_backward(a_tile, o_rows[:, None] + p * sop + q * soq + k_glob[None, :] * sok, ok)
             w_tap = (r0 + tr * tap_step_h) * swr + (s0 + ts * tap_step_w) * sws
             b_tile = tl.load(w_cols[None, :] + (k_glob * swk + w_tap)[:, None],
                              mask=mask_k[:, None] & mask_c[None, :], other=0.0)
@@ -318,9 +317,8 @@ def _conv_dgrad_kernel(
             a_tile = tl.load(dy_rows[:, None] + (p * sdyp + q * sdyq)[:, None] + k_glob[None, :] * sdyk,
                              mask=ok_m[:, None] & mask_k[None, :], other=0.0)
             if DY_RELU:
-                o = tl.load(o_rows[:, None] + (p * sop + q * soq)[:, None] + k_glob[None, :] * sok,
-                            mask=ok_m[:, None] & mask_k[None, :], other=0.0)
-                a_tile = tl.where(o <= 0, 0.0, a_tile)  # NaN passes, as threshold_backward
+                a_tile = relu_backward(a_tile, o_rows[:, None] + (p * sop + q * soq)[:, None] + k_glob[None, :] * sok,
+                                       ok_m[:, None] & mask_k[None, :])
             w_tap = (r0 + tr * tap_step_h) * swr + (s0 + ts * tap_step_w) * sws
             b_tile = tl.load(w_cols[None, :] + k_glob[:, None] * swk + w_tap,
                              mask=mask_k[:, None] & mask_c[None, :], other=0.0)
@@ -329,8 +327,7 @@ def _conv_dgrad_kernel(
     c_glob = g * CG + offs_c
     if RELU_MASK:
         m_off = (n * smn + h * smh + w * smw)[:, None] + c_glob[None, :] * smc
-        m = tl.load(m_ptr + m_off, mask=mask_m[:, None] & mask_c[None, :], other=0.0)
-        acc = tl.where(m <= 0, 0.0, acc)
+        acc = relu_backward(acc, m_ptr + m_off, mask_m[:, None] & mask_c[None, :])
     dx_off = n * sdxn + h * sdxh + w * sdxw
     tl.store(dx_ptr + dx_off[:, None] + c_glob[None, :] * sdxc,
              acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_c[None, :])
@@ -405,9 +402,8 @@ def _conv_wgrad_kernel(
         a_tile = tl.load(dy_ptr + (n * sdyn + p * sdyp + q * sdyq)[None, :] + k_glob[:, None] * sdyk,
                          mask=mask_k[:, None] & mask_m[None, :], other=0.0)
         if DY_RELU:
-            o = tl.load(o_ptr + (n * son + p * sop + q * soq)[None, :] + k_glob[:, None] * sok,
-                        mask=mask_k[:, None] & mask_m[None, :], other=0.0)
-            a_tile = tl.where(o <= 0, 0.0, a_tile)  # NaN passes, as threshold_backward
+            a_tile = relu_backward(a_tile, o_ptr + (n * son + p * sop + q * soq)[None, :] + k_glob[:, None] * sok,
+                                   mask_k[:, None] & mask_m[None, :])
         if BIAS_GRAD:
             db_acc += tl.sum(a_tile.to(ACC), axis=1)
         ih = (p * stride_h - pad_h)[:, None] + r * dil_h

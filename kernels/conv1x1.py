@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from ._gemm import decode_pixels, fused_epilogue, tile_ids
+from ._gemm import decode_pixels, fused_epilogue, relu_backward, tile_ids
 from ._reduce import column_sum
 from ._utils import dot_precision, needs_int64, sm_count
 from .configs import autotune
@@ -175,7 +175,7 @@ def _conv1x1_dgrad_kernel(
             mask = mask_m[:, None] & mask_c[None, :]
             if RELU_MASK:
                 m_off = (n * smn + h * smh + w * smw)[:, None] + offs_c[None, :] * smc
-                acc = tl.where(tl.load(r_src + m_off, mask=mask, other=0.0) <= 0, 0.0, acc)
+                acc = relu_backward(acc, r_src + m_off, mask)
             dx_off = n * sdxn + h * sdxh + w * sdxw
             tl.store(c_dst + dx_off[:, None] + offs_c[None, :] * sdxc, acc.to(c_dst.dtype.element_ty), mask=mask)
 

@@ -41,7 +41,7 @@ import triton
 import triton.language as tl
 
 from . import configs as _configs
-from ._gemm import fused_epilogue, tile_ids
+from ._gemm import fused_epilogue, relu_backward, tile_ids
 from ._reduce import column_sum
 from ._utils import dot_precision, needs_int64, sm_count
 from .configs import autotune, prune_by_shared_memory
@@ -252,7 +252,7 @@ def _conv_tma_dgrad_kernel(
         mask = mask_m[:, None] & (offs_c < C)[None, :]
         if RELU_MASK:
             m_off = (n * smn + h * smh + w * smw)[:, None] + offs_c[None, :] * smc
-            acc = tl.where(tl.load(m_ptr + m_off, mask=mask, other=0.0) <= 0, 0.0, acc)
+            acc = relu_backward(acc, m_ptr + m_off, mask)
         dx_off = (n * sdxn + h * sdxh + w * sdxw)[:, None] + offs_c[None, :] * sdxc
         tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=mask)
 
