@@ -42,8 +42,8 @@ import kernels.conv_tma as ktma
 import kernels.stem as kstem
 from kernels import configs as kconfigs
 from kernels import race
-from kernels.conv import ConvGeometry
 
+from . import sweep
 from .shapes import ConvShape
 
 KERNELS = {"forward": "_conv1x1_fwd_kernel", "dgrad": "_conv1x1_dgrad_kernel", "wgrad": "_conv1x1_wgrad_kernel"}
@@ -79,18 +79,13 @@ def _on_gpu(fn: Callable) -> Callable:
 
 @_on_gpu
 def _tma_serves(s: ConvShape) -> bool:
-    geo = geometry(s)
+    geo = s.geometry(sweep.BATCH)
     return ktma.geometry_served(geo) and ktma.geometry_served(geo, grad=True)
 
 
 @_on_gpu
 def _tma_split(s: ConvShape, batch: int) -> int:
-    return ktma.wgrad_splits(geometry(s, batch), torch.device("cuda"), None)
-
-
-def geometry(s: ConvShape, batch: int = 128) -> ConvGeometry:
-    """The layer's conv geometry at `batch` (what the launchers build from its tensors)."""
-    return ConvGeometry(s.x_shape(batch), s.w_shape(), (s.stride,) * 2, (s.padding,) * 4, (1, 1), s.groups)
+    return ktma.wgrad_splits(s.geometry(batch), torch.device("cuda"), None)
 
 
 PATH_SPECS = {
@@ -99,7 +94,7 @@ PATH_SPECS = {
     # rewritten stride-1 conv (entries keyed by its shape, as its launches look them up); a
     # net's image input takes no data-grad; its weight-grad keeps the layer's pixel count,
     # so the original geometry's split counts serve it
-    "s2d": PathSpec("s2d", GENERIC, lambda s: kstem.eligible_s2d(geometry(s)), ("forward", "wgrad")),
+    "s2d": PathSpec("s2d", GENERIC, lambda s: kstem.eligible_s2d(s.geometry(sweep.BATCH)), ("forward", "wgrad")),
     # stride-1 KxK convs from TMA boxes over output patches (kernels/conv_tma.py): the layers
     # whose output an H100 config's patch serves, each pass; its weight-grad's own split count
     "tma_kxk": PathSpec("tma_kxk", {"forward": "_conv_tma_fwd_kernel", "dgrad": "_conv_tma_dgrad_kernel",
@@ -133,8 +128,6 @@ def _on_path(run: Callable, site: str, path: str) -> Callable:
 def conv_path_items(s: ConvShape, path: str, passes=None) -> list:
     """The items of one layer on one path (none where the path cannot serve it): the generic
     items of `passes` (default the path's) with the path's kernels and launches."""
-    from . import sweep  # sweep may import this module
-
     spec = PATH_SPECS[path]
     passes = tuple(p for p in (passes or spec.passes) if p in spec.passes)
     if not passes or not spec.eligible(s):
@@ -144,7 +137,7 @@ def conv_path_items(s: ConvShape, path: str, passes=None) -> list:
     else:
         splits = [spec.split(s, sweep.BATCH)] if spec.split is not None else sweep.wgrad_splits(s)[:1]
     items = sweep.conv_items(s, passes, splits=splits)
-    key = kconv.dispatch_key(geometry(s, sweep.BATCH))
+    key = kconv.dispatch_key(s.geometry(sweep.BATCH))
     return [dataclasses.replace(item, kernel=spec.kernels[item.pass_], follows=False, path=path, dispatch_key=key,
                                 triton=_on_path(item.triton, SITES[item.pass_], path)) for item in items]
 

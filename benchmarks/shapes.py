@@ -43,6 +43,14 @@ class ConvShape:
     def w_shape(self) -> tuple[int, int, int, int]:
         return (self.K, self.C // self.groups, self.R, self.kw)
 
+    def geometry(self, batch: int):
+        """The layer's `kernels.conv.ConvGeometry` at `batch`: what the launchers build from
+        its tensors."""
+        from kernels.conv import ConvGeometry
+
+        return ConvGeometry(self.x_shape(batch), self.w_shape(), (self.stride,) * 2, (self.padding,) * 4, (1, 1),
+                            self.groups)
+
     def flops(self, batch: int) -> int:
         """Forward FLOPs, 2 per multiply-add (torch.utils.flop_counter's convention)."""
         p, q = self.out_hw()

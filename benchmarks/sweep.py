@@ -74,7 +74,7 @@ import kernels.conv as kconv
 from kernels import configs as kconfigs
 from kernels import tuned
 from kernels.batchnorm import batch_norm_backward, batch_norm_forward, batch_norm_relu_pool_forward, batch_norm_stats
-from kernels.conv import ConvGeometry, conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_geometry
+from kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_geometry
 from kernels.inception import pointwise_forward
 from kernels.lrn import _group_width, _prune_groups, _prune_tiles, lrn_backward, lrn_forward
 from kernels.lrn_pool import lrn_max_pool2d_backward, lrn_max_pool2d_forward, max_pool2d_lrn_forward
@@ -194,7 +194,7 @@ def wgrad_splits(s: ConvShape, sm_count: int = 132) -> list[int]:
     (on a device of `sm_count` SMs, an H100's 132 unless told), then its double, within
     1..128 and at least 512 rows per split. Every config is timed at the first; the others
     time its winner."""
-    geo = ConvGeometry(s.x_shape(BATCH), s.w_shape(), (s.stride,) * 2, (s.padding,) * 4, (1, 1), s.groups)
+    geo = s.geometry(BATCH)
     with mock.patch.dict(os.environ, {"CONVBENCH_TUNED": "off"}), \
             mock.patch.object(kconv, "sm_count", lambda device: sm_count):
         h = kconv._tile_splits(geo, torch.device("cuda"), 64, 64)
