@@ -18,6 +18,7 @@ import heapq
 import math
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,7 +200,7 @@ def plan() -> list[Step]:
     _, path_lacking = sweep.table_coverage(items[n_sweep:n_table], table, device)
     paths = [items[n_sweep + n] for n in path_lacking]
     path_timed = sum(len(sweep.configs_for(i)) + 1 for i in paths)
-    kinds = ", ".join(f"{n} {p}" for p, n in sorted(_count(i.path for i in paths).items()))
+    kinds = ", ".join(f"{n} {p}" for p, n in sorted(Counter(i.path for i in paths).items()))
     steps.append(Step("paths", 0, path_timed, PROCESS_START_S + SETUP_S + path_timed * MEASURE_S,
                       f"{len(paths)} path items the table lacks ({kinds}), every config checked and timed (compiled "
                       f"by the compile step): their winners and the table's path records"))
@@ -214,13 +215,6 @@ def plan() -> list[Step]:
                       f"of ResNet's conv+BN forwards (no record covers them)"))
     steps.append(Step("pack", 0, 0, PACK_S, "summary, one tar.gz archive"))
     return steps
-
-
-def _count(values) -> dict:
-    out: dict = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
 
 
 def _bench_step(layers, items, n_table) -> Step:
