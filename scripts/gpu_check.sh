@@ -33,7 +33,7 @@
 # Results go to $OUT when set (the device tool's folder), else ./gpu-check-out: 5 files
 # (summary.txt, steps.txt, the table, correct-failures.txt, gpu-check.tar.gz), re-packed
 # after each step. Every step runs even if an earlier one fails; the exit code is non-zero
-# if any failed (an optional step left no time is not a failure).
+# if any failed (an optional step left no time, or cut at its limit, is not a failure).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
@@ -86,32 +86,8 @@ if ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else
     exit 2
 fi
 
-status=0
-step() {  # step NAME COMMAND...: run under its limit (SIGINT, then KILL after its grace), log, go on
-    local name=$1; shift
-    local limit_var="LIMIT_$name" grace_var="GRACE_$name"
-    local limit=${!limit_var} grace=${!grace_var:-10} start=$SECONDS
-    local left=$((BUDGET - SECONDS - LIMIT_pack))
-    [ "$name" = pack ] || [ "$left" -ge "$limit" ] || limit=$left
-    if [ "$limit" -le 0 ]; then
-        echo "$name skipped: no time left of ${BUDGET}s" | tee -a "$WORK/steps.txt"
-        case " $OPTIONAL_STEPS " in *" $name "*) ;; *) status=1 ;; esac
-        return
-    fi
-    echo "=== $name (limit $limit s, $(date -u +%H:%M:%S))"
-    timeout -s INT -k "$grace" "$limit" "$@" > "$WORK/$name.log" 2>&1
-    local rc=$?
-    echo "$name rc=$rc $((SECONDS - start))s limit=${limit}s" | tee -a "$WORK/steps.txt"
-    # back even if the command is cut off later: steps, failures, the archive and any table,
-    # re-packed after each step
-    cp "$WORK/steps.txt" "$OUT_DIR/"
-    cp "$WORK/correct-failures.txt" "$OUT_DIR/" 2>/dev/null
-    tar czf "$OUT_DIR/gpu-check.tar.gz" -C "$(dirname "$WORK")" gpu-check 2>/dev/null
-    cp "$WORK"/tuned/*.json "$OUT_DIR/" 2>/dev/null
-    mkdir -p "$LAST_TABLE_DIR" && cp "$WORK"/tuned/*.json "$LAST_TABLE_DIR/" 2>/dev/null
-    tail -n 3 "$WORK/$name.log"
-    [ "$rc" -eq 0 ] || status=1
-}
+# step NAME COMMAND...: each step under its limit, logged and packed; `status` says if any failed
+. scripts/gpu_steps.sh
 
 step env python3 - "$WORK/env.json" <<'PY'
 import json, subprocess, sys, torch, triton

@@ -192,3 +192,25 @@ def test_xdist_run_stopped_at_its_limit_still_reports(tmp_path):
     assert done.returncode == 124, done.stdout + done.stderr  # interrupted, not killed
     assert "FAILED test_stuck.py::test_wrong" in done.stdout and (tmp_path / "junit.xml").exists()
     assert "=== FAILED test_stuck.py::test_wrong (call," in (tmp_path / "f.txt").read_text()
+
+
+@pytest.mark.parametrize("steps, failed", [
+    ("step graphs sleep 5", False),             # optional, cut at its limit: logged, not a failure
+    ("step graphs false", True),       # optional but failed on its own: a failure
+    ("step nets sleep 5", True),                # required and cut at its limit: a failure
+    ("BUDGET=1; step graphs true", False),      # optional, no time left: skipped, not a failure
+    ("BUDGET=1; step nets true", True),         # required, no time left: a failure
+    ("step nets true; step graphs sleep 5", False),
+])
+def test_step_runner_status(tmp_path, steps, failed):
+    """scripts/gpu_steps.sh, the step runner gpu_check.sh sources: the exit status it leaves
+    fails the command for a required step cut or skipped, and for any step that failed, but
+    not for an optional step cut at its limit by what was left of the budget."""
+    script = (f'WORK={tmp_path} OUT_DIR={tmp_path}/out LAST_TABLE_DIR={tmp_path}/last BUDGET=30 '
+              f'LIMIT_pack=1 LIMIT_nets=1 LIMIT_graphs=1 OPTIONAL_STEPS="graphs profile"\n'
+              f'mkdir -p $OUT_DIR\n. scripts/gpu_steps.sh\n{steps}\nexit $status\n')
+    done = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    log = (tmp_path / "steps.txt").read_text()
+    assert done.returncode == int(failed), (done.stdout, done.stderr, log)
+    if "sleep" in steps.split(";")[-1]:
+        assert "rc=124" in log, log
