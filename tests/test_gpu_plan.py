@@ -96,7 +96,9 @@ def test_script_limits_are_the_plans(plan_output):
     assert graces == gpu_plan.GRACE_S
     assert gpu_plan.BUDGET_S + max(graces.values()) <= gpu_plan.COMMAND_LIMIT_S
     # the returned files: summary, steps, the table, the failures, the archive (at most 8)
-    assert "correct-failures.txt\" \"$OUT_DIR/\"" in script and "--failures-file" in script
+    runner = (ROOT / "scripts" / "gpu_steps.sh").read_text()
+    assert "correct-failures.txt\" \"$OUT_DIR/\"" in runner and "--failures-file" in script
+    assert ". scripts/gpu_steps.sh" in script
 
 
 def test_compile_schedule_is_claim_by_claim():
