@@ -11,6 +11,7 @@ real. The key of each autotuned kernel names every argument that changes the bes
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections import Counter
@@ -23,8 +24,11 @@ from triton.runtime.autotuner import Autotuner
 from . import tuned
 
 
+@functools.cache
 def interpreting() -> bool:
-    """True when triton kernels run on the CPU interpreter (TRITON_INTERPRET=1)."""
+    """True when triton kernels run on the CPU interpreter (TRITON_INTERPRET=1). Read once:
+    `triton.jit` decides it when our kernels are defined, at import, and a later change of
+    the variable does not move them (this runs several times per launch)."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 

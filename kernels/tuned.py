@@ -93,24 +93,27 @@ class Table:
                 raise ValueError(f"{source}: dispatch record {i} repeats site {record['site']} key {record['key']}")
             self._paths[index] = record["path"]
         self._index: dict[tuple, dict] = {}
+        # per index: the entry's triton.Config, built once (looked up at every launch)
+        self._configs: dict[tuple, triton.Config] = {}
+        self._splits: dict[tuple, int | None] = {}  # split_count's answers, by its arguments
         for i, entry in enumerate(self.entries):
             missing = [f for f in _ENTRY_FIELDS if f not in entry]
             if missing:
                 raise ValueError(f"{source}: entry {i} lacks {missing}: {entry!r}")
             if not isinstance(entry["key"], dict):
                 raise ValueError(f"{source}: entry {i} key must be a dict of autotune key values, got {entry['key']!r}")
-            config_from_json(entry["config"])
             index = (entry["kernel"], entry["dtype"], _key_tuple(entry["key"]))
             if index in self._index:
                 raise ValueError(f"{source}: entry {i} repeats kernel {entry['kernel']} key {entry['key']}")
             self._index[index] = entry
+            self._configs[index] = config_from_json(entry["config"])
 
     def entry(self, kernel: str, key: dict, dtype: str) -> dict | None:
         return self._index.get((kernel, dtype, _key_tuple(key)))
 
     def config(self, kernel: str, key: dict, dtype: str) -> triton.Config | None:
-        entry = self.entry(kernel, key, dtype)
-        return None if entry is None else config_from_json(entry["config"])
+        """The entry's config (one shared object per entry: callers must not change it)."""
+        return self._configs.get((kernel, dtype, _key_tuple(key)))
 
     def path(self, site: str, key: dict, dtype: str) -> str | None:
         """The recorded winning path of `site` for this dispatch key and dtype, or None."""
@@ -118,7 +121,14 @@ class Table:
 
     def split_count(self, kernel: str, fields: dict, dtype: str | None = None) -> int | None:
         """The tuned split count of the entries of `kernel` whose key agrees with `fields`
-        (a subset of the key) and, when given, `dtype`; None if none, or if they disagree."""
+        (a subset of the key) and, when given, `dtype`; None if none, or if they disagree.
+        Answered once per distinct question (it runs at every weight-grad launch)."""
+        question = (kernel, _key_tuple(fields), dtype)
+        if question not in self._splits:
+            self._splits[question] = self._split_count(kernel, fields, dtype)
+        return self._splits[question]
+
+    def _split_count(self, kernel: str, fields: dict, dtype: str | None) -> int | None:
         found = {e["split_k"] for e in self.entries
                  if e["kernel"] == kernel and e.get("split_k") and (dtype is None or e["dtype"] == dtype)
                  and all(e["key"].get(k) == v for k, v in fields.items())}
