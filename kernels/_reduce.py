@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import needs_int64, sm_count
+from ._utils import cdiv, needs_int64, next_pow2, sm_count
 from .configs import interpreting
 
 
@@ -71,19 +71,19 @@ def column_sum(t: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.T
         return out.view(cols)
     if rows == 0:
         return out.zero_().view(cols)
-    block_c = min(triton.next_power_of_2(cols), 16 if interpreting() else 128)
+    block_c = min(next_pow2(cols), 16 if interpreting() else 128)
     block_r = 16 if interpreting() else 32
-    grid_c = triton.cdiv(cols, block_c)
+    grid_c = cdiv(cols, block_c)
     # Enough splits that the column programs x splits cover the device a few times over.
     target = 4 if interpreting() else 4 * sm_count(t.device)
-    splits = max(1, min(triton.cdiv(rows, 8 * block_r), triton.cdiv(target, grid_c)))
+    splits = max(1, min(cdiv(rows, 8 * block_r), cdiv(target, grid_c)))
     index_64 = needs_int64(t)
     if splits == 1:
         _colsum_kernel[(grid_c, 1)](t, out, rows, cols, rows, t.stride(0), t.stride(1),
                                     out.stride(0), out.stride(1),
                                     BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=index_64)
         return out.view(cols)
-    per_split = triton.cdiv(rows, splits)
+    per_split = cdiv(rows, splits)
     partial = torch.empty((splits, cols), device=t.device,
                           dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
     _colsum_kernel[(grid_c, splits)](t, partial, rows, cols, per_split, t.stride(0), t.stride(1),
@@ -140,13 +140,13 @@ def acc_dtype(x: torch.Tensor) -> torch.dtype:
 def split_plan(P: int, C: int, device) -> tuple[int, int, int, int]:
     """(BLOCK_R, BLOCK_C, splits, rows per split) for the per-channel reductions: enough
     programs to fill the device a few times over, each looping over >= 8 row blocks."""
-    block_c = min(triton.next_power_of_2(C), 256 if interpreting() else 32)
+    block_c = min(next_pow2(C), 256 if interpreting() else 32)
     block_r = 64
-    grid_c = triton.cdiv(C, block_c)
+    grid_c = cdiv(C, block_c)
     target = 4 if interpreting() else 4 * sm_count(device)
-    splits = max(1, min(triton.cdiv(P, 8 * block_r), triton.cdiv(target, grid_c)))
-    per_split = triton.cdiv(triton.cdiv(P, splits), block_r) * block_r
-    return block_r, block_c, triton.cdiv(P, per_split), per_split
+    splits = max(1, min(cdiv(P, 8 * block_r), cdiv(target, grid_c)))
+    per_split = cdiv(cdiv(P, splits), block_r) * block_r
+    return block_r, block_c, cdiv(P, per_split), per_split
 
 
 def channel_stats_partials(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -156,7 +156,7 @@ def channel_stats_partials(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     P = N * H * W
     block_r, block_c, splits, per_split = split_plan(P, C, x.device)
     part = torch.empty((2, splits, C), device=x.device, dtype=acc_dtype(x))
-    _bn_stats_kernel[(triton.cdiv(C, block_c), splits)](
+    _bn_stats_kernel[(cdiv(C, block_c), splits)](
         x, part[0], part[1], P, C, H, W, per_split, *x.stride(),
         BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=needs_int64(x))
     return part, splits, per_split

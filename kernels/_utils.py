@@ -14,6 +14,18 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 INT32_MAX = 2**31 - 1
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) of host ints: `triton.cdiv`'s answer without its cost as a constexpr
+    function (about 1.5 us a call on the host, several calls per launch)."""
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    """The least power of two >= n (0 for n <= 0): `triton.next_power_of_2`'s answer, at a
+    plain function's cost."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
 def describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)}, {t.dtype}, {t.device}"
 
@@ -56,7 +68,7 @@ def no_launch(*tensors: torch.Tensor | None) -> bool:
 def needs_int64(*tensors: torch.Tensor | None) -> bool:
     """True when any tensor spans more than 2**31 elements (including its storage offset)."""
     for t in tensors:
-        if t is None:
+        if t is None or t.untyped_storage().nbytes() <= INT32_MAX:  # no view of it spans more
             continue
         span = t.storage_offset() + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride())) + 1
         if t.numel() and span > INT32_MAX:

@@ -55,7 +55,7 @@ import triton
 import triton.language as tl
 
 from ._reduce import acc_dtype, channel_stats_partials, pixel_rows, split_plan
-from ._utils import check_float_tensor, check_same, describe, memory_format, needs_int64
+from ._utils import cdiv, check_float_tensor, check_same, describe, memory_format, needs_int64
 from .configs import autotune, interpreting
 from .conv import conv2d, conv2d_with_stats
 from .pool import code_dtype, max_pool2d_backward, pixel_coords, pool_geometry, take_max
@@ -419,7 +419,7 @@ def _finalize(part, P, C, splits, per_split, running_mean, running_var, num_batc
     stats = torch.empty((2, C), device=part.device, dtype=part.dtype)
     cumulative = momentum is None
     fin_c = 512 if interpreting() else 128
-    grid = 1 if cumulative else triton.cdiv(C, fin_c)
+    grid = 1 if cumulative else cdiv(C, fin_c)
     _bn_finalize_kernel[(grid,)](
         part[0], part[1], stats[0], stats[1],
         running_mean if running_mean is not None else stats, running_var if running_var is not None else stats,
@@ -442,7 +442,7 @@ def batch_norm_forward(x, mean, var, weight, bias, eps, *, residual=None, activa
     y = torch.empty(x.shape, device=x.device, dtype=x.dtype, memory_format=memory_format(x))
     P = N * H * W
     if P and C:
-        grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), triton.cdiv(C, meta["BLOCK_C"]))
+        grid = lambda meta: (cdiv(P, meta["BLOCK_P"]), cdiv(C, meta["BLOCK_C"]))
         _bn_fwd_kernel[grid](
             x, residual if residual is not None else x, y, mean, var,
             weight if weight is not None else mean, bias if bias is not None else mean,
@@ -471,7 +471,7 @@ def batch_norm_backward(grad_out, x, mean, var, weight, bias, eps, *, residual=N
     if reduce and P:
         block_r, block_c, splits, per_split = split_plan(P, C, x.device)
         part = torch.empty((2, splits, C), device=x.device, dtype=acc_dtype(x))
-        _bn_bwd_reduce_kernel[(triton.cdiv(C, block_c), splits)](
+        _bn_bwd_reduce_kernel[(cdiv(C, block_c), splits)](
             grad_out, x, residual if has_res else x, g, mean, var,
             weight if affine else mean, bias if affine else mean, part[0], part[1],
             P, C, H, W, per_split, float(eps),
@@ -479,14 +479,14 @@ def batch_norm_backward(grad_out, x, mean, var, weight, bias, eps, *, residual=N
             HAS_AFFINE=affine, HAS_RESIDUAL=has_res, RELU=relu, WRITE_G=g is not grad_out, Y_DTYPE=y_dtype,
             BLOCK_R=block_r, BLOCK_C=block_c, INDEX_64=needs_int64(x, grad_out, residual))
         fin_c = 512 if interpreting() else 64
-        _bn_bwd_finalize_kernel[(triton.cdiv(C, fin_c),)](
+        _bn_bwd_finalize_kernel[(cdiv(C, fin_c),)](
             part[0], part[1], sums[0], sums[1], var, dw if dw is not None else sums, db if db is not None else sums,
             C, splits, float(eps), HAS_AFFINE=dw is not None, BLOCK_S=32, BLOCK_C=fin_c)
     elif dw is not None:
         dw.zero_(), db.zero_()
     dx = torch.empty(x.shape, device=x.device, dtype=x.dtype, memory_format=memory_format(x))
     if P and C:
-        grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), triton.cdiv(C, meta["BLOCK_C"]))
+        grid = lambda meta: (cdiv(P, meta["BLOCK_P"]), cdiv(C, meta["BLOCK_C"]))
         _bn_bwd_dx_kernel[grid](
             g, x, residual if has_res else x, dx, mean, var,
             weight if affine else mean, bias if affine else mean, sums[0], sums[1],
@@ -561,7 +561,7 @@ def batch_norm_relu_pool_forward(x, mean, var, weight, bias, eps, kernel_size, s
     code = torch.empty_like(y, dtype=code_dtype(k))
     P = N * OH * OW
     if P and C:
-        grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), triton.cdiv(C, meta["BLOCK_C"]))
+        grid = lambda meta: (cdiv(P, meta["BLOCK_P"]), cdiv(C, meta["BLOCK_C"]))
         _bn_relu_pool_fwd_kernel[grid](
             x, y, code, mean, var, weight if weight is not None else mean, bias if bias is not None else mean,
             P, C, H, W, OH, OW, p[0], p[1], float(eps), *x.stride(), *y.stride(), *code.stride(),

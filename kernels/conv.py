@@ -42,7 +42,17 @@ from . import configs as _configs
 from . import race
 from ._gemm import decode_pixels, fused_epilogue, relu_backward, tile_ids
 from ._reduce import channel_stats_partials, column_sum
-from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
+from ._utils import (
+    cdiv,
+    check_float_tensor,
+    check_same,
+    describe,
+    dot_precision,
+    needs_int64,
+    no_launch,
+    pair,
+    sm_count,
+)
 from .configs import autotune
 from .conv1x1 import conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad, eligible
 from .conv_tma import conv_tma_forward, conv_tma_input_grad, conv_tma_weight_grad, eligible_tma_kxk
@@ -547,7 +557,7 @@ class StatsPartials(NamedTuple):
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-                   residual=None, activation=None, out=None, stats=False):
+                   residual=None, activation=None, out=None, stats=False, geo: ConvGeometry | None = None):
     """act(conv2d(x, weight) + bias + residual) in one kernel; returns channels_last output,
     or writes into `out` (any strides, e.g. a channel slice of a concatenated buffer).
     Every tensor argument may have any strides (bias and residual are read through theirs).
@@ -556,8 +566,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     per-channel mean and M2 in pieces, from the same kernel's store (the BatchNorm after this
     conv then never reads y for its statistics; `batchnorm.batch_norm_stats_from_partials`);
     a path without that epilogue races as itself plus one statistics pass over y (site
-    "conv_forward_stats")."""
-    geo = conv_geometry(x, weight, stride, padding, dilation, groups)
+    "conv_forward_stats").
+    `geo`: this call's `conv_geometry`, when the caller has already checked the arguments."""
+    if geo is None:
+        geo = conv_geometry(x, weight, stride, padding, dilation, groups)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if stats and (residual is not None or activation is not None):
@@ -635,8 +647,8 @@ def _generic_forward(x, weight, bias, residual, y, geo: ConvGeometry, relu: bool
     if stats and forced is not None and forced.kwargs["BLOCK_M"] % STATS_ROWS:
         raise ValueError(f"stats=True needs BLOCK_M a multiple of {STATS_ROWS}, the forced config has {forced.kwargs}")
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    part = torch.empty((2, triton.cdiv(M, STATS_ROWS), geo.K), device=x.device, dtype=acc) if stats else y
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.KG, meta["BLOCK_N"]), geo.groups)
+    part = torch.empty((2, cdiv(M, STATS_ROWS), geo.K), device=x.device, dtype=acc) if stats else y
+    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(geo.KG, meta["BLOCK_N"]), geo.groups)
     _conv_fwd_kernel[grid](
         x, weight, b, res, y, part,
         *geo.sizes(),
@@ -648,7 +660,7 @@ def _generic_forward(x, weight, bias, residual, y, geo: ConvGeometry, relu: bool
     )
     if not stats:
         return y
-    return y, StatsPartials(part, STATS_ROWS, triton.cdiv(M, STATS_ROWS), M)
+    return y, StatsPartials(part, STATS_ROWS, cdiv(M, STATS_ROWS), M)
 
 
 def _check_relu_output(relu_output, grad_out) -> None:
@@ -699,8 +711,8 @@ def _generic_input_grad(grad_out, weight, geo: ConvGeometry, dx, relu_input, rel
     o = relu_output if relu_output is not None else grad_out  # dummy pointer when absent
     sh, sw = geo.stride
     dh, dw = geo.dilation
-    M = geo.N * triton.cdiv(geo.H, sh) * triton.cdiv(geo.W, sw)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(geo.CG, meta["BLOCK_N"]),
+    M = geo.N * cdiv(geo.H, sh) * cdiv(geo.W, sw)
+    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(geo.CG, meta["BLOCK_N"]),
                          geo.groups * sh * sw)
     _conv_dgrad_kernel[grid](
         grad_out, o, weight, mask_src, dx, *geo.sizes(), sh // math.gcd(sh, dh), sw // math.gcd(sw, dw),
@@ -716,16 +728,16 @@ def _wgrad_col_tiles(geo: ConvGeometry, block_n: int) -> int:
     """Column tiles of the weight-grad GEMM (N = R*S*CG) at BLOCK_N columns: over the
     flattened columns, or tap by tap (the kernel's K_CHUNK rule)."""
     if k_chunk(geo.CG):
-        return triton.cdiv(geo.R * geo.S * geo.CG, block_n)
-    return geo.R * geo.S * triton.cdiv(geo.CG, block_n)
+        return cdiv(geo.R * geo.S * geo.CG, block_n)
+    return geo.R * geo.S * cdiv(geo.CG, block_n)
 
 
 def _tile_splits(geo: ConvGeometry, device: torch.device, block_m: int, block_n: int) -> int:
     """The heuristic split count for one tile size: enough programs to fill the device
     twice over with the tiles of that size, each split keeping at least 512 rows so the
     fp32 partials stay small (and at most 128 splits)."""
-    tiles = triton.cdiv(geo.KG, block_m) * _wgrad_col_tiles(geo, block_n) * geo.groups
-    want = triton.cdiv(2 * sm_count(device), tiles)
+    tiles = cdiv(geo.KG, block_m) * _wgrad_col_tiles(geo, block_n) * geo.groups
+    want = cdiv(2 * sm_count(device), tiles)
     return max(1, min(want, geo.N * geo.P * geo.Q // 512, 128))
 
 
@@ -819,10 +831,10 @@ def _generic_weight_grad(x, grad_out, geo: ConvGeometry, weight_dtype, split_k, 
     dw = buf.permute(0, 1, 4, 2, 3)
     db = torch.empty((most, geo.K), device=x.device, dtype=buf_dtype) if bias else buf
     o = relu_output if relu_output is not None else grad_out  # dummy pointer when absent
-    grid = lambda meta: (triton.cdiv(geo.KG, meta["BLOCK_M"]) * _wgrad_col_tiles(geo, meta["BLOCK_N"]),
+    grid = lambda meta: (cdiv(geo.KG, meta["BLOCK_M"]) * _wgrad_col_tiles(geo, meta["BLOCK_N"]),
                          splits_of(meta), geo.groups)
     _conv_wgrad_kernel[grid](
-        x, grad_out, o, dw, db, *geo.sizes(), triton.cdiv(M, fixed) if fixed is not None else 0,
+        x, grad_out, o, dw, db, *geo.sizes(), cdiv(M, fixed) if fixed is not None else 0,
         *x.stride(), *grad_out.stride(), *o.stride(), *dw.stride(), db.stride(0), db.stride(-1),
         DY_RELU=relu_output is not None, BIAS_GRAD=bias, FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.CG),
         DOT_PRECISION=dot_precision(x.dtype),
@@ -854,8 +866,7 @@ class Conv2dFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, residual, stride, padding, dilation, groups, activation, stats=False):
         geo = conv_geometry(x, weight, stride, padding, dilation, groups)
         x_cl = _channels_last(x)
-        out = conv2d_forward(x_cl, weight, bias, stride, padding, dilation, groups,
-                             residual=residual, activation=activation, stats=stats)
+        out = conv2d_forward(x_cl, weight, bias, residual=residual, activation=activation, stats=stats, geo=geo)
         y = out[0] if stats else out
         ctx.geo = geo
         ctx.relu = activation == "relu"

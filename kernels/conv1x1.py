@@ -30,7 +30,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ._gemm import decode_pixels, fused_epilogue, relu_backward, tile_ids
 from ._reduce import column_sum
-from ._utils import dot_precision, needs_int64, sm_count
+from ._utils import cdiv, dot_precision, needs_int64, sm_count
 from .configs import autotune
 from .tuned import tuned_split
 
@@ -314,7 +314,7 @@ def _sources(tensors: list, describers: list, use_tma: bool | None) -> tuple[boo
 
 def _persistent_grid(device, rows: int, cols: int):
     """One program per SM, at most one per output tile."""
-    tiles = lambda meta: triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, meta["BLOCK_N"])
+    tiles = lambda meta: cdiv(rows, meta["BLOCK_M"]) * cdiv(cols, meta["BLOCK_N"])
     return lambda meta: (min(sm_count(device), tiles(meta)),)
 
 
@@ -370,10 +370,10 @@ def wgrad_split_rows(pixels: int, K: int, C: int, device: torch.device, split_k:
         fields = {"PIXELS": pixels, "C": C, "K": K}
         split_k = tuned_split("_conv1x1_wgrad_kernel", device, fields, dtype)
     if split_k is None:
-        tiles = triton.cdiv(K, 128) * triton.cdiv(C, 128)
-        split_k = max(1, min(triton.cdiv(2 * sm_count(device), tiles), pixels // 512, 128))
-    rows = triton.cdiv(pixels, max(1, int(split_k)))
-    return triton.cdiv(rows, SPLIT_ALIGN) * SPLIT_ALIGN
+        tiles = cdiv(K, 128) * cdiv(C, 128)
+        split_k = max(1, min(cdiv(2 * sm_count(device), tiles), pixels // 512, 128))
+    rows = cdiv(pixels, max(1, int(split_k)))
+    return cdiv(rows, SPLIT_ALIGN) * SPLIT_ALIGN
 
 
 def conv1x1_weight_grad(x, grad_out, weight_dtype: torch.dtype, *, split_k: int | None = None,
@@ -387,11 +387,11 @@ def conv1x1_weight_grad(x, grad_out, weight_dtype: torch.dtype, *, split_k: int 
     K = grad_out.shape[1]
     pixels = N * H * W
     split_rows = wgrad_split_rows(pixels, K, C, x.device, split_k, x.dtype)
-    splits = triton.cdiv(pixels, split_rows)
+    splits = cdiv(pixels, split_rows)
     use_tma, (a_src, b_src) = _sources([grad_out, x], [_pixel_descriptor, _pixel_descriptor], use_tma)
     partial_dtype = torch.float64 if weight_dtype == torch.float64 else torch.float32
     buf = torch.empty((splits, K, C), device=x.device, dtype=weight_dtype if splits == 1 else partial_dtype)
-    grid = lambda meta: (triton.cdiv(K, meta["BLOCK_M"]) * triton.cdiv(C, meta["BLOCK_N"]), splits)
+    grid = lambda meta: (cdiv(K, meta["BLOCK_M"]) * cdiv(C, meta["BLOCK_N"]), splits)
     _conv1x1_wgrad_kernel[grid](
         a_src, b_src, buf,
         pixels, C, K, H, W, split_rows,

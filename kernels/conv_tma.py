@@ -43,7 +43,7 @@ import triton.language as tl
 from . import configs as _configs
 from ._gemm import fused_epilogue, relu_backward, tile_ids
 from ._reduce import column_sum
-from ._utils import dot_precision, needs_int64, sm_count
+from ._utils import cdiv, dot_precision, needs_int64, next_pow2, sm_count
 from .configs import autotune, prune_by_shared_memory
 from .conv1x1 import _Descriptor
 from .tuned import tuned_split
@@ -67,7 +67,7 @@ FP64_WGRAD_TILE = (64, 32, 32)
 def patch_waste(rows: int, cols: int, block_h: int, block_w: int) -> float:
     """The share of a rows x cols output's patch tiling (BLOCK_H x BLOCK_W patches, one
     image each) that lies outside the output: GEMM rows computed for nothing."""
-    tiled = triton.cdiv(rows, block_h) * block_h * triton.cdiv(cols, block_w) * block_w
+    tiled = cdiv(rows, block_h) * block_h * cdiv(cols, block_w) * block_w
     return 1 - rows * cols / tiled
 
 
@@ -85,8 +85,15 @@ def _family_configs() -> list[triton.Config]:
 
 
 def output_served(rows: int, cols: int) -> bool:
-    """True when some patch of the family's configs serves a rows x cols output."""
-    return any(patch_serves(rows, cols, c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"]) for c in _family_configs())
+    """True when some patch of the family's configs serves a rows x cols output (asked at
+    every stride-1 KxK launch: answered once per size and config list)."""
+    return _served(rows, cols, _configs.interpreting())
+
+
+@functools.cache
+def _served(rows: int, cols: int, interpreting: bool) -> bool:
+    family = _configs._INTERPRET["conv_tma"] if interpreting else _configs._GPU["conv_tma"]
+    return any(patch_serves(rows, cols, c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"]) for c in family)
 
 
 def fp64_fits(config: triton.Config) -> bool:
@@ -114,7 +121,7 @@ def prune_patches(configs_, named_args, *, sizes: tuple[str, str], reduced: str 
     if kwargs.get("FP64"):
         fits = [c for c in fits if fp64_fits(c)] or fits[-1:]
     rows, cols = (named_args[s] for s in sizes)
-    depth = max(16, triton.next_power_of_2(named_args[reduced])) if reduced else None
+    depth = max(16, next_pow2(named_args[reduced])) if reduced else None
     keep = [c for c in fits if patch_serves(rows, cols, c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"])
             and (depth is None or c.kwargs["BLOCK_K"] <= depth)]
     return keep or fits[:1]
@@ -313,12 +320,9 @@ def _conv_tma_wgrad_kernel(
 
 
 # --------------------------------------------------------------------------- host side
-def nhwc_descriptor(t: torch.Tensor) -> _Descriptor | None:
-    """[N, C, H, W] `t` as a 4-D [N, H, W, C] TMA descriptor, or None where triton's rules
-    forbid one: channels innermost (unit stride), 16-byte aligned base and strides, and the
-    pixel dims nested in NHWC order without overlap (w steps past a pixel's channels, h
-    past a row, n past an image). A size-1 dim's stride is never stepped: it gets the dense
-    one. The box is a placeholder: the launching config's is set by `configs.tma_patch_boxes`."""
+def _nhwc_strides(t: torch.Tensor) -> list[int] | None:
+    """The [n, h, w, c] strides of `t`'s 4-D TMA descriptor (`nhwc_descriptor`), or None
+    where triton's rules forbid one."""
     N, C, H, W = t.shape
     if min(N, C, H, W) < 1 or (t.stride(1) != 1 and C > 1):
         return None
@@ -328,7 +332,20 @@ def nhwc_descriptor(t: torch.Tensor) -> _Descriptor | None:
     sn = t.stride(0) if N > 1 else H * sh
     if sw < C or sh < W * sw or sn < H * sh or t.data_ptr() % 16 or any((s * size) % 16 for s in (sw, sh, sn)):
         return None
-    return _Descriptor(t, [N, H, W, C], [sn, sh, sw, 1], [1, 1, 1, 16])
+    return [sn, sh, sw, 1]
+
+
+def nhwc_descriptor(t: torch.Tensor) -> _Descriptor | None:
+    """[N, C, H, W] `t` as a 4-D [N, H, W, C] TMA descriptor, or None where triton's rules
+    forbid one: channels innermost (unit stride), 16-byte aligned base and strides, and the
+    pixel dims nested in NHWC order without overlap (w steps past a pixel's channels, h
+    past a row, n past an image). A size-1 dim's stride is never stepped: it gets the dense
+    one. The box is a placeholder: the launching config's is set by `configs.tma_patch_boxes`."""
+    strides = _nhwc_strides(t)
+    if strides is None:
+        return None
+    N, C, H, W = t.shape
+    return _Descriptor(t, [N, H, W, C], strides, [1, 1, 1, 16])
 
 
 def _filter_descriptor(w: torch.Tensor) -> _Descriptor:
@@ -361,14 +378,14 @@ def eligible_tma_kxk(geo, *operands: torch.Tensor, grad: bool = False) -> bool:
     passes `geometry_served` and each of `operands`, the tensors the boxes read (x for the
     forward, grad_out for the data-grad: `grad`, both for the weight-grad, which sums over
     the forward's output), is a valid TMA tensor (`nhwc_descriptor`)."""
-    return geometry_served(geo, grad=grad) and all(nhwc_descriptor(t) is not None for t in operands)
+    return geometry_served(geo, grad=grad) and all(_nhwc_strides(t) is not None for t in operands)
 
 
 def _persistent_grid(device, batch: int, rows: int, cols: int, channels: int):
     """One program per SM, at most one per output tile."""
     def grid(meta):
-        tiles = (batch * triton.cdiv(rows, meta["BLOCK_H"]) * triton.cdiv(cols, meta["BLOCK_W"])
-                 * triton.cdiv(channels, meta["BLOCK_N"]))
+        tiles = (batch * cdiv(rows, meta["BLOCK_H"]) * cdiv(cols, meta["BLOCK_W"])
+                 * cdiv(channels, meta["BLOCK_N"]))
         return (min(sm_count(device), tiles),)
     return grid
 
@@ -423,8 +440,8 @@ def wgrad_splits(geo, device: torch.device, split_k: int | None, dtype: torch.dt
                   "R": geo.R, "S": geo.S, "dil_h": geo.dilation[0], "dil_w": geo.dilation[1]}
         split_k = tuned_split("_conv_tma_wgrad_kernel", device, fields, dtype)
     if split_k is None:
-        tiles = triton.cdiv(geo.K, 128) * triton.cdiv(geo.C, 128) * geo.R * geo.S
-        split_k = min(triton.cdiv(2 * sm_count(device), tiles), geo.N * geo.P * geo.Q // 512, 128)
+        tiles = cdiv(geo.K, 128) * cdiv(geo.C, 128) * geo.R * geo.S
+        split_k = min(cdiv(2 * sm_count(device), tiles), geo.N * geo.P * geo.Q // 512, 128)
     return max(1, int(split_k))
 
 
@@ -437,7 +454,7 @@ def conv_tma_weight_grad(x, grad_out, geo, weight_dtype: torch.dtype, *, split_k
     buf = torch.empty((splits, geo.K, geo.R, geo.S, geo.C), device=x.device,
                       dtype=weight_dtype if splits == 1 else partial_dtype)
     dw = buf.permute(0, 1, 4, 2, 3)  # [split, K, C, R, S] over KRSC memory
-    grid = lambda meta: (triton.cdiv(geo.K, meta["BLOCK_M"]) * triton.cdiv(geo.C, meta["BLOCK_N"]) * geo.R * geo.S,
+    grid = lambda meta: (cdiv(geo.K, meta["BLOCK_M"]) * cdiv(geo.C, meta["BLOCK_N"]) * geo.R * geo.S,
                          splits)
     _conv_tma_wgrad_kernel[grid](
         _source(grad_out), _source(x), dw,

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from ._reduce import column_sum
-from ._utils import check_float_tensor, check_same, describe
+from ._utils import cdiv, check_float_tensor, check_same, describe
 from .configs import interpreting
 
 ACTIVATIONS = (None, "relu")
@@ -122,7 +122,7 @@ def fc_epilogue_forward(z, bias=None, *, activation=None, p=0.0, seed=None) -> t
     if not (M and N) or z.is_meta:
         return y
     bm, bn = _blocks()
-    _fc_epilogue_fwd_kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn))](
+    _fc_epilogue_fwd_kernel[(cdiv(M, bm), cdiv(N, bn))](
         z, bias if bias is not None else z, y, seed if seed is not None else z, M, N,
         *z.stride(), *y.stride(), bias.stride(0) if bias is not None else 0, float(p), _scale(p),
         HAS_BIAS=bias is not None, RELU=activation == "relu", DROPOUT=p > 0, BLOCK_M=bm, BLOCK_N=bn)
@@ -138,7 +138,7 @@ def fc_epilogue_backward(grad, y, *, activation=None, p=0.0, seed=None) -> torch
         return dz
     y = y if y is not None else grad  # read only with a ReLU
     bm, bn = _blocks()
-    _fc_epilogue_bwd_kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn))](
+    _fc_epilogue_bwd_kernel[(cdiv(M, bm), cdiv(N, bn))](
         grad, y, dz, seed if seed is not None else grad, M, N, *grad.stride(), *y.stride(), *dz.stride(),
         float(p), _scale(p), RELU=activation == "relu", DROPOUT=p > 0, BLOCK_M=bm, BLOCK_N=bn)
     return dz

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch
+from ._utils import cdiv, check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch
 from .configs import autotune, interpreting
 from .conv import (
     ACTIVATIONS,
@@ -242,7 +242,7 @@ def pointwise_forward(x, w_cat, b_cat, *, activation="relu", out_a=None, out_b=N
         return fresh
     b = b_cat if b_cat is not None else w_cat  # a dummy pointer without bias
     M = N * H * W
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(ntot, meta["BLOCK_N"]),)
+    grid = lambda meta: (cdiv(M, meta["BLOCK_M"]) * cdiv(ntot, meta["BLOCK_N"]),)
     _pointwise_fwd_kernel[grid](
         x, w_cat, b, out_a, out_b, idx,
         N, H, W, C, ntot, n_a,
@@ -259,7 +259,7 @@ def _route(src, argmax, dst, *, gather: bool) -> None:
         return
     N, C, H, W = dst.shape
     block_p, block_c = (16, 16) if interpreting() else (64, 64)
-    grid = (triton.cdiv(N * H * W, block_p), triton.cdiv(C, block_c))
+    grid = (cdiv(N * H * W, block_p), cdiv(C, block_c))
     _pool3_route_kernel[grid](src, argmax, dst, N, H, W, C,
                               *src.stride(), *argmax.stride(), *dst.stride(),
                               GATHER=gather, INDEX_64=needs_int64(src, dst),

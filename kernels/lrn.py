@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, check_same, dense, dense_like, describe, needs_int64, no_launch
+from ._utils import cdiv, check_float_tensor, check_same, dense, dense_like, describe, needs_int64, next_pow2, no_launch
 from .configs import autotune, interpreting
 
 MAX_CHANNELS = 16384
@@ -194,7 +194,7 @@ def _prune_groups(configs_, named_args, **kwargs):
     tile, one tile of the smallest power of two of groups that holds a pixel."""
     c, v = kwargs["C"], kwargs["V"]
     kept = [cf for cf in configs_ if cf.kwargs["GROUPS"] * v >= c]
-    return kept or [triton.Config({"GROUPS": triton.next_power_of_2(triton.cdiv(c, v))}, num_warps=8)]
+    return kept or [triton.Config({"GROUPS": next_pow2(cdiv(c, v))}, num_warps=8)]
 
 
 def _lrn_groups_autotune(fn):
@@ -475,8 +475,8 @@ def _launch(kernel, x, tensors, size, extra):
     N, C = x.shape[:2]
     xv = _as_ncl(x)
     L = xv.shape[2]
-    block_c = triton.next_power_of_2(C)
-    grid = lambda meta: (triton.cdiv(L, meta["BLOCK_P"]), N)
+    block_c = next_pow2(C)
+    grid = lambda meta: (cdiv(L, meta["BLOCK_P"]), N)
     kernel[grid](*[_as_ncl(t) for t in tensors], C, L, *xv.stride(), *extra,
                  SIZE=size, BLOCK_C=block_c, INDEX_64=needs_int64(x))
 
@@ -496,7 +496,7 @@ def _launch_groups(kernel, x, tensors, size, scalars, meta):
     C = x.shape[1]
     P = x.numel() // C
     V = _group_width(C)
-    grid = lambda m: (triton.cdiv(P, m["GROUPS"] * V // C),)
+    grid = lambda m: (cdiv(P, m["GROUPS"] * V // C),)
     kernel[grid](*tensors, P, *scalars, C=C, V=V, SIZE=size, LOG2=_log2_kind(x.dtype, meta["SIGNED"], scalars[2]),
                  INDEX_64=needs_int64(x), **meta)
 

@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, describe, memory_format, needs_int64
+from ._utils import cdiv, check_float_tensor, describe, memory_format, needs_int64, next_pow2
 from .configs import autotune
 from .lrn import MAX_CHANNELS, _pow, _power_flags, _prune_tiles, _window_sumsq, check_lrn_params, lrn_backward
 from .pool import (
@@ -215,11 +215,11 @@ def lrn_max_pool2d_forward(x, size, alpha, beta, k, kernel_size, stride=None, pa
     code = torch.empty_like(y, dtype=code_dtype(kk))
     P = N * OH * OW
     if P and C:
-        grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]),)
+        grid = lambda meta: (cdiv(P, meta["BLOCK_P"]),)
         _lrn_pool_fwd_kernel[grid](
             x, y, code, P, C, H, W, OH, OW, p[0], p[1], *x.stride(), *y.stride(), *code.stride(),
             alpha / size, beta, k, *_power_flags(beta), SIZE=size, **_pool_meta(kk, s),
-            BLOCK_C=triton.next_power_of_2(C), INDEX_64=needs_int64(x, y))
+            BLOCK_C=next_pow2(C), INDEX_64=needs_int64(x, y))
     return y, code
 
 
@@ -233,13 +233,13 @@ def lrn_max_pool2d_backward(grad_out, code, x, size, alpha, beta, k, kernel_size
     dx = new_like_layout(x.shape, x)
     P = N * H * W
     if P and C:
-        grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]),)
+        grid = lambda meta: (cdiv(P, meta["BLOCK_P"]),)
         _lrn_pool_bwd_kernel[grid](
             x, grad_out, code, dx, P, C, H, W, OH, OW, p[0], p[1],
             *x.stride(), *grad_out.stride(), *code.stride(), *dx.stride(),
             alpha / size, beta, k, 2.0 * alpha / size, *_power_flags(beta), *_power_flags(beta - 1)[1:],
             SIZE=size, **_pool_meta(kk, s),
-            BLOCK_C=triton.next_power_of_2(C), INDEX_64=needs_int64(x, dx, grad_out))
+            BLOCK_C=next_pow2(C), INDEX_64=needs_int64(x, dx, grad_out))
     return dx
 
 
@@ -254,11 +254,11 @@ def max_pool2d_lrn_forward(x, kernel_size, stride, padding, ceil_mode, size, alp
     y = torch.empty_like(pooled)
     P = N * OH * OW
     if P and C:
-        grid = lambda meta: (triton.cdiv(P, meta["BLOCK_P"]),)
+        grid = lambda meta: (cdiv(P, meta["BLOCK_P"]),)
         _pool_lrn_fwd_kernel[grid](
             x, pooled, code, y, P, C, H, W, OH, OW, p[0], p[1], *x.stride(), *pooled.stride(),
             alpha / size, beta, k, *_power_flags(beta), SIZE=size, **_pool_meta(kk, s),
-            BLOCK_C=triton.next_power_of_2(C), INDEX_64=needs_int64(x, y))
+            BLOCK_C=next_pow2(C), INDEX_64=needs_int64(x, y))
     return y, pooled, code
 
 

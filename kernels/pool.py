@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, describe, memory_format, needs_int64, pair
+from ._utils import cdiv, check_float_tensor, describe, memory_format, needs_int64, pair
 from .configs import autotune
 
 CODE_INT8_MAX = 127
@@ -209,7 +209,7 @@ def _check_x(x) -> None:
 
 
 def _grid(P, C):
-    return lambda meta: (triton.cdiv(P, meta["BLOCK_P"]), triton.cdiv(C, meta["BLOCK_C"]))
+    return lambda meta: (cdiv(P, meta["BLOCK_P"]), cdiv(C, meta["BLOCK_C"]))
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False):

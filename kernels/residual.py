@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from ._utils import (
+    cdiv,
     check_float_tensor,
     check_no_partial_overlap,
     check_same,
@@ -85,7 +86,7 @@ def _relu_grad_kernel(
 
 
 def _grid(numel):
-    return lambda meta: (triton.cdiv(numel, meta["BLOCK"]),)
+    return lambda meta: (cdiv(numel, meta["BLOCK"]),)
 
 
 def add_relu_forward(x: torch.Tensor, residual: torch.Tensor, *, out: torch.Tensor | None = None

@@ -45,7 +45,7 @@ import triton
 import triton.language as tl
 
 from ._gemm import decode_pixels
-from ._utils import needs_int64
+from ._utils import cdiv, needs_int64, next_pow2
 
 # z's channels are padded to a multiple of this (see the module docstring).
 CHANNEL_MULTIPLE = 16
@@ -147,15 +147,15 @@ def s2d_geometry(geo):
     from .conv import ConvGeometry
 
     sh, sw = geo.stride
-    r2, s2 = triton.cdiv(geo.R, sh), triton.cdiv(geo.S, sw)
-    cz = triton.cdiv(geo.C * sh * sw, CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE
+    r2, s2 = cdiv(geo.R, sh), cdiv(geo.S, sw)
+    cz = cdiv(geo.C * sh * sw, CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE
     return ConvGeometry((geo.N, cz, geo.P + r2 - 1, geo.Q + s2 - 1), (geo.K, cz, r2, s2), (1, 1), (0, 0, 0, 0),
                         (1, 1), 1)
 
 
 def _tiles(channels: int) -> tuple[int, int]:
     """(BLOCK_P, BLOCK_C) of a re-layout tile: every channel of a pixel in one tile."""
-    block_c = triton.next_power_of_2(channels)
+    block_c = next_pow2(channels)
     return max(1, RELAYOUT_ELEMENTS // block_c), block_c
 
 
@@ -166,7 +166,7 @@ def space_to_depth(src: torch.Tensor, stride: tuple[int, int], padding: tuple[in
     n, c, h, w = src.shape
     z = torch.empty((n, cz, hz, wz), device=src.device, dtype=src.dtype, memory_format=torch.channels_last)
     block_p, block_c = _tiles(cz)
-    _space_to_depth_kernel[(triton.cdiv(n * hz * wz, block_p),)](
+    _space_to_depth_kernel[(cdiv(n * hz * wz, block_p),)](
         src, z, n, c, h, w, cz, hz, wz, *stride, *padding, *src.stride(), *z.stride(),
         BLOCK_P=block_p, BLOCK_C=block_c, INDEX_64=needs_int64(src, z), num_warps=RELAYOUT_WARPS,
     )
@@ -181,7 +181,7 @@ def depth_to_space(src: torch.Tensor, dst: torch.Tensor, stride: tuple[int, int]
     _, _, hz, wz = src.shape
     mask_src = relu_input if relu_input is not None else dst
     block_p, block_c = _tiles(c)
-    _depth_to_space_kernel[(triton.cdiv(n * h * w, block_p),)](
+    _depth_to_space_kernel[(cdiv(n * h * w, block_p),)](
         src, mask_src, dst, n, c, h, w, hz, wz, *stride, *padding,
         *src.stride(), *mask_src.stride(), *dst.stride(),
         RELU_MASK=relu_input is not None, BLOCK_P=block_p, BLOCK_C=block_c,

@@ -72,8 +72,9 @@ def config_to_json(config: triton.Config) -> dict:
 
 
 def _key_tuple(key: dict) -> tuple:
-    # bools stay distinct from ints (True == 1 in Python), so the repr goes in too
-    return tuple(sorted((k, type(v).__name__, v) for k, v in key.items()))
+    # bools stay distinct from ints (True == 1 in Python): each value goes in with whether it
+    # is one (the names are unique, so the sort never compares values)
+    return tuple(sorted((k, v.__class__ is bool, v) for k, v in key.items()))
 
 
 class Table:
