@@ -235,6 +235,28 @@ def test_a_batch_that_does_not_fit_is_an_oom_row(tmp_path, monkeypatch, tiny):
     assert "OOM" in (run_dir(tmp_path) / "report.html").read_text()
 
 
+class TinyNoLRN(TinyNet):
+    """TinyNet without its LRN (torch's CPU LRN, an avg_pool3d, has no bf16 kernel)."""
+
+    def __init__(self, backend="torch", num_classes=1000):
+        super().__init__(backend, num_classes)
+        self.features[1] = nn.Identity()
+
+
+def test_a_bf16_run_measures_its_layers(tmp_path, monkeypatch, tiny):
+    """--dtype bf16 (the GPU default): the FLOP count and the layer description run the net on
+    an input of its own dtype (a float32 one made every bf16 arch one failed row per backend)."""
+    monkeypatch.setattr(nets, "build", lambda arch, backend="torch", **kw: TinyNoLRN(backend))
+    assert _run(tmp_path, "--dtype", "bf16") == 0
+    frame = load_results(tmp_path)
+    assert set(frame.status) == {"ok"}, frame[frame.status != "ok"].error.tolist()
+    assert set(frame.dtype) == {"bfloat16"}
+    conv = frame[frame.layer == "features.0"].set_index(["mode", "pass"])
+    assert sorted(conv.index) == [("infer", "fwd"), ("train", "bwd"), ("train", "fwd")]
+    # 2 images x 4 x 8 x 8 outputs x 3 x 3 x 3 multiply-adds, 2 FLOPs each
+    assert conv.loc[("train", "fwd"), "gflop"] == pytest.approx(2 * 2 * 4 * 8 * 8 * 3 * 3 * 3 / 1e9, rel=1e-5)
+
+
 @pytest.mark.parametrize("exc, status", [
     (RuntimeError(CPU_OOM), "oom"),
     (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried"), "oom"),
