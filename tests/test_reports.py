@@ -291,7 +291,7 @@ def test_compare_warns_about_every_field_that_differs(tmp_path, capsys):
     write_run(tmp_path / "b", env={"gpu": "NVIDIA H200", "torch": "2.11.0", "triton": "3.7.0"},
               config={"batch_size": 128, "rep_ms": 40.0, "out": "elsewhere"})
     assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: A and B")]
     fields = {w.split(" differ in ")[1].split(":")[0] for w in warnings}
     assert fields == {"env.gpu", "env.triton", "config.rep_ms"}  # not date, command or out
     page = (tmp_path / "b" / "compare.html").read_text()
@@ -356,3 +356,20 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert result["tables"] >= 4 and result["rows"] > 20
     broken = [i["src"] for i in result["images"] if i["w"] == 0]
     assert result["images"] and not broken, f"broken images: {broken}"
+
+
+
+def test_compare_lists_rows_that_failed_in_either_run(tmp_path, capsys):
+    """A layer measured in A that fails or OOMs in B (a regression) is a row of the page and a
+    warning, not a row that drops out of the comparison."""
+    write_run(tmp_path / "a", failed_layer="none", oom_backend="none")
+    write_run(tmp_path / "b")  # triton's features.norm1 bwd failed, compile's training step OOMs
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "warning: 2 rows failed in A or B (status not ok) and are not compared" in capsys.readouterr().err
+    page = (tmp_path / "b" / "compare.html").read_text()
+    section = page.split("<h2>Not compared (failed, OOM or skipped in A or B)</h2>")[1].split("</table>")[0]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", section) if "<td" in r]
+    assert sorted(cells) == [
+        ["alexnet", "compile", "train", NETWORK, "train_step", "ok", "oom", "CUDA out of memory"],
+        ["alexnet", "triton", "train", "features.norm1", "bwd", "ok", "failed", "RuntimeError: synthetic failure"],
+    ]
