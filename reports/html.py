@@ -305,25 +305,41 @@ def load_benchmark_json(path: str | Path) -> pd.DataFrame:
     rows = []
     for b in doc.get("benchmarks", []):
         info = b.get("extra_info", {})
+        ceiling = " ".join(f"{v:.3g}" if isinstance(v, float) else str(v)
+                           for v in (info.get("ceiling"), info.get("ceiling_value"), info.get("ceiling_unit")) if v)
         rows.append({"group": b.get("group"), "name": b.get("name"), "provider": info.get("provider"),
-                     "pass": info.get("pass"), "median_ms": info.get("median_ms"),
+                     "pass": info.get("pass"), "dtype": info.get("dtype"), "batch": info.get("batch"),
+                     "device": info.get("device"), "median_ms": info.get("median_ms"),
                      "tflops": info.get("tflops"), "gbps": info.get("gbps"), "pct_peak": info.get("pct_peak"),
-                     "speedup_vs_torch": info.get("speedup_vs_torch"), "max_rel_error": info.get("max_rel_error")})
-    return pd.DataFrame(rows, columns=["group", "name", "provider", "pass", "median_ms", "tflops", "gbps",
-                                       "pct_peak", "speedup_vs_torch", "max_rel_error"])
+                     "ceiling": ceiling, "speedup_vs_torch": info.get("speedup_vs_torch"),
+                     "max_rel_error": info.get("max_rel_error")})
+    frame = pd.DataFrame(rows, columns=["group", "name", "provider", "pass", "dtype", "batch", "device", "median_ms",
+                                        "tflops", "gbps", "pct_peak", "ceiling", "speedup_vs_torch",
+                                        "max_rel_error"])
+    frame.attrs["source"] = (f"{Path(path).name}: pytest-benchmark run of {doc.get('datetime', '?')} on "
+                             f"{(doc.get('machine_info') or {}).get('node', '?')}")
+    return frame
 
 
 def _kernel_section(bench: pd.DataFrame, out_dir: Path) -> str:
+    """The kernel benchmarks of a pytest-benchmark JSON: another run than this report's, with
+    its own device, dtype, batch and measured ceilings, so each row names them."""
     if bench.empty:
         return ""
     png = charts.kernel_speedups(bench, out_dir)
-    rows = [[_e(r.group), _e(r.provider), _fmt(r.median_ms), _fmt(r.tflops), _fmt(r.gbps), _fmt(r.pct_peak),
-             _fmt(r.speedup_vs_torch), _fmt(r.max_rel_error)] for r in bench.itertuples()]
+    rows = [[_e(r.group), _e(r.provider), _e(r.dtype), _fmt(r.batch), _e(r.device), _fmt(r.median_ms),
+             _fmt(r.tflops), _fmt(r.gbps), _fmt(r.pct_peak), _e(r.ceiling), _fmt(r.speedup_vs_torch),
+             _fmt(r.max_rel_error)] for r in bench.itertuples()]
+    classes = [[""] * 8 + ["bad" if over_ceiling(r.pct_peak) else ""] + [""] * 3 for r in bench.itertuples()]
     out = "<h2>Kernel benchmarks</h2>"
     if png:
         out += f'<img src="{_e(png)}" alt="kernel speedups">'
-    return out + _table(["benchmark", "provider", "median ms", "TFLOP/s", "GB/s", "% peak", "vs torch",
-                         "max rel err"], rows, left=2)
+    return out + _table(["benchmark", "provider", "dtype", "batch", "device", "median ms", "TFLOP/s", "GB/s",
+                         "% peak", "ceiling (% peak against)", "vs torch", "max rel err"], rows, left=5,
+                        classes=classes) + (
+        f'<p class="note">From {_e(bench.attrs.get("source", "a pytest-benchmark JSON"))}: not this run; its '
+        "% of peak is against that run's own measured ceiling, named per row. Benchmarks that were skipped "
+        "(Triton providers without a CUDA device) or errored before timing are not in the JSON.</p>")
 
 
 def build_report(out_dir: str | Path, *, run_id: str | None = None, benchmark_json: str | Path | None = None) -> Path:

@@ -85,8 +85,12 @@ def write_benchmark_json(path: Path):
             benchmarks.append({"group": f"conv2d {shape} fwd", "name": f"test_conv2d[{shape}-{provider}-fwd]",
                                "extra_info": {"provider": provider, "pass": "fwd", "median_ms": 1 / speed,
                                               "tflops": 100 * speed, "pct_peak": 12.5 * speed,
-                                              "speedup_vs_torch": speed, "max_rel_error": 3e-3}})
-    path.write_text(json.dumps({"benchmarks": benchmarks}))
+                                              "ceiling": "measured bfloat16 matmul", "ceiling_value": 800.0,
+                                              "ceiling_unit": "TFLOP/s", "dtype": "bfloat16", "batch": 128,
+                                              "device": "cuda", "speedup_vs_torch": speed,
+                                              "max_rel_error": 3e-3}})
+    path.write_text(json.dumps({"benchmarks": benchmarks, "datetime": "2026-11-27T10:00:00.000000+00:00",
+                                "machine_info": {"node": "gpu-node-7"}}))
 
 
 def _images(page: str) -> list[str]:
@@ -114,6 +118,13 @@ def test_report_from_synthetic_results(tmp_path):
     assert "NVIDIA H100 80GB HBM3" in page and "datasheet" in page
     assert "OOM" in page and "FAILED" in page and "synthetic failure" in page
     assert "oracle (fastest backend per layer)" in page and "launch + gap cost" in page
+    # the kernel benchmarks come from another run: each row names its dtype, batch, device and ceiling
+    kernel_rows = page.split("<h2>Kernel benchmarks</h2>")[1]
+    assert ('<td class="l">conv2d alexnet.features.conv1 fwd</td><td class="l">triton</td><td class="l">bfloat16'
+            '</td><td class="l">128</td><td class="l">cuda</td><td class="">0.714</td><td class="">140</td>'
+            '<td class=""></td><td class="">17.5</td><td class="">measured bfloat16 matmul 800 TFLOP/s</td>'
+            in kernel_rows)
+    assert "bench.json: pytest-benchmark run of 2026-11-27T10:00:00.000000+00:00 on gpu-node-7" in kernel_rows
     # headline: triton 1.6x torch in the infer table
     assert re.search(r"<td class=\"l\">triton</td><td class=\"\">[0-9,.]+</td><td class=\"win\">1.6x", page)
 
