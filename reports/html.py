@@ -113,7 +113,7 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
     order = list(dict.fromkeys(layers.layer))
     cell = {(r.layer, r.backend, r["pass"]): r for _, r in layers.iterrows()}
     header = ["layer", "op"] + [f"{b} {p} ms" for b in backends for p in passes] + \
-        [f"{b} % peak" for b in backends] + [f"{b} max rel err" for b in backends] + ["fastest"]
+        [f"{b} fwd % peak" for b in backends] + [f"{b} max rel err" for b in backends] + ["fastest"]
     body, classes = [], []
     oracle_ms = 0.0  # each layer on its own fastest backend, every pass on that backend
     wins: dict[str, int] = {}
