@@ -6,7 +6,8 @@ folder, A defaults to the run before the latest) or runs' own folders. Rows are 
 arch, mode, layer, pass, backend, dtype, batch size and image size; nothing in common is an
 error. Every configuration or environment field that differs between the runs is warned
 about (stderr and the page), and so is every row that failed in either run (its statuses
-and error, under "Not compared"). Per layer: B's median over A's, "within noise" when the runs'
+and error, under "Not compared"), a run that was interrupted or did not finish, and how many
+rows of each run have no counterpart in the other. Per layer: B's median over A's, "within noise" when the runs'
 20-80 percentile bands overlap; whole network: B's images/s over A's. Writes
 DIR/compare.html (default: in B's run folder) and prints its path.
 """
@@ -45,6 +46,13 @@ def not_compared(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     cols = [*KEYS, "status", "error"]
     merged = a[cols].merge(b[cols], on=KEYS, suffixes=("_a", "_b"))
     return merged[(merged.status_a != "ok") | (merged.status_b != "ok")]
+
+
+def unmatched(frame: pd.DataFrame, other: pd.DataFrame) -> int:
+    """How many rows of `frame` have a key (`KEYS`) that `other` lacks: another arch, mode or
+    backend, or a run that stopped before reaching them."""
+    keys = frame[KEYS].drop_duplicates().merge(other[KEYS].drop_duplicates(), how="left", indicator=True)
+    return int((keys["_merge"] == "left_only").sum())
 
 
 def speedup(merged: pd.DataFrame) -> pd.Series:
@@ -104,6 +112,15 @@ def build_compare(dir_a: Path, dir_b: Path, out_dir: Path, warnings: list[str]) 
         print(f"warning: {lost_warning}", file=sys.stderr)
         warnings = [*warnings, lost_warning]
     sum_a, sum_b = load_summary(dir_a), load_summary(dir_b)
+    for name, summary, frame, other in (("A", sum_a, frame_a, frame_b), ("B", sum_b, frame_b, frame_a)):
+        state = ("was interrupted" if summary.get("interrupted") else
+                 "did not finish" if summary and not summary.get("finished", True) else None)
+        alone = unmatched(frame, other)
+        if state or alone:
+            text = (f"{name} ({summary.get('run_id', '?')}) " + (f"{state}; " if state else "")
+                    + f"{alone} of its rows have no counterpart in the other run and are not compared")
+            print(f"warning: {text}", file=sys.stderr)
+            warnings = [*warnings, text]
     env_a, env_b = sum_a.get("env", {}), sum_b.get("env", {})
     where = lambda env: _e(f"{env.get('gpu') or env.get('cpu')}, {env.get('date', '')}")
     parts = [f"<h1>convbench comparison</h1><p>A: <code>{_e(dir_a)}</code> ({where(env_a)})<br>"

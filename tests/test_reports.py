@@ -384,3 +384,20 @@ def test_compare_lists_rows_that_failed_in_either_run(tmp_path, capsys):
         ["alexnet", "compile", "train", NETWORK, "train_step", "ok", "oom", "CUDA out of memory"],
         ["alexnet", "triton", "train", "features.norm1", "bwd", "ok", "failed", "RuntimeError: synthetic failure"],
     ]
+
+
+def test_compare_says_when_a_run_stopped_early_and_what_it_lacks(tmp_path, capsys):
+    """B interrupted before its infer rows: the comparison of what both measured stands, and the
+    page and stderr say that B stopped and how many of A's rows have no counterpart."""
+    write_run(tmp_path / "a", failed_layer="none", oom_backend="none")
+    write_run(tmp_path / "b", failed_layer="none", oom_backend="none", interrupted=True)
+    b = load_results(tmp_path / "b")
+    b[b["mode"] == "train"].to_csv(tmp_path / "b" / "results.csv", index=False)
+    n_infer = int((load_results(tmp_path / "a")["mode"] == "infer").sum())
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: A (r1) {n_infer} of its rows have no counterpart in the other run" in err
+    assert "warning: B (r1) was interrupted; 0 of its rows have no counterpart" in err
+    page = (tmp_path / "b" / "compare.html").read_text()
+    assert f'<p class="banner">A (r1) {n_infer} of its rows have no counterpart' in page
+    assert '<p class="banner">B (r1) was interrupted' in page
