@@ -116,8 +116,13 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
         [f"{b} fwd % peak" for b in backends] + [f"{b} max rel err" for b in backends] + ["fastest"]
     body, classes = [], []
     oracle_ms = 0.0  # each layer on its own fastest backend, every pass on that backend
+    oracle_unknown = 0  # layers no backend measured in every pass
     wins: dict[str, int] = {}
     sums = {(b, p): 0.0 for b in backends for p in passes}
+    # layers whose (backend, pass) time is unknown (failed, or measured on another backend only):
+    # that backend's sum is then a lower bound and its network gap unknown
+    unknown = {(b, p): 0 for b in backends for p in passes}
+    measured_passes = {(k[0], k[2]) for k in cell}
     for layer in order:
         any_row = next(r for k, r in cell.items() if k[0] == layer)
         row, cls = [_e(layer), _e(any_row.op)], ["", ""]
@@ -125,6 +130,8 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
         for b in backends:
             for p in passes:
                 r = cell.get((layer, b, p))
+                if (r is None or r.status != "ok") and (layer, p) in measured_passes:
+                    unknown[(b, p)] += 1
                 if r is None:
                     row.append("")
                     cls.append("")
@@ -152,6 +159,7 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
         complete = {b: t for b, t in total_by_backend.items()
                     if all((layer, b, p) in cell and cell[(layer, b, p)].status == "ok" for p in passes)}
         winner = min(complete, key=complete.get) if complete else ""
+        oracle_unknown += not winner
         if winner:
             wins[winner] = wins.get(winner, 0) + 1
             oracle_ms += complete[winner]
@@ -165,7 +173,8 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
     # Summary rows: sum of layers, the whole network, their difference, the oracle.
     net = {(r.backend, r["pass"]): r for _, r in rows_df[rows_df.layer == NETWORK].iterrows()}
     net_pass = "fwd+bwd" if mode == "train" else "fwd"
-    sum_row = ["sum of layers", ""] + [_fmt(sums[(b, p)]) for b in backends for p in passes] + \
+    sum_row = ["sum of layers", ""] + [_lower_bound(sums[(b, p)], unknown[(b, p)], len(order))
+                                       for b in backends for p in passes] + \
         [""] * (2 * len(backends))
     sum_row.append("")
     net_row = [f"whole network ({net_pass})", ""]
@@ -174,13 +183,15 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
         r = net.get((b, net_pass))
         ok = r is not None and r.status == "ok"
         net_row += [_fmt(r.ms) if ok else (_e(r.status.upper()) if r is not None else "")] + [""] * (len(passes) - 1)
-        gap = r.ms - sum(sums[(b, p)] for p in passes) if ok else None
+        complete = not any(unknown[(b, p)] for p in passes)
+        gap = r.ms - sum(sums[(b, p)] for p in passes) if ok and complete else None
         gap_row += [_fmt(gap)] + [""] * (len(passes) - 1)
     net_row += [""] * (2 * len(backends) + 1)
     gap_row += [""] * (2 * len(backends) + 1)
     oracle = ["oracle (fastest backend per layer)", ""] + [""] * (len(backends) * len(passes)) + \
         [""] * (2 * len(backends))
-    oracle.append(f"{_fmt(oracle_ms)} ms; wins: " + ", ".join(f"{b} {n}" for b, n in wins.items()))
+    oracle.append(_lower_bound(oracle_ms, oracle_unknown, len(order)) + " ms; wins: "
+                  + ", ".join(f"{b} {n}" for b, n in wins.items()))
     body += [sum_row, net_row, gap_row, oracle]
     classes += [[""] * len(header)] * 4
     return (f"<h3>{_e(arch)} {_e(mode)}: per layer</h3>"
@@ -192,7 +203,18 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
               "max rel err: max |out - ref| / max |ref| of the output (train: / of the worst gradient) "
               "against the reference on the same input; red when beyond the bound derived from the dtype. "
               "A % of peak above 100 (red) means the measured ceiling is too low: a ceiling measurement "
-              "problem, not a fast layer.</p>")
+              "problem, not a fast layer. A sum over layers some of which were not measured (failed, OOM) "
+              "is a lower bound (&ge;), and that backend's network gap is left blank.</p>")
+
+
+def _lower_bound(total: float, unknown: int, layers: int) -> str:
+    """A sum over layers: the sum; '' when none was measured; '>= sum (N not measured)' when
+    some were not (their time is unknown, so the sum only bounds the total from below)."""
+    if unknown == 0:
+        return _fmt(total)
+    if unknown >= layers:
+        return ""
+    return f"&ge; {_fmt(total)} ({unknown} not measured)"
 
 
 def over_ceiling(pct_peak) -> bool:

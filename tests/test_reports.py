@@ -401,3 +401,37 @@ def test_compare_says_when_a_run_stopped_early_and_what_it_lacks(tmp_path, capsy
     page = (tmp_path / "b" / "compare.html").read_text()
     assert f'<p class="banner">A (r1) {n_infer} of its rows have no counterpart' in page
     assert '<p class="banner">B (r1) was interrupted' in page
+
+
+def _summary_row(page: str, table: str, label: str) -> list[str]:
+    section = page.split(f"<h3>{table}: per layer</h3>")[1].split("</table>")[0]
+    (row,) = [r for r in re.findall(r"<tr[^>]*>(.*?)</tr>", section) if f">{label}</td>" in r]
+    return re.findall(r"<td[^>]*>(.*?)</td>", row)
+
+
+def test_a_sum_over_layers_with_one_not_measured_is_a_lower_bound(tmp_path):
+    """triton's norm1 backward failed: its backward sum lacks a layer, so it is shown as a lower
+    bound and its network gap (network - sum) is left blank, not a comparable total and a gap
+    inflated by the missing layer. A backend with network rows only (compile without its layers)
+    has no sum and no gap, not 0 and the whole network as 'launch + gap cost'."""
+    write_run(tmp_path)
+    frame = load_results(tmp_path)
+    layers_only = ~((frame.backend == "compile") & (frame.layer != NETWORK))
+    frame[layers_only].to_csv(tmp_path / "results.csv", index=False)
+    page = build_report(tmp_path).read_text()
+    header = ["torch fwd", "torch bwd", "compile fwd", "compile bwd", "triton fwd", "triton bwd"]
+    sums = dict(zip(header, _summary_row(page, "alexnet train", "sum of layers")[2:8], strict=True))
+    # triton backward: conv1 0.65 + conv2 1.25 + fc6 0.3125 (norm1 failed)
+    assert sums == {"torch fwd": "1.92", "torch bwd": "3.84", "compile fwd": "", "compile bwd": "",
+                    "triton fwd": "1.2", "triton bwd": "&ge; 2.21 (1 not measured)"}
+    gap = _summary_row(page, "alexnet train", "launch + gap cost (network - sum)")[2:8]
+    assert gap == ["14.2", "", "", "", "", ""]  # torch: 20 - (1.92 + 3.84)
+    infer_gap = _summary_row(page, "alexnet infer", "launch + gap cost (network - sum)")
+    assert infer_gap[2:5] == ["18.1", "", "11.3"]  # torch 20 - 1.92, triton 12.5 - 1.2 (every layer measured)
+    oracle = _summary_row(page, "alexnet train", "oracle (fastest backend per layer)")[-1]
+    assert oracle == "3.77 ms; wins: triton 3, torch 1"  # triton 0.975 + 1.875 + 0.469, torch's norm1 0.45
+    # fc6's backward failed everywhere: no backend wins it, so the oracle is a lower bound too
+    frame.loc[(frame.layer == "classifier.fc6") & (frame["pass"] == "bwd"), "status"] = "failed"
+    frame[layers_only].to_csv(tmp_path / "results.csv", index=False)
+    oracle = _summary_row(build_report(tmp_path).read_text(), "alexnet train", "oracle (fastest backend per layer)")
+    assert oracle[-1] == "&ge; 3.3 (1 not measured) ms; wins: triton 2, torch 1"
