@@ -29,7 +29,7 @@ from .ceilings import DTYPES
 from .layers import backward_closure, capture, forward_closure, replay_inputs, units
 from .metrics import derive
 from .store import RunStore
-from .timing import measure
+from .timing import first_call_s, measure
 
 
 def cpu_library() -> str:
@@ -264,9 +264,7 @@ def profile_network(run: Run, arch, backend, mode, model, x, y, flops_total) -> 
         """Time one whole-network pass; its row, or its failure's row. Returns fn if it ran."""
         main = pass_ == main_pass(mode)
         try:
-            start = time.perf_counter()
-            fn()
-            first = time.perf_counter() - start
+            first = first_call_s(fn, run.device)
             peak_bytes = _peak_bytes(run, fn) if peak else None
             t = run.timed_row(arch, backend, mode, NETWORK, pass_, fn, flops=flops, images=batch,
                               extra={"op": "network", "peak_bytes": peak_bytes})

@@ -436,3 +436,13 @@ def test_relative_bound_is_the_tests_tolerance():
         atol, rtol = tolerance(dtype, k)
         assert relative_bound(dtype, k) == atol + rtol
     assert relative_bound(torch.float32, 576, tf32=True) > relative_bound(torch.float32, 576)
+
+
+def test_the_first_call_is_timed_until_the_device_is_done(tmp_path, monkeypatch, tiny):
+    """summary.json's first_call_s comes from timing.first_call_s (which synchronizes a GPU),
+    not from the host's return alone."""
+    timed = []
+    monkeypatch.setattr(measure, "first_call_s", lambda fn, device: timed.append(device) or 12.5)
+    assert _run(tmp_path, "--mode", "infer", "--skip-layers") == 0
+    (entry,) = load_summary(tmp_path)["backends"]
+    assert entry["first_call_s"] == 12.5 and timed == [torch.device("cpu")]
