@@ -269,6 +269,7 @@ def _base_row(cfg: Config, backend: str, world_size: int, device: torch.device) 
     nodes = world_size // int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     return {"run_id": cfg.run_id, "arch": cfg.arch, "backend": backend, "parallel": cfg.parallel,
             "world_size": world_size, "nodes": nodes, "dtype": cfg.dtype, "batch_per_device": cfg.batch_size,
+            "image_size": cfg.image_size,
             "bucket_mb": cfg.bucket_mb if cfg.parallel == "ddp" else None, "steps": cfg.steps,
             "device": _device_name(device) + (" (triton interpreter)" if backend == "triton" and device.type != "cuda"
                                               else ""),

@@ -29,7 +29,7 @@ from .ceilings import DTYPES
 from .layers import backward_closure, capture, forward_closure, replay_inputs, units
 from .metrics import derive
 from .store import RunStore
-from .timing import measure
+from .timing import first_call_s, measure
 
 
 def cpu_library() -> str:
@@ -150,9 +150,10 @@ def _models(arch: str, mode: str, backends, run: Run) -> tuple[dict, nn.Module]:
     return models, reference
 
 
-def _layer_meta(model, x_shape, names, backend, device) -> dict:
-    """name -> (op, kernel) from nets.describe; Inception blocks as one unit."""
-    frame = describe(model, x_shape).set_index("layer")
+def _layer_meta(model, x_shape, names, backend, device, dtype) -> dict:
+    """name -> (op, kernel) from nets.describe (on an input of the run's dtype); Inception
+    blocks as one unit."""
+    frame = describe(model, x_shape, dtype=dtype).set_index("layer")
     meta = {}
     for name in names:
         if name in frame.index:
@@ -263,9 +264,7 @@ def profile_network(run: Run, arch, backend, mode, model, x, y, flops_total) -> 
         """Time one whole-network pass; its row, or its failure's row. Returns fn if it ran."""
         main = pass_ == main_pass(mode)
         try:
-            start = time.perf_counter()
-            fn()
-            first = time.perf_counter() - start
+            first = first_call_s(fn, run.device)
             peak_bytes = _peak_bytes(run, fn) if peak else None
             t = run.timed_row(arch, backend, mode, NETWORK, pass_, fn, flops=flops, images=batch,
                               extra={"op": "network", "peak_bytes": peak_bytes})
@@ -398,7 +397,7 @@ def profile_arch(run: Run, arch: str, mode: str, summary: dict) -> None:
         if not args.skip_layers and (backend != "compile" or args.compile_layers):
             meta = None
             with _recorded(run, arch, backend, mode, CAPTURE, "fwd", op="describe"):
-                meta = _layer_meta(model, tuple(x.shape), names, backend, run.device)
+                meta = _layer_meta(model, tuple(x.shape), names, backend, run.device, x.dtype)
             if meta is not None:
                 profile_layers(run, arch, backend, mode, model, x, flops, meta, reference)
         entry = profile_network(run, arch, backend, mode, model, x, y, whole)

@@ -67,6 +67,11 @@ def _choices(kind, allowed, extra=()):
         if not items or bad:
             listed = ", ".join([*allowed, *extra])
             raise argparse.ArgumentTypeError(f"invalid {kind} {','.join(bad) or text!r} (choose from {listed})")
+        # a name twice would measure it twice: duplicate rows under one key (the report and
+        # compare match rows on that key)
+        twice = sorted({t for t in items if items.count(t) > 1})
+        if twice:
+            raise argparse.ArgumentTypeError(f"{kind} {','.join(twice)} given more than once in {text!r}")
         return items
     return parse
 

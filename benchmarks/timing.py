@@ -5,6 +5,7 @@ fewer than MIN_SAMPLES, so the 20-80 band is a measured spread, not one sample t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,19 @@ def measure(fn, device: torch.device | str, *, warmup_ms: float = 25, rep_ms: fl
     while len(times) < MIN_SAMPLES:
         times.extend(timer.timeit(m.number_per_run).times)
     return summarize(np.asarray(times) * 1e3)
+
+
+def first_call_s(fn, device: torch.device | str) -> float:
+    """Seconds from calling `fn` once until the device has finished it: a GPU runs launches
+    asynchronously, so the host's return alone would leave the device's part out."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)  # nothing earlier counted in
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def synchronized(fn, device):

@@ -44,8 +44,10 @@ def unit_flops(model, input_shape, names, *, train: bool = True) -> dict[str, tu
     twin.train(train)
     counter = flop_counter()
     prefix = type(twin).__name__
+    # the input in the parameters' dtype: a bf16/fp16 net refuses a float32 input
+    dtype = next((p.dtype for p in twin.parameters() if p.is_floating_point()), torch.get_default_dtype())
     with counter:
-        out = twin(torch.empty(*input_shape, device="meta"))
+        out = twin(torch.empty(*input_shape, device="meta", dtype=dtype))
         forward = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
         if train:
             logits = out[0] if isinstance(out, tuple) else out

@@ -5,7 +5,9 @@ A and B are results folders (their latest run, or the one named; when A and B ar
 folder, A defaults to the run before the latest) or runs' own folders. Rows are matched on
 arch, mode, layer, pass, backend, dtype, batch size and image size; nothing in common is an
 error. Every configuration or environment field that differs between the runs is warned
-about (stderr and the page). Per layer: B's median over A's, "within noise" when the runs'
+about (stderr and the page), and so is every row that failed in either run (its statuses
+and error, under "Not compared"), a run that was interrupted or did not finish, and how many
+rows of each run have no counterpart in the other. Per layer: B's median over A's, "within noise" when the runs'
 20-80 percentile bands overlap; whole network: B's images/s over A's. Writes
 DIR/compare.html (default: in B's run folder) and prints its path.
 """
@@ -36,6 +38,21 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     merged["speedup"] = speedup(merged)
     merged["verdict"] = verdict(merged)
     return merged
+
+
+def not_compared(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Rows under one key in both runs that failed (status not ok) in either: compare_frames
+    matches measured rows only, so a layer that ran in A and OOMs in B would drop out."""
+    cols = [*KEYS, "status", "error"]
+    merged = a[cols].merge(b[cols], on=KEYS, suffixes=("_a", "_b"))
+    return merged[(merged.status_a != "ok") | (merged.status_b != "ok")]
+
+
+def unmatched(frame: pd.DataFrame, other: pd.DataFrame) -> int:
+    """How many rows of `frame` have a key (`KEYS`) that `other` lacks: another arch, mode or
+    backend, or a run that stopped before reaching them."""
+    keys = frame[KEYS].drop_duplicates().merge(other[KEYS].drop_duplicates(), how="left", indicator=True)
+    return int((keys["_merge"] == "left_only").sum())
 
 
 def speedup(merged: pd.DataFrame) -> pd.Series:
@@ -88,7 +105,22 @@ def build_compare(dir_a: Path, dir_b: Path, out_dir: Path, warnings: list[str]) 
         ok_a, ok_b = frame_a[frame_a.status == "ok"], frame_b[frame_b.status == "ok"]
         raise ResultFileError(f"nothing to compare: no measured row of A ({_describe(ok_a)}) matches one of "
                               f"B ({_describe(ok_b)}) on {', '.join(KEYS)}")
+    lost = not_compared(frame_a, frame_b)
+    if not lost.empty:
+        lost_warning = (f"{len(lost)} rows failed in A or B (status not ok) and are not compared: "
+                        "see 'Not compared'")
+        print(f"warning: {lost_warning}", file=sys.stderr)
+        warnings = [*warnings, lost_warning]
     sum_a, sum_b = load_summary(dir_a), load_summary(dir_b)
+    for name, summary, frame, other in (("A", sum_a, frame_a, frame_b), ("B", sum_b, frame_b, frame_a)):
+        state = ("was interrupted" if summary.get("interrupted") else
+                 "did not finish" if summary and not summary.get("finished", True) else None)
+        alone = unmatched(frame, other)
+        if state or alone:
+            text = (f"{name} ({summary.get('run_id', '?')}) " + (f"{state}; " if state else "")
+                    + f"{alone} of its rows have no counterpart in the other run and are not compared")
+            print(f"warning: {text}", file=sys.stderr)
+            warnings = [*warnings, text]
     env_a, env_b = sum_a.get("env", {}), sum_b.get("env", {})
     where = lambda env: _e(f"{env.get('gpu') or env.get('cpu')}, {env.get('date', '')}")
     parts = [f"<h1>convbench comparison</h1><p>A: <code>{_e(dir_a)}</code> ({where(env_a)})<br>"
@@ -111,6 +143,14 @@ def build_compare(dir_a: Path, dir_b: Path, out_dir: Path, warnings: list[str]) 
             classes.append([""] * 8 + [{"faster": "win", "slower": "bad"}.get(r.verdict, "")])
         parts.append("<h2>Per layer (B ms / A ms)</h2>" + _table(
             ["arch", "backend", "mode", "layer", "pass", "A ms", "B ms", "ratio", "verdict"], rows, left=5,
+            classes=classes))
+    if not lost.empty:
+        rows = [[_e(r.arch), _e(r.backend), _e(r["mode"]), _e(r.layer), _e(r["pass"]), _e(r.status_a),
+                 _e(r.status_b), _e(r.error_b if r.status_b != "ok" else r.error_a)] for _, r in lost.iterrows()]
+        classes = [[""] * 5 + ["bad" if r.status_a != "ok" else "", "bad" if r.status_b != "ok" else "", ""]
+                   for _, r in lost.iterrows()]
+        parts.append("<h2>Not compared (failed, OOM or skipped in A or B)</h2>" + _table(
+            ["arch", "backend", "mode", "layer", "pass", "A status", "B status", "error"], rows, left=8,
             classes=classes))
     parts.append('<p class="note">Rows are matched on ' + ", ".join(KEYS) + ". within noise: the runs' 20th-80th "
                  "percentile bands overlap. Whole-network speedups are images/s ratios.</p>")

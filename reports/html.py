@@ -113,11 +113,16 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
     order = list(dict.fromkeys(layers.layer))
     cell = {(r.layer, r.backend, r["pass"]): r for _, r in layers.iterrows()}
     header = ["layer", "op"] + [f"{b} {p} ms" for b in backends for p in passes] + \
-        [f"{b} % peak" for b in backends] + [f"{b} max rel err" for b in backends] + ["fastest"]
+        [f"{b} fwd % peak" for b in backends] + [f"{b} max rel err" for b in backends] + ["fastest"]
     body, classes = [], []
     oracle_ms = 0.0  # each layer on its own fastest backend, every pass on that backend
+    oracle_unknown = 0  # layers no backend measured in every pass
     wins: dict[str, int] = {}
     sums = {(b, p): 0.0 for b in backends for p in passes}
+    # layers whose (backend, pass) time is unknown (failed, or measured on another backend only):
+    # that backend's sum is then a lower bound and its network gap unknown
+    unknown = {(b, p): 0 for b in backends for p in passes}
+    measured_passes = {(k[0], k[2]) for k in cell}
     for layer in order:
         any_row = next(r for k, r in cell.items() if k[0] == layer)
         row, cls = [_e(layer), _e(any_row.op)], ["", ""]
@@ -125,6 +130,8 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
         for b in backends:
             for p in passes:
                 r = cell.get((layer, b, p))
+                if (r is None or r.status != "ok") and (layer, p) in measured_passes:
+                    unknown[(b, p)] += 1
                 if r is None:
                     row.append("")
                     cls.append("")
@@ -152,6 +159,7 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
         complete = {b: t for b, t in total_by_backend.items()
                     if all((layer, b, p) in cell and cell[(layer, b, p)].status == "ok" for p in passes)}
         winner = min(complete, key=complete.get) if complete else ""
+        oracle_unknown += not winner
         if winner:
             wins[winner] = wins.get(winner, 0) + 1
             oracle_ms += complete[winner]
@@ -165,7 +173,8 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
     # Summary rows: sum of layers, the whole network, their difference, the oracle.
     net = {(r.backend, r["pass"]): r for _, r in rows_df[rows_df.layer == NETWORK].iterrows()}
     net_pass = "fwd+bwd" if mode == "train" else "fwd"
-    sum_row = ["sum of layers", ""] + [_fmt(sums[(b, p)]) for b in backends for p in passes] + \
+    sum_row = ["sum of layers", ""] + [_lower_bound(sums[(b, p)], unknown[(b, p)], len(order))
+                                       for b in backends for p in passes] + \
         [""] * (2 * len(backends))
     sum_row.append("")
     net_row = [f"whole network ({net_pass})", ""]
@@ -174,13 +183,15 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
         r = net.get((b, net_pass))
         ok = r is not None and r.status == "ok"
         net_row += [_fmt(r.ms) if ok else (_e(r.status.upper()) if r is not None else "")] + [""] * (len(passes) - 1)
-        gap = r.ms - sum(sums[(b, p)] for p in passes) if ok else None
+        complete = not any(unknown[(b, p)] for p in passes)
+        gap = r.ms - sum(sums[(b, p)] for p in passes) if ok and complete else None
         gap_row += [_fmt(gap)] + [""] * (len(passes) - 1)
     net_row += [""] * (2 * len(backends) + 1)
     gap_row += [""] * (2 * len(backends) + 1)
     oracle = ["oracle (fastest backend per layer)", ""] + [""] * (len(backends) * len(passes)) + \
         [""] * (2 * len(backends))
-    oracle.append(f"{_fmt(oracle_ms)} ms; wins: " + ", ".join(f"{b} {n}" for b, n in wins.items()))
+    oracle.append(_lower_bound(oracle_ms, oracle_unknown, len(order)) + " ms; wins: "
+                  + ", ".join(f"{b} {n}" for b, n in wins.items()))
     body += [sum_row, net_row, gap_row, oracle]
     classes += [[""] * len(header)] * 4
     return (f"<h3>{_e(arch)} {_e(mode)}: per layer</h3>"
@@ -192,7 +203,18 @@ def _layer_section(frame: pd.DataFrame, arch: str, mode: str) -> str:
               "max rel err: max |out - ref| / max |ref| of the output (train: / of the worst gradient) "
               "against the reference on the same input; red when beyond the bound derived from the dtype. "
               "A % of peak above 100 (red) means the measured ceiling is too low: a ceiling measurement "
-              "problem, not a fast layer.</p>")
+              "problem, not a fast layer. A sum over layers some of which were not measured (failed, OOM) "
+              "is a lower bound (&ge;), and that backend's network gap is left blank.</p>")
+
+
+def _lower_bound(total: float, unknown: int, layers: int) -> str:
+    """A sum over layers: the sum; '' when none was measured; '>= sum (N not measured)' when
+    some were not (their time is unknown, so the sum only bounds the total from below)."""
+    if unknown == 0:
+        return _fmt(total)
+    if unknown >= layers:
+        return ""
+    return f"&ge; {_fmt(total)} ({unknown} not measured)"
 
 
 def over_ceiling(pct_peak) -> bool:
@@ -305,25 +327,41 @@ def load_benchmark_json(path: str | Path) -> pd.DataFrame:
     rows = []
     for b in doc.get("benchmarks", []):
         info = b.get("extra_info", {})
+        ceiling = " ".join(f"{v:.3g}" if isinstance(v, float) else str(v)
+                           for v in (info.get("ceiling"), info.get("ceiling_value"), info.get("ceiling_unit")) if v)
         rows.append({"group": b.get("group"), "name": b.get("name"), "provider": info.get("provider"),
-                     "pass": info.get("pass"), "median_ms": info.get("median_ms"),
+                     "pass": info.get("pass"), "dtype": info.get("dtype"), "batch": info.get("batch"),
+                     "device": info.get("device"), "median_ms": info.get("median_ms"),
                      "tflops": info.get("tflops"), "gbps": info.get("gbps"), "pct_peak": info.get("pct_peak"),
-                     "speedup_vs_torch": info.get("speedup_vs_torch"), "max_rel_error": info.get("max_rel_error")})
-    return pd.DataFrame(rows, columns=["group", "name", "provider", "pass", "median_ms", "tflops", "gbps",
-                                       "pct_peak", "speedup_vs_torch", "max_rel_error"])
+                     "ceiling": ceiling, "speedup_vs_torch": info.get("speedup_vs_torch"),
+                     "max_rel_error": info.get("max_rel_error")})
+    frame = pd.DataFrame(rows, columns=["group", "name", "provider", "pass", "dtype", "batch", "device", "median_ms",
+                                        "tflops", "gbps", "pct_peak", "ceiling", "speedup_vs_torch",
+                                        "max_rel_error"])
+    frame.attrs["source"] = (f"{Path(path).name}: pytest-benchmark run of {doc.get('datetime', '?')} on "
+                             f"{(doc.get('machine_info') or {}).get('node', '?')}")
+    return frame
 
 
 def _kernel_section(bench: pd.DataFrame, out_dir: Path) -> str:
+    """The kernel benchmarks of a pytest-benchmark JSON: another run than this report's, with
+    its own device, dtype, batch and measured ceilings, so each row names them."""
     if bench.empty:
         return ""
     png = charts.kernel_speedups(bench, out_dir)
-    rows = [[_e(r.group), _e(r.provider), _fmt(r.median_ms), _fmt(r.tflops), _fmt(r.gbps), _fmt(r.pct_peak),
-             _fmt(r.speedup_vs_torch), _fmt(r.max_rel_error)] for r in bench.itertuples()]
+    rows = [[_e(r.group), _e(r.provider), _e(r.dtype), _fmt(r.batch), _e(r.device), _fmt(r.median_ms),
+             _fmt(r.tflops), _fmt(r.gbps), _fmt(r.pct_peak), _e(r.ceiling), _fmt(r.speedup_vs_torch),
+             _fmt(r.max_rel_error)] for r in bench.itertuples()]
+    classes = [[""] * 8 + ["bad" if over_ceiling(r.pct_peak) else ""] + [""] * 3 for r in bench.itertuples()]
     out = "<h2>Kernel benchmarks</h2>"
     if png:
         out += f'<img src="{_e(png)}" alt="kernel speedups">'
-    return out + _table(["benchmark", "provider", "median ms", "TFLOP/s", "GB/s", "% peak", "vs torch",
-                         "max rel err"], rows, left=2)
+    return out + _table(["benchmark", "provider", "dtype", "batch", "device", "median ms", "TFLOP/s", "GB/s",
+                         "% peak", "ceiling (% peak against)", "vs torch", "max rel err"], rows, left=5,
+                        classes=classes) + (
+        f'<p class="note">From {_e(bench.attrs.get("source", "a pytest-benchmark JSON"))}: not this run; its '
+        "% of peak is against that run's own measured ceiling, named per row. Benchmarks that were skipped "
+        "(Triton providers without a CUDA device) or errored before timing are not in the JSON.</p>")
 
 
 def build_report(out_dir: str | Path, *, run_id: str | None = None, benchmark_json: str | Path | None = None) -> Path:

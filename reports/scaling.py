@@ -24,7 +24,7 @@ SCALING_CSV = "scaling.csv"
 SCALING_HTML = "scaling.html"
 PARALLEL = ("ddp", "towers")
 COLUMNS = [
-    "run_id", "arch", "backend", "parallel", "world_size", "nodes", "dtype", "batch_per_device",
+    "run_id", "arch", "backend", "parallel", "world_size", "nodes", "dtype", "batch_per_device", "image_size",
     "global_batch", "bucket_mb", "steps",
     "step_ms", "step_ms_p20", "step_ms_p80", "images_per_s", "images_per_s_per_device",
     "efficiency", "baseline_run_id",
@@ -34,12 +34,13 @@ COLUMNS = [
     "allreduce_ms", "allreduce_hidden_pct", "allreduce_exposed_ms", "comm_share_pct", "buckets",
     "peak_bytes", "device", "comm_backend", "status", "error",
 ]
-NUMERIC = ["world_size", "nodes", "batch_per_device", "global_batch", "bucket_mb", "steps", "step_ms",
+NUMERIC = ["world_size", "nodes", "batch_per_device", "image_size", "global_batch", "bucket_mb", "steps", "step_ms",
            "step_ms_p20", "step_ms_p80", "images_per_s", "images_per_s_per_device", "efficiency",
            "allreduce_ms", "allreduce_hidden_pct", "allreduce_exposed_ms", "comm_share_pct", "buckets",
            "peak_bytes"]
 # Rows compare for efficiency only when all of these agree (and the baseline is world size 1).
-LIKE = ["arch", "backend", "parallel", "dtype", "batch_per_device", "bucket_mb", "device", "comm_backend"]
+LIKE = ["arch", "backend", "parallel", "dtype", "batch_per_device", "image_size", "bucket_mb", "device",
+        "comm_backend"]
 
 
 def _cell(v):
@@ -74,6 +75,9 @@ def load_scaling(out_dir: str | os.PathLike) -> pd.DataFrame:
         raise FileNotFoundError(f"no {SCALING_CSV} in {str(out_dir)!r}")
     frame = pd.read_csv(path, dtype={"error": str, "run_id": str, "baseline_run_id": str},
                         keep_default_na=False, na_values={c: [""] for c in NUMERIC})
+    if "image_size" not in frame.columns:  # written before rows recorded it: unknown, like no baseline
+        frame.insert(frame.columns.get_loc("batch_per_device") + 1 if "batch_per_device" in frame else 0,
+                     "image_size", math.nan)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}: not a convbench scaling file")

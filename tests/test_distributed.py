@@ -75,8 +75,8 @@ def test_runner_rows_written_by_rank_0_only(tmp_path):
     cfg = _cfg(tmp_path)
     # A world-size-1 row of the same configuration, as an earlier world size of the run leaves it.
     base = dict(run_id="test-run", arch="resnet18", backend="torch", parallel="ddp", world_size=1, nodes=1,
-                dtype="fp32", batch_per_device=2, global_batch=2, bucket_mb=25.0, steps=2, images_per_s=40.0,
-                device="cpu", comm_backend="gloo", status="ok")
+                dtype="fp32", batch_per_device=2, image_size=32, global_batch=2, bucket_mb=25.0, steps=2,
+                images_per_s=40.0, device="cpu", comm_backend="gloo", status="ok")
     scaling.append_rows(tmp_path, [base])
     errors = run_spawned(cfg, [2], timeout_s=180)
     assert errors == []

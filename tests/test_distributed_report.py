@@ -4,6 +4,7 @@ the towers-vs-DDP comparison."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from reports import scaling
@@ -13,7 +14,8 @@ from reports.schema import RUNS, ResultWriter, write_summary
 
 def _row(run_id, world_size, images_per_s, **kw):
     row = dict(run_id=run_id, arch="alexnet", backend="torch", parallel="ddp", world_size=world_size, nodes=1,
-               dtype="bf16", batch_per_device=128, global_batch=128 * world_size, bucket_mb=25.0, steps=20,
+               dtype="bf16", batch_per_device=128, image_size=224, global_batch=128 * world_size, bucket_mb=25.0,
+               steps=20,
                step_ms=128 * world_size / images_per_s * 1e3, images_per_s=images_per_s,
                images_per_s_per_device=images_per_s / world_size, allreduce_ms=4.0, allreduce_hidden_pct=75.0,
                allreduce_exposed_ms=1.0, comm_share_pct=5.0, buckets=9, peak_bytes=3 * 2**30, device="GPU X",
@@ -32,7 +34,27 @@ def test_baseline_prefers_this_run_then_the_latest_like_row(tmp_path):
     assert scaling.baseline(frame, _row("a", 2, 1900.0)).images_per_s == 1000.0  # a's own, not b's
     assert scaling.baseline(frame, _row("c", 2, 900.0, dtype="fp32")).images_per_s == 500.0
     assert scaling.baseline(frame, _row("c", 2, 900.0, device="GPU Y")) is None  # nothing like it
+    # a smaller image is another workload: not b's 224-pixel row (a 3x efficiency otherwise)
+    assert scaling.baseline(frame, _row("c", 2, 6000.0, image_size=128)) is None
+    scaling.append_rows(runs / "a", [_row("a", 1, 3000.0, image_size=128)])
+    frame = scaling.load_scaling_runs(runs / "c")
+    assert scaling.baseline(frame, _row("c", 2, 6000.0, image_size=128)).images_per_s == 3000.0
+    assert scaling.baseline(frame, _row("c", 8, 7000.0)).images_per_s == 1100.0
     assert scaling.efficiency(7000.0, 8, 1100.0) == pytest.approx(7000 / 8800)
+
+
+def test_a_scaling_file_without_image_sizes_loads_and_is_no_baseline(tmp_path):
+    """scaling.csv written before rows recorded the image size: it still loads (a later
+    run's baseline search reads every run's file), and its rows are like nothing."""
+    old = tmp_path / RUNS / "old"
+    scaling.append_rows(old, [_row("old", 1, 1000.0)])
+    path = old / scaling.SCALING_CSV
+    frame = pd.read_csv(path, keep_default_na=False).drop(columns="image_size")
+    frame.to_csv(path, index=False)
+    loaded = scaling.load_scaling_runs(tmp_path / RUNS / "new")
+    assert list(loaded.columns) == scaling.COLUMNS and loaded.image_size.isna().all()
+    assert loaded.images_per_s.tolist() == [1000.0]
+    assert scaling.baseline(loaded, _row("new", 2, 1900.0)) is None
 
 
 def test_append_refuses_unknown_columns_and_layouts(tmp_path):

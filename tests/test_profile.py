@@ -235,6 +235,28 @@ def test_a_batch_that_does_not_fit_is_an_oom_row(tmp_path, monkeypatch, tiny):
     assert "OOM" in (run_dir(tmp_path) / "report.html").read_text()
 
 
+class TinyNoLRN(TinyNet):
+    """TinyNet without its LRN (torch's CPU LRN, an avg_pool3d, has no bf16 kernel)."""
+
+    def __init__(self, backend="torch", num_classes=1000):
+        super().__init__(backend, num_classes)
+        self.features[1] = nn.Identity()
+
+
+def test_a_bf16_run_measures_its_layers(tmp_path, monkeypatch, tiny):
+    """--dtype bf16 (the GPU default): the FLOP count and the layer description run the net on
+    an input of its own dtype (a float32 one made every bf16 arch one failed row per backend)."""
+    monkeypatch.setattr(nets, "build", lambda arch, backend="torch", **kw: TinyNoLRN(backend))
+    assert _run(tmp_path, "--dtype", "bf16") == 0
+    frame = load_results(tmp_path)
+    assert set(frame.status) == {"ok"}, frame[frame.status != "ok"].error.tolist()
+    assert set(frame.dtype) == {"bfloat16"}
+    conv = frame[frame.layer == "features.0"].set_index(["mode", "pass"])
+    assert sorted(conv.index) == [("infer", "fwd"), ("train", "bwd"), ("train", "fwd")]
+    # 2 images x 4 x 8 x 8 outputs x 3 x 3 x 3 multiply-adds, 2 FLOPs each
+    assert conv.loc[("train", "fwd"), "gflop"] == pytest.approx(2 * 2 * 4 * 8 * 8 * 3 * 3 * 3 / 1e9, rel=1e-5)
+
+
 @pytest.mark.parametrize("exc, status", [
     (RuntimeError(CPU_OOM), "oom"),
     (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried"), "oom"),
@@ -300,6 +322,9 @@ def test_triton_backend_on_the_interpreter(tmp_path, tiny):
     (["--batch-size", "0"], "must be a positive integer"),
     (["--dtype", "fp64"], "invalid choice: 'fp64'"),
     (["--mode", "eval"], "invalid mode 'eval'"),
+    (["--arch", "alexnet,alexnet"], "--arch: arch alexnet given more than once in 'alexnet,alexnet'"),
+    (["--mode", "infer,train,infer"], "--mode: mode infer given more than once"),
+    (["--backend", "torch,torch"], "--backend: backend torch given more than once"),
     (["--rep-ms", "nan"], "--rep-ms: must be a positive, finite number of milliseconds, got 'nan'"),
     (["--rep-ms", "0"], "got '0'"),
     (["--rep-ms", "-5"], "got '-5'"),
@@ -411,3 +436,13 @@ def test_relative_bound_is_the_tests_tolerance():
         atol, rtol = tolerance(dtype, k)
         assert relative_bound(dtype, k) == atol + rtol
     assert relative_bound(torch.float32, 576, tf32=True) > relative_bound(torch.float32, 576)
+
+
+def test_the_first_call_is_timed_until_the_device_is_done(tmp_path, monkeypatch, tiny):
+    """summary.json's first_call_s comes from timing.first_call_s (which synchronizes a GPU),
+    not from the host's return alone."""
+    timed = []
+    monkeypatch.setattr(measure, "first_call_s", lambda fn, device: timed.append(device) or 12.5)
+    assert _run(tmp_path, "--mode", "infer", "--skip-layers") == 0
+    (entry,) = load_summary(tmp_path)["backends"]
+    assert entry["first_call_s"] == 12.5 and timed == [torch.device("cpu")]

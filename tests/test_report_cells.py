@@ -217,12 +217,13 @@ def test_per_layer_cells_sit_under_their_headers(report_run):
     header, rows = _layer_records(page_tables)
     assert header[:2] == ["layer", "op"] and header[-1] == "fastest"
     assert sorted(header[2:-1]) == sorted([f"{b} {p} ms" for b in BACKENDS for p in ("fwd", "bwd")]
-                                          + [f"{b} % peak" for b in BACKENDS] + [f"{b} max rel err" for b in BACKENDS])
+                                          + [f"{b} fwd % peak" for b in BACKENDS]
+                                          + [f"{b} max rel err" for b in BACKENDS])
     for (layer, backend, p), ms in MS.items():
         assert num(rows[layer][f"{backend} {p} ms"]) == pytest.approx(ms), (layer, backend, p)
     for (layer, backend), pct in PCT_PEAK.items():
-        assert num(rows[layer][f"{backend} % peak"]) == pytest.approx(pct), (layer, backend)
-        assert "bad" not in rows[layer][f"{backend} % peak class"]
+        assert num(rows[layer][f"{backend} fwd % peak"]) == pytest.approx(pct), (layer, backend)
+        assert "bad" not in rows[layer][f"{backend} fwd % peak class"]
     assert rows["features.conv1"]["op"] == "conv11x11/4+bias+relu"
 
 

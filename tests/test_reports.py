@@ -85,8 +85,12 @@ def write_benchmark_json(path: Path):
             benchmarks.append({"group": f"conv2d {shape} fwd", "name": f"test_conv2d[{shape}-{provider}-fwd]",
                                "extra_info": {"provider": provider, "pass": "fwd", "median_ms": 1 / speed,
                                               "tflops": 100 * speed, "pct_peak": 12.5 * speed,
-                                              "speedup_vs_torch": speed, "max_rel_error": 3e-3}})
-    path.write_text(json.dumps({"benchmarks": benchmarks}))
+                                              "ceiling": "measured bfloat16 matmul", "ceiling_value": 800.0,
+                                              "ceiling_unit": "TFLOP/s", "dtype": "bfloat16", "batch": 128,
+                                              "device": "cuda", "speedup_vs_torch": speed,
+                                              "max_rel_error": 3e-3}})
+    path.write_text(json.dumps({"benchmarks": benchmarks, "datetime": "2026-11-27T10:00:00.000000+00:00",
+                                "machine_info": {"node": "gpu-node-7"}}))
 
 
 def _images(page: str) -> list[str]:
@@ -114,6 +118,13 @@ def test_report_from_synthetic_results(tmp_path):
     assert "NVIDIA H100 80GB HBM3" in page and "datasheet" in page
     assert "OOM" in page and "FAILED" in page and "synthetic failure" in page
     assert "oracle (fastest backend per layer)" in page and "launch + gap cost" in page
+    # the kernel benchmarks come from another run: each row names its dtype, batch, device and ceiling
+    kernel_rows = page.split("<h2>Kernel benchmarks</h2>")[1]
+    assert ('<td class="l">conv2d alexnet.features.conv1 fwd</td><td class="l">triton</td><td class="l">bfloat16'
+            '</td><td class="l">128</td><td class="l">cuda</td><td class="">0.714</td><td class="">140</td>'
+            '<td class=""></td><td class="">17.5</td><td class="">measured bfloat16 matmul 800 TFLOP/s</td>'
+            in kernel_rows)
+    assert "bench.json: pytest-benchmark run of 2026-11-27T10:00:00.000000+00:00 on gpu-node-7" in kernel_rows
     # headline: triton 1.6x torch in the infer table
     assert re.search(r"<td class=\"l\">triton</td><td class=\"\">[0-9,.]+</td><td class=\"win\">1.6x", page)
 
@@ -291,7 +302,7 @@ def test_compare_warns_about_every_field_that_differs(tmp_path, capsys):
     write_run(tmp_path / "b", env={"gpu": "NVIDIA H200", "torch": "2.11.0", "triton": "3.7.0"},
               config={"batch_size": 128, "rep_ms": 40.0, "out": "elsewhere"})
     assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: A and B")]
     fields = {w.split(" differ in ")[1].split(":")[0] for w in warnings}
     assert fields == {"env.gpu", "env.triton", "config.rep_ms"}  # not date, command or out
     page = (tmp_path / "b" / "compare.html").read_text()
@@ -356,3 +367,71 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert result["tables"] >= 4 and result["rows"] > 20
     broken = [i["src"] for i in result["images"] if i["w"] == 0]
     assert result["images"] and not broken, f"broken images: {broken}"
+
+
+
+def test_compare_lists_rows_that_failed_in_either_run(tmp_path, capsys):
+    """A layer measured in A that fails or OOMs in B (a regression) is a row of the page and a
+    warning, not a row that drops out of the comparison."""
+    write_run(tmp_path / "a", failed_layer="none", oom_backend="none")
+    write_run(tmp_path / "b")  # triton's features.norm1 bwd failed, compile's training step OOMs
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "warning: 2 rows failed in A or B (status not ok) and are not compared" in capsys.readouterr().err
+    page = (tmp_path / "b" / "compare.html").read_text()
+    section = page.split("<h2>Not compared (failed, OOM or skipped in A or B)</h2>")[1].split("</table>")[0]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", section) if "<td" in r]
+    assert sorted(cells) == [
+        ["alexnet", "compile", "train", NETWORK, "train_step", "ok", "oom", "CUDA out of memory"],
+        ["alexnet", "triton", "train", "features.norm1", "bwd", "ok", "failed", "RuntimeError: synthetic failure"],
+    ]
+
+
+def test_compare_says_when_a_run_stopped_early_and_what_it_lacks(tmp_path, capsys):
+    """B interrupted before its infer rows: the comparison of what both measured stands, and the
+    page and stderr say that B stopped and how many of A's rows have no counterpart."""
+    write_run(tmp_path / "a", failed_layer="none", oom_backend="none")
+    write_run(tmp_path / "b", failed_layer="none", oom_backend="none", interrupted=True)
+    b = load_results(tmp_path / "b")
+    b[b["mode"] == "train"].to_csv(tmp_path / "b" / "results.csv", index=False)
+    n_infer = int((load_results(tmp_path / "a")["mode"] == "infer").sum())
+    assert compare_mod.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: A (r1) {n_infer} of its rows have no counterpart in the other run" in err
+    assert "warning: B (r1) was interrupted; 0 of its rows have no counterpart" in err
+    page = (tmp_path / "b" / "compare.html").read_text()
+    assert f'<p class="banner">A (r1) {n_infer} of its rows have no counterpart' in page
+    assert '<p class="banner">B (r1) was interrupted' in page
+
+
+def _summary_row(page: str, table: str, label: str) -> list[str]:
+    section = page.split(f"<h3>{table}: per layer</h3>")[1].split("</table>")[0]
+    (row,) = [r for r in re.findall(r"<tr[^>]*>(.*?)</tr>", section) if f">{label}</td>" in r]
+    return re.findall(r"<td[^>]*>(.*?)</td>", row)
+
+
+def test_a_sum_over_layers_with_one_not_measured_is_a_lower_bound(tmp_path):
+    """triton's norm1 backward failed: its backward sum lacks a layer, so it is shown as a lower
+    bound and its network gap (network - sum) is left blank, not a comparable total and a gap
+    inflated by the missing layer. A backend with network rows only (compile without its layers)
+    has no sum and no gap, not 0 and the whole network as 'launch + gap cost'."""
+    write_run(tmp_path)
+    frame = load_results(tmp_path)
+    layers_only = ~((frame.backend == "compile") & (frame.layer != NETWORK))
+    frame[layers_only].to_csv(tmp_path / "results.csv", index=False)
+    page = build_report(tmp_path).read_text()
+    header = ["torch fwd", "torch bwd", "compile fwd", "compile bwd", "triton fwd", "triton bwd"]
+    sums = dict(zip(header, _summary_row(page, "alexnet train", "sum of layers")[2:8], strict=True))
+    # triton backward: conv1 0.65 + conv2 1.25 + fc6 0.3125 (norm1 failed)
+    assert sums == {"torch fwd": "1.92", "torch bwd": "3.84", "compile fwd": "", "compile bwd": "",
+                    "triton fwd": "1.2", "triton bwd": "&ge; 2.21 (1 not measured)"}
+    gap = _summary_row(page, "alexnet train", "launch + gap cost (network - sum)")[2:8]
+    assert gap == ["14.2", "", "", "", "", ""]  # torch: 20 - (1.92 + 3.84)
+    infer_gap = _summary_row(page, "alexnet infer", "launch + gap cost (network - sum)")
+    assert infer_gap[2:5] == ["18.1", "", "11.3"]  # torch 20 - 1.92, triton 12.5 - 1.2 (every layer measured)
+    oracle = _summary_row(page, "alexnet train", "oracle (fastest backend per layer)")[-1]
+    assert oracle == "3.77 ms; wins: triton 3, torch 1"  # triton 0.975 + 1.875 + 0.469, torch's norm1 0.45
+    # fc6's backward failed everywhere: no backend wins it, so the oracle is a lower bound too
+    frame.loc[(frame.layer == "classifier.fc6") & (frame["pass"] == "bwd"), "status"] = "failed"
+    frame[layers_only].to_csv(tmp_path / "results.csv", index=False)
+    oracle = _summary_row(build_report(tmp_path).read_text(), "alexnet train", "oracle (fastest backend per layer)")
+    assert oracle[-1] == "&ge; 3.3 (1 not measured) ms; wins: triton 2, torch 1"

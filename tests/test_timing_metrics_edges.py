@@ -13,7 +13,7 @@ import torch.utils.benchmark as tbench
 import triton.testing
 
 from benchmarks.metrics import derive, max_rel_error
-from benchmarks.timing import MIN_SAMPLES, Timing, measure, summarize, synchronized
+from benchmarks.timing import MIN_SAMPLES, Timing, first_call_s, measure, summarize, synchronized
 
 
 # --------------------------------------------------------------------------- timing
@@ -83,6 +83,25 @@ def test_synchronized_waits_for_the_device_only_on_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: events.append("sync"))
     run = synchronized(lambda: events.append("fn") or 7, "cuda")
     assert run() == 7 and events == ["fn", "sync"]
+
+
+def test_first_call_time_waits_for_the_device_on_cuda(monkeypatch):
+    """The first call of a whole-network pass (summary.json's first_call_s) is timed until the
+    device is done: on a GPU the host returns from the launches long before (the device's part
+    stands in for a fake synchronize that takes 50 ms here)."""
+    import time
+
+    events = []
+
+    def device_done(device=None):
+        events.append("sync")
+        time.sleep(0.05)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", device_done)
+    seconds = first_call_s(lambda: events.append("fn"), "cuda")
+    assert events == ["sync", "fn", "sync"] and seconds >= 0.05
+    events.clear()
+    assert first_call_s(lambda: events.append("fn"), "cpu") < 0.05 and events == ["fn"]
 
 
 # --------------------------------------------------------------------------- max_rel_error
