@@ -11,7 +11,8 @@ def derive(ms: float, *, flops: float | None = None, nbytes: float | None = None
            dtype: str = "float32", baseline_ms: float | None = None) -> dict:
     """From a median time: TFLOP/s and/or GB/s, % of the measured ceiling that bounds the op
     (matmul peak for FLOP-counted ops, copy bandwidth for byte-counted ones), that ceiling's
-    name, value and unit, and the speedup over a baseline time (baseline / ms)."""
+    name, value and unit, and the speedup over a baseline time (baseline / ms). float32 on a
+    GPU is judged against the ceiling its convs run at (`ceilings.measure_ceilings`)."""
     out = {"tflops": None, "gbps": None, "pct_peak": None, "ceiling": None, "ceiling_value": None,
            "ceiling_unit": None, "speedup": None}
     if not ms or ms <= 0 or math.isnan(ms):
@@ -25,7 +26,10 @@ def derive(ms: float, *, flops: float | None = None, nbytes: float | None = None
     peak = (ceilings.get("matmul_tflops") or {}).get(dtype)
     if out["tflops"] is not None and peak:
         out["pct_peak"] = 100.0 * out["tflops"] / peak
-        out.update(ceiling=f"measured {dtype} matmul", ceiling_value=peak, ceiling_unit="TFLOP/s")
+        name = dtype
+        if dtype == "float32" and "fp32_conv_uses_tf32" in ceilings:  # a GPU: which of its two
+            name = "float32 (TF32)" if ceilings["fp32_conv_uses_tf32"] else "float32 (IEEE)"
+        out.update(ceiling=f"measured {name} matmul", ceiling_value=peak, ceiling_unit="TFLOP/s")
     elif out["gbps"] is not None and ceilings.get("copy_gbps"):
         out["pct_peak"] = 100.0 * out["gbps"] / ceilings["copy_gbps"]
         out.update(ceiling="measured copy", ceiling_value=ceilings["copy_gbps"], ceiling_unit="GB/s")

@@ -181,3 +181,29 @@ def test_profiler_network_images_per_second(mode, monkeypatch):
     # forward 1e9 FLOP / 0.016 s = 0.0625 TFLOP/s; forward + backward 3e9 / 0.016 s = 0.1875
     tflops = 0.0625 if mode == "infer" else 0.1875
     assert all(row["tflops"] == pytest.approx(tflops, rel=1e-12) for row in rows.values())
+
+
+def test_float32_on_a_gpu_is_judged_against_the_ceiling_its_convs_run_at(monkeypatch):
+    """A GPU's float32 has two matmul ceilings; convs run TF32 exactly when
+    cudnn.allow_tf32 is True, and a % of peak against the IEEE ceiling would read several
+    times too high. Both are measured, "float32" is the convs' one, and the row names it."""
+    rates = {True: 400.0, False: 50.0}  # matmul TFLOP/s with and without TF32
+    monkeypatch.setattr(ceilings, "_matmul_tflops",
+                        lambda device, dtype, n: rates[torch.backends.cuda.matmul.allow_tf32])
+    monkeypatch.setattr(ceilings, "_copy_gbps", lambda device, numel: 3000.0)
+    monkeypatch.setattr(ceilings, "device_name", lambda device: "NVIDIA H100 80GB HBM3")
+    settings = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        for conv_tf32, peak, sheet, name in ((True, 400.0, 494.0, "TF32"), (False, 50.0, 67.0, "IEEE")):
+            torch.backends.cudnn.allow_tf32 = conv_tf32
+            c = ceilings.measure_ceilings("cuda", ("float32",))
+            assert c["matmul_tflops"] == {"tf32": 400.0, "float32_ieee": 50.0, "float32": peak}
+            assert c["fp32_conv_uses_tf32"] is conv_tf32 and c["datasheet"]["matmul_tflops"]["float32"] == sheet
+            assert torch.backends.cuda.matmul.allow_tf32 is False  # the caller's setting, restored
+            # 2e12 FLOP in 20 ms = 100 TFLOP/s: 25 % of TF32's 400, 200 % of IEEE's 50
+            m = metrics.derive(20.0, flops=2e12, ceilings=c, dtype="float32")
+            assert m["pct_peak"] == pytest.approx(100.0 / peak * 100)
+            assert (m["ceiling"], m["ceiling_value"]) == (f"measured float32 ({name}) matmul", peak)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = settings
