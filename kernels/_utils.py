@@ -1,10 +1,13 @@
 """Host-side checks shared by every kernel launcher: device, dtype, shapes, index width.
 
 Each check raises ValueError/TypeError naming the argument and its shape, so a bad call
-never reaches a Triton compile error or a silent wrong answer.
+never reaches a Triton compile error or a silent wrong answer. `first_order` guards every
+autograd.Function's backward the same way against a gradient of a gradient.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -12,6 +15,30 @@ from .configs import interpreting
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 INT32_MAX = 2**31 - 1
+
+
+def first_order(backward):
+    """Decorates an `autograd.Function`'s backward, whose gradients come from Triton kernels
+    and so carry no graph: under create_graph=True (a gradient of a gradient: gradient
+    penalties, Hessian-vector products, gradgradcheck) it raises instead of returning
+    gradients whose second-order terms through this op would silently be missing.
+
+    Raised when the backward runs, not when its result is differentiated: a node that raised
+    later (torch's `once_differentiable`) is skipped by `torch.autograd.grad(loss, inputs)`
+    when its edges do not lead to `inputs`, and torch's first-order gradient of a conv depends
+    on the weight even where no incoming gradient requires grad (L = y.sum())."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled():  # the engine enables grad mode exactly for create_graph=True
+            op = type(ctx).__name__.removesuffix("Backward")
+            raise NotImplementedError(
+                f"{op}: double backward (a gradient taken with create_graph=True) is not supported: the backward "
+                "pass runs Triton kernels whose results carry no graph, so second-order terms through this op "
+                "would be missing; take first-order gradients without create_graph")
+        return backward(ctx, *grads)
+
+    return wrapper
 
 
 def describe(t: torch.Tensor) -> str:

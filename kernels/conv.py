@@ -42,7 +42,17 @@ from . import configs as _configs
 from . import race
 from ._gemm import decode_pixels, fused_epilogue, relu_backward, tile_ids
 from ._reduce import channel_stats_partials, column_sum
-from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch, pair, sm_count
+from ._utils import (
+    check_float_tensor,
+    check_same,
+    describe,
+    dot_precision,
+    first_order,
+    needs_int64,
+    no_launch,
+    pair,
+    sm_count,
+)
 from .configs import autotune
 from .conv1x1 import conv1x1_forward, conv1x1_input_grad, conv1x1_weight_grad, eligible
 from .conv_tma import conv_tma_forward, conv_tma_input_grad, conv_tma_weight_grad, eligible_tma_kxk
@@ -864,6 +874,7 @@ class Conv2dFunction(torch.autograd.Function):
         return out  # with stats: (y, StatsPartials), the pieces not differentiable
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out, *_):
         x, weight, y = ctx.saved_tensors
         geo = ctx.geo

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from ._reduce import column_sum
-from ._utils import check_float_tensor, check_same, describe
+from ._utils import check_float_tensor, check_same, describe, first_order
 from .configs import interpreting
 
 ACTIVATIONS = (None, "relu")
@@ -163,6 +163,7 @@ class LinearFunction(torch.autograd.Function):
         return y.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
+    @first_order
     def backward(ctx, grad):
         x2, weight, y, seed = ctx.saved_tensors
         activation, p, has_bias, x_shape = ctx.params
@@ -186,6 +187,7 @@ class DropoutFunction(torch.autograd.Function):
         return fc_epilogue_forward(x2, p=p, seed=seed).view(x.shape)
 
     @staticmethod
+    @first_order
     def backward(ctx, grad):
         (seed,) = ctx.saved_tensors
         g = _rows(grad.contiguous())

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch
+from ._utils import check_float_tensor, check_same, describe, dot_precision, first_order, needs_int64, no_launch
 from .configs import autotune, interpreting
 from .conv import (
     ACTIVATIONS,
@@ -326,6 +326,7 @@ class Inception1x1Function(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         x, w_cat, y = ctx.saved_tensors
         g = relu_grad(grad_out, y) if ctx.relu else _channels_last(grad_out)
@@ -389,6 +390,7 @@ class InceptionBlockFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         x, w_cat, w3, w5, wp_mat, red, out, argmax = ctx.saved_tensors
         c1, r3, c3, r5, c5, cp = ctx.sizes

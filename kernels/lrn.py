@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_float_tensor, check_same, dense, dense_like, describe, needs_int64, no_launch
+from ._utils import check_float_tensor, check_same, dense, dense_like, describe, first_order, needs_int64, no_launch
 from .configs import autotune, interpreting
 
 MAX_CHANNELS = 16384
@@ -540,6 +540,7 @@ class LocalResponseNormFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
         return lrn_backward(grad_out, x, *ctx.params), None, None, None, None
