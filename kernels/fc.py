@@ -21,6 +21,8 @@ dropout alone recomputes it from the seed. p = 1 drops everything (gradient zero
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -146,8 +148,9 @@ def fc_epilogue_backward(grad, y, *, activation=None, p=0.0, seed=None) -> torch
 
 # --------------------------------------------------------------------------- autograd
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    """t as [rows, features] (leading dims flattened), as F.linear treats them."""
-    return t.reshape(-1, t.shape[-1])
+    """t as [rows, features] (leading dims flattened), as F.linear treats them; rows counted,
+    not inferred, so a tensor without features (shape [..., 0]) works as well."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 class LinearFunction(torch.autograd.Function):
