@@ -112,9 +112,11 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def pair(v, name: str) -> tuple[int, int]:
-    """An int or a pair of ints -> a pair of non-negative ints."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        out = (v, v)
+    """An int, a pair of ints or one int in a tuple/list (torch's functionals expand it to
+    both dims) -> a pair of non-negative ints."""
+    one = v[0] if isinstance(v, (tuple, list)) and len(v) == 1 else v
+    if isinstance(one, int) and not isinstance(one, bool):
+        out = (one, one)
     elif isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
         out = (int(v[0]), int(v[1]))
     else:
