@@ -22,6 +22,8 @@ gradient routed to each window's argmax.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import triton
 import triton.language as tl
@@ -355,9 +357,15 @@ def inception_1x1(x, weights, biases=None, *, activation="relu"):
     check_float_tensor(x, "x", ndim=(3, 4))
     if x.dim() == 3:  # unbatched [C, H, W], as F.conv2d accepts
         y = Inception1x1Function.apply(x.unsqueeze(0), activation, len(weights), *weights, *biases)
-        return tuple(t.squeeze(0) for t in y.split([w.shape[0] for w in weights], dim=1))
-    y = Inception1x1Function.apply(x, activation, len(weights), *weights, *biases)
-    return tuple(y.split([w.shape[0] for w in weights], dim=1))
+        return tuple(t.squeeze(0) for t in _branches(y, weights))
+    return _branches(Inception1x1Function.apply(x, activation, len(weights), *weights, *biases), weights)
+
+
+def _branches(y, weights) -> tuple[torch.Tensor, ...]:
+    """Each branch's channel slice of the fused output, each its own view (narrow): a branch
+    may then be modified in place as F.conv2d's output may (split's views may not be)."""
+    starts = itertools.accumulate([0, *(w.shape[0] for w in weights[:-1])])
+    return tuple(y.narrow(1, start, w.shape[0]) for start, w in zip(starts, weights))
 
 
 class InceptionBlockFunction(torch.autograd.Function):
