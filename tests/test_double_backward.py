@@ -21,8 +21,14 @@ def _conv_args():
     return _rand(1, 2, 4, 4), _rand(3, 2, 3, 3), _rand(3), _rand(1, 3, 4, 4)
 
 
-def _bn_stats():
-    return torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+def _bn_stats(like):
+    return torch.zeros(3, dtype=like.dtype, device=like.device), torch.ones(3, dtype=like.dtype, device=like.device)
+
+
+def _inception_pairs(like):
+    """(weight, bias) of branch1, reduce3, conv3, reduce5, conv5, pool_proj over 4 channels."""
+    shapes = ((2, 4, 1), (2, 4, 1), (3, 2, 3), (2, 4, 1), (3, 2, 5), (2, 4, 1))
+    return [(_rand(k, c, s, s).to(like.device), _rand(k).to(like.device)) for k, c, s in shapes]
 
 
 # name -> (tensors that require grad, fn(*tensors) -> output)
@@ -32,19 +38,17 @@ CASES = {
                              lambda x, w, b, r: kernels.conv2d(x, w, b, padding=1, residual=r, activation="relu")),
     "inception_1x1": ((_rand(2, 5, 3, 3), _rand(3, 5, 1, 1), _rand(3)),
                       lambda x, w, b: kernels.inception_1x1(x, [w, w], [b, None])[1]),
-    "inception_block": ((_rand(1, 4, 3, 3),), lambda x: kernels.inception_block(
-        x, *[(_rand(k, c, s, s), _rand(k)) for k, c, s in ((2, 4, 1), (2, 4, 1), (3, 2, 3), (2, 4, 1), (3, 2, 5),
-                                                           (2, 4, 1))])),
+    "inception_block": ((_rand(1, 4, 3, 3),), lambda x: kernels.inception_block(x, *_inception_pairs(x))),
     "local_response_norm": ((_rand(2, 5, 3, 3),), lambda x: kernels.local_response_norm(x, 3, 1.0, 0.75, 1.0)),
     "add_relu": ((_rand(2, 5, 3, 3), _rand(2, 5, 3, 3)), kernels.add_relu),
     "max_pool2d": ((_rand(1, 2, 4, 4),), lambda x: kernels.max_pool2d(x, 2)),
     "lrn_max_pool2d": ((_rand(1, 4, 4, 4),), lambda x: kernels.lrn_max_pool2d(x, 3, 1.0, kernel_size=2)),
     "max_pool2d_lrn": ((_rand(1, 4, 4, 4),), lambda x: kernels.max_pool2d_lrn(x, 2, size=3, alpha=1.0)),
     "batch_norm": ((_rand(2, 3, 2, 2), _rand(3), _rand(3)),
-                   lambda x, w, b: kernels.batch_norm(x, *_bn_stats(), w, b, training=True)),
+                   lambda x, w, b: kernels.batch_norm(x, *_bn_stats(x), w, b, training=True)),
     "batch_norm_relu_max_pool2d": ((_rand(2, 3, 2, 2), _rand(3), _rand(3)),
                                    lambda x, w, b: kernels.batch_norm_relu_max_pool2d(
-                                       x, *_bn_stats(), w, b, training=True, kernel_size=2)),
+                                       x, *_bn_stats(x), w, b, training=True, kernel_size=2)),
     "linear": ((_rand(2, 5), _rand(3, 5), _rand(3)), lambda x, w, b: kernels.linear(x, w, b)),
     "dropout": ((_rand(2, 5),), lambda x: kernels.dropout(x, 0.5)),
 }
