@@ -122,7 +122,7 @@ def test_p_one_eval_and_p_zero(device):
 
 @pytest.mark.parametrize("x_shape, w_shape", [((3, 0), (4, 0)), ((2, 3, 5), (0, 5)), ((2, 0, 5), (4, 5))],
                          ids=["no in_features", "no out_features", "no rows"])
-def test_linear_with_an_empty_dim_like_torch(x_shape, w_shape, device):
+def test_empty_feature_or_row_dims_like_torch(x_shape, w_shape, device):
     """F.linear's answers where a dim is 0 (no in_features: the bias alone), zero gradients,
     instead of a reshape error."""
     gen = torch.Generator().manual_seed(0)
