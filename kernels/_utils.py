@@ -1,10 +1,13 @@
 """Host-side checks shared by every kernel launcher: device, dtype, shapes, index width.
 
 Each check raises ValueError/TypeError naming the argument and its shape, so a bad call
-never reaches a Triton compile error or a silent wrong answer.
+never reaches a Triton compile error or a silent wrong answer. `first_order` guards every
+autograd.Function's backward the same way against a gradient of a gradient.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -24,6 +27,30 @@ def next_pow2(n: int) -> int:
     """The least power of two >= n (0 for n <= 0): `triton.next_power_of_2`'s answer, at a
     plain function's cost."""
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
+def first_order(backward):
+    """Decorates an `autograd.Function`'s backward, whose gradients come from Triton kernels
+    and so carry no graph: under create_graph=True (a gradient of a gradient: gradient
+    penalties, Hessian-vector products, gradgradcheck) it raises instead of returning
+    gradients whose second-order terms through this op would silently be missing.
+
+    Raised when the backward runs, not when its result is differentiated: a node that raised
+    later (torch's `once_differentiable`) is skipped by `torch.autograd.grad(loss, inputs)`
+    when its edges do not lead to `inputs`, and torch's first-order gradient of a conv depends
+    on the weight even where no incoming gradient requires grad (L = y.sum())."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled():  # the engine enables grad mode exactly for create_graph=True
+            op = type(ctx).__name__.removesuffix("Backward")
+            raise NotImplementedError(
+                f"{op}: double backward (a gradient taken with create_graph=True) is not supported: the backward "
+                "pass runs Triton kernels whose results carry no graph, so second-order terms through this op "
+                "would be missing; take first-order gradients without create_graph")
+        return backward(ctx, *grads)
+
+    return wrapper
 
 
 def describe(t: torch.Tensor) -> str:
@@ -97,9 +124,11 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def pair(v, name: str) -> tuple[int, int]:
-    """An int or a pair of ints -> a pair of non-negative ints."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        out = (v, v)
+    """An int, a pair of ints or one int in a tuple/list (torch's functionals expand it to
+    both dims) -> a pair of non-negative ints."""
+    one = v[0] if isinstance(v, (tuple, list)) and len(v) == 1 else v
+    if isinstance(one, int) and not isinstance(one, bool):
+        out = (one, one)
     elif isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
         out = (int(v[0]), int(v[1]))
     else:

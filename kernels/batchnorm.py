@@ -55,7 +55,7 @@ import triton
 import triton.language as tl
 
 from ._reduce import acc_dtype, channel_stats_partials, pixel_rows, split_plan
-from ._utils import cdiv, check_float_tensor, check_same, describe, memory_format, needs_int64
+from ._utils import cdiv, check_float_tensor, check_same, describe, first_order, memory_format, needs_int64
 from .configs import autotune, interpreting
 from .conv import conv2d, conv2d_with_stats
 from .pool import code_dtype, max_pool2d_backward, pixel_coords, pool_geometry, take_max
@@ -516,6 +516,7 @@ class BatchNormFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         x, mean, var, weight, bias, residual = ctx.saved_tensors
         eps, activation, training = ctx.params
@@ -585,6 +586,7 @@ class BatchNormReLUMaxPool2dFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         x, mean, var, weight, bias, code = ctx.saved_tensors
         eps, training, kernel_size, stride, padding = ctx.params

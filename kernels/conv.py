@@ -48,6 +48,7 @@ from ._utils import (
     check_same,
     describe,
     dot_precision,
+    first_order,
     needs_int64,
     no_launch,
     pair,
@@ -70,6 +71,8 @@ FLAT_K_MAX_CHANNELS = 16
 # 64-column weight-grad tiles (its 128-column tiles also serve multiples of 128 whole).
 K_STEP_MAX = 64
 ACTIVATIONS = (None, "relu")
+# The forward kernel's constexprs describing a space-to-depth rewrite (`_generic_forward`'s fold)
+FOLD_ARGS = ("FOLD_SH", "FOLD_SW", "FOLD_R", "FOLD_S", "FOLD_C", "FOLD_CZ")
 
 _SHAPE_KEY = ["BATCH", "H", "W", "CG", "P", "Q", "KG", "R", "S", "stride_h", "stride_w",
               "dil_h", "dil_w", "FLAT_K", "DOT_PRECISION"]
@@ -131,6 +134,19 @@ def chunk_decode(offs, CH, K_CHUNK: tl.constexpr):
     return (run % runs_per_tap) * K_CHUNK + offs % K_CHUNK, run // runs_per_tap
 
 
+@triton.jit
+def folded_tap(tap, c, SH: tl.constexpr, SW: tl.constexpr, R: tl.constexpr, S: tl.constexpr, C: tl.constexpr,
+               CZ: tl.constexpr):
+    """True where (tap row `tap`, channel `c`) of the space-to-depth rewrite's row view
+    (stem.py: c = b*CZ + (i*SW + j)*C + c0) is a tap of the original R x S filter, (tap*SH + i,
+    b*SW + j), not one past it nor a pad channel. The rewritten filter is zero elsewhere, and
+    its input must count as zero there too: 0 * inf and 0 * NaN are NaN, in outputs whose
+    torch conv never multiplies that value."""
+    b = c // CZ
+    blk = (c % CZ) // C
+    return (blk < SH * SW) & (tap * SH + blk // SW < R) & (b * SW + blk % SW < S)
+
+
 # --------------------------------------------------------------------------- kernels
 @autotune("conv_gemm", key=_SHAPE_KEY)
 @triton.jit
@@ -154,6 +170,10 @@ def _conv_fwd_kernel(
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
     STATS_ROWS: tl.constexpr, FLAT_K: tl.constexpr, K_CHUNK: tl.constexpr, DOT_PRECISION: tl.constexpr,
     INDEX_64: tl.constexpr,
+    # FOLD_SH > 0: x and w are a space-to-depth rewrite (stem.py) of a conv with stride
+    # (FOLD_SH, FOLD_SW), an FOLD_R x FOLD_S filter and FOLD_C channels, z having FOLD_CZ
+    FOLD_SH: tl.constexpr, FOLD_SW: tl.constexpr, FOLD_R: tl.constexpr, FOLD_S: tl.constexpr,
+    FOLD_C: tl.constexpr, FOLD_CZ: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """y[n, g*KG + k, p, q] = act(sum_{r,s,c} x[n, g*CG + c, p*sh - ph + r*dh, q*sw - pw + s*dw]
@@ -165,6 +185,8 @@ def _conv_fwd_kernel(
     STATS (launched without residual or activation): also the (mean, M2) of each output
     channel over the tile's pixels, of y as stored (rounded to y's dtype, as a BatchNorm
     reading y would see it), for a BatchNorm's statistics without another read of y.
+    FOLD_SH > 0: x and w are a space-to-depth rewrite's z (row view) and w2 (stem.py); x
+    counts only where w2 holds a tap of the original filter (`folded_tap`).
     """
     ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     g = tl.program_id(1)
@@ -193,6 +215,8 @@ def _conv_fwd_kernel(
             iw = iw0[:, None] + (s * dil_w)[None, :]
             ok = (mask_m[:, None] & mask_k[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
             a = tl.load(x_rows[:, None] + ih * sxh + iw * sxw + c[None, :] * sxc, mask=ok, other=0.0)
+            if FOLD_SH > 0:  # zeroed after the load, which keeps its vector width
+                a = tl.where(folded_tap(r, c, FOLD_SH, FOLD_SW, FOLD_R, FOLD_S, FOLD_C, FOLD_CZ)[None, :], a, 0.0)
             b = tl.load(w_cols[None, :] + (c * swc + r * swr + s * sws)[:, None],
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
@@ -209,6 +233,9 @@ def _conv_fwd_kernel(
             ok_m = mask_m & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             a = tl.load(x_rows[:, None] + (ih * sxh + iw * sxw)[:, None] + offs_k[None, :] * sxc,
                         mask=ok_m[:, None] & mask_k[None, :], other=0.0)
+            if FOLD_SH > 0:  # zeroed after the load, which keeps its vector width
+                a = tl.where(folded_tap(r, offs_k, FOLD_SH, FOLD_SW, FOLD_R, FOLD_S, FOLD_C, FOLD_CZ)[None, :],
+                             a, 0.0)
             b = tl.load(w_cols[None, :] + offs_k[:, None] * swc + r * swr + s * sws,
                         mask=mask_k[:, None] & mask_n[None, :], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=ACC)
@@ -637,9 +664,12 @@ def dispatch_key(geo: ConvGeometry) -> dict:
             "dil_w": geo.dilation[1], "groups": geo.groups}
 
 
-def _generic_forward(x, weight, bias, residual, y, geo: ConvGeometry, relu: bool, *, stats: bool = False):
+def _generic_forward(x, weight, bias, residual, y, geo: ConvGeometry, relu: bool, *, stats: bool = False,
+                     fold: tuple[int, int, int, int, int, int] | None = None):
     """The implicit-GEMM forward; with `stats`, also the output's statistics pieces:
-    returns (y, StatsPartials) then, else y."""
+    returns (y, StatsPartials) then, else y. `fold`: x and weight are a space-to-depth
+    rewrite's z and w2 (stem.py), and fold is (sh, sw, R, S, C, CZ) of the original conv and
+    of z: x counts only at the original filter's taps (the kernel's FOLD_* constexprs)."""
     res = residual if residual is not None else y  # dummy pointer when absent
     b = bias if bias is not None else y
     M = geo.N * geo.P * geo.Q
@@ -656,7 +686,7 @@ def _generic_forward(x, weight, bias, residual, y, geo: ConvGeometry, relu: bool
         part.stride(0) if stats else 0,
         HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=relu, STATS=stats,
         STATS_ROWS=STATS_ROWS, FLAT_K=geo.flat_k, K_CHUNK=k_chunk(geo.CG), DOT_PRECISION=dot_precision(x.dtype),
-        INDEX_64=needs_int64(x, y, res),
+        INDEX_64=needs_int64(x, y, res), **dict(zip(FOLD_ARGS, fold or (0, 1, 1, 1, 1, 1))),
     )
     if not stats:
         return y
@@ -875,6 +905,7 @@ class Conv2dFunction(torch.autograd.Function):
         return out  # with stats: (y, StatsPartials), the pieces not differentiable
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out, *_):
         x, weight, y = ctx.saved_tensors
         geo = ctx.geo

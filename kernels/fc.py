@@ -21,12 +21,14 @@ dropout alone recomputes it from the seed. p = 1 drops everything (gradient zero
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from ._reduce import column_sum
-from ._utils import cdiv, check_float_tensor, check_same, describe
+from ._utils import cdiv, check_float_tensor, check_same, describe, first_order
 from .configs import interpreting
 
 ACTIVATIONS = (None, "relu")
@@ -146,8 +148,9 @@ def fc_epilogue_backward(grad, y, *, activation=None, p=0.0, seed=None) -> torch
 
 # --------------------------------------------------------------------------- autograd
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    """t as [rows, features] (leading dims flattened), as F.linear treats them."""
-    return t.reshape(-1, t.shape[-1])
+    """t as [rows, features] (leading dims flattened), as F.linear treats them; rows counted,
+    not inferred, so a tensor without features (shape [..., 0]) works as well."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 class LinearFunction(torch.autograd.Function):
@@ -163,6 +166,7 @@ class LinearFunction(torch.autograd.Function):
         return y.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
+    @first_order
     def backward(ctx, grad):
         x2, weight, y, seed = ctx.saved_tensors
         activation, p, has_bias, x_shape = ctx.params
@@ -186,6 +190,7 @@ class DropoutFunction(torch.autograd.Function):
         return fc_epilogue_forward(x2, p=p, seed=seed).view(x.shape)
 
     @staticmethod
+    @first_order
     def backward(ctx, grad):
         (seed,) = ctx.saved_tensors
         g = _rows(grad.contiguous())

@@ -22,11 +22,13 @@ gradient routed to each window's argmax.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import triton
 import triton.language as tl
 
-from ._utils import cdiv, check_float_tensor, check_same, describe, dot_precision, needs_int64, no_launch
+from ._utils import cdiv, check_float_tensor, check_same, describe, dot_precision, first_order, needs_int64, no_launch
 from .configs import autotune, interpreting
 from .conv import (
     ACTIVATIONS,
@@ -326,6 +328,7 @@ class Inception1x1Function(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         x, w_cat, y = ctx.saved_tensors
         g = relu_grad(grad_out, y) if ctx.relu else _channels_last(grad_out)
@@ -354,9 +357,15 @@ def inception_1x1(x, weights, biases=None, *, activation="relu"):
     check_float_tensor(x, "x", ndim=(3, 4))
     if x.dim() == 3:  # unbatched [C, H, W], as F.conv2d accepts
         y = Inception1x1Function.apply(x.unsqueeze(0), activation, len(weights), *weights, *biases)
-        return tuple(t.squeeze(0) for t in y.split([w.shape[0] for w in weights], dim=1))
-    y = Inception1x1Function.apply(x, activation, len(weights), *weights, *biases)
-    return tuple(y.split([w.shape[0] for w in weights], dim=1))
+        return tuple(t.squeeze(0) for t in _branches(y, weights))
+    return _branches(Inception1x1Function.apply(x, activation, len(weights), *weights, *biases), weights)
+
+
+def _branches(y, weights) -> tuple[torch.Tensor, ...]:
+    """Each branch's channel slice of the fused output, each its own view (narrow): a branch
+    may then be modified in place as F.conv2d's output may (split's views may not be)."""
+    starts = itertools.accumulate([0, *(w.shape[0] for w in weights[:-1])])
+    return tuple(y.narrow(1, start, w.shape[0]) for start, w in zip(starts, weights))
 
 
 class InceptionBlockFunction(torch.autograd.Function):
@@ -389,6 +398,7 @@ class InceptionBlockFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         x, w_cat, w3, w5, wp_mat, red, out, argmax = ctx.saved_tensors
         c1, r3, c3, r5, c5, cp = ctx.sizes

@@ -42,7 +42,18 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import cdiv, check_float_tensor, check_same, dense, dense_like, describe, needs_int64, next_pow2, no_launch
+from ._utils import (
+    cdiv,
+    check_float_tensor,
+    check_same,
+    dense,
+    dense_like,
+    describe,
+    first_order,
+    needs_int64,
+    next_pow2,
+    no_launch,
+)
 from .configs import autotune, interpreting
 
 MAX_CHANNELS = 16384
@@ -540,6 +551,7 @@ class LocalResponseNormFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
         return lrn_backward(grad_out, x, *ctx.params), None, None, None, None

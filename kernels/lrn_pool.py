@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import cdiv, check_float_tensor, describe, memory_format, needs_int64, next_pow2
+from ._utils import cdiv, check_float_tensor, describe, first_order, memory_format, needs_int64, next_pow2
 from .configs import autotune
 from .lrn import MAX_CHANNELS, _pow, _power_flags, _prune_tiles, _window_sumsq, check_lrn_params, lrn_backward
 from .pool import (
@@ -279,6 +279,7 @@ class LRNMaxPool2dFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         code, x = ctx.saved_tensors
         return (lrn_max_pool2d_backward(grad_out, code, x, *ctx.params),) + (None,) * 8
@@ -293,6 +294,7 @@ class MaxPool2dLRNFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         pooled, code = ctx.saved_tensors
         return (max_pool2d_lrn_backward(grad_out, pooled, code, *ctx.params),) + (None,) * 8

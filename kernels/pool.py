@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import cdiv, check_float_tensor, describe, memory_format, needs_int64, pair
+from ._utils import cdiv, check_float_tensor, describe, first_order, memory_format, needs_int64, pair
 from .configs import autotune
 
 CODE_INT8_MAX = 127
@@ -260,6 +260,7 @@ class MaxPool2dFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         (code,) = ctx.saved_tensors
         return max_pool2d_backward(grad_out, code, *ctx.params, fmt=ctx.fmt), None, None, None, None

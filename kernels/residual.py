@@ -33,6 +33,7 @@ from ._utils import (
     dense,
     dense_like,
     describe,
+    first_order,
     needs_int64,
     no_launch,
 )
@@ -146,6 +147,7 @@ class AddReLUFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order
     def backward(ctx, grad_out):
         (y,) = ctx.saved_tensors
         g = relu_grad(grad_out, y)

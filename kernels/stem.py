@@ -25,6 +25,14 @@ Forward and weight-grad, which only read z, also fold the filter's columns into 
 through an overlapping view of z (`row_geometry`, no copy): R2 taps of S2*CZ channels, so
 the 7x7/2 stems fill each 64-wide K step (4 taps of 64 channels, not 16 taps of 16).
 
+Non-finite values: w2's taps past R, S are zeros, and 0 * inf or 0 * NaN is NaN. The
+forward zeroes z at those taps after loading it (the generic kernel's FOLD_* constexprs,
+`conv.folded_tap`), so a NaN or inf in x reaches exactly the outputs whose windows read it,
+as in torch (weight-grad drops those taps' sums, so it is exact too). The data-grad has no
+such mask (a tap's zero columns share the dot with its real ones): a NaN or inf in grad_out
+also reaches, as NaN, the input pixels inside its rewritten window (R2*sh x S2*sw) but
+outside its R x S one, where torch's input gradient is finite.
+
 The re-layouts are Triton kernels, one pass each: `_space_to_depth_kernel` writes z (or
 w2) straight from x (or w) through their strides, NCHW or channels_last or any view, zeros
 for the padding and the pad channels included; `_depth_to_space_kernel` writes dx from dz
@@ -234,7 +242,8 @@ def s2d_forward(x, weight, bias, residual, y, geo, *, relu: bool) -> torch.Tenso
     geo2 = s2d_geometry(geo)
     z = space_to_depth(x, geo.stride, geo.padding, geo2.C, geo2.H, geo2.W)
     w2 = _filter_to_depth(weight, geo, geo2)
-    return _generic_forward(_z_rows(z, geo2), _w_rows(w2), bias, residual, y, row_geometry(geo2), relu)
+    fold = (*geo.stride, geo.R, geo.S, geo.C, geo2.C)  # z is read at the original filter's taps only
+    return _generic_forward(_z_rows(z, geo2), _w_rows(w2), bias, residual, y, row_geometry(geo2), relu, fold=fold)
 
 
 def s2d_input_grad(grad_out, weight, geo, dx, *, relu_input=None) -> torch.Tensor:

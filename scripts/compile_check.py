@@ -90,6 +90,10 @@ def _unit(family):
     return dict.fromkeys(UNIT_STRIDES[family], 1)
 
 
+# conv._conv_fwd_kernel's space-to-depth constexprs: off, and by the stems' K_CHUNK: the 7x7/2
+# stems' (C=3, z 16 channels: 64 per folded row, tap by tap) and AlexNet's 11x11/4 (48: 144)
+NO_FOLD = dict(zip(conv.FOLD_ARGS, (0, 1, 1, 1, 1, 1)))
+STEM_FOLD = {0: dict(zip(conv.FOLD_ARGS, (2, 2, 7, 7, 3, 16))), 16: dict(zip(conv.FOLD_ARGS, (4, 4, 11, 11, 3, 48)))}
 TL_DTYPES = {"fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16, "fp64": tl.float64}
 POOL_3x3_2 = dict(KH=3, KW=3, SH=2, SW=2)  # the nets' overlapping pools
 
@@ -230,7 +234,8 @@ def stem_variants(quick: bool):
             yield (f"s2d conv fwd bf16 rows bias/relu chunk={chunk} {meta}", conv._conv_fwd_kernel,
                    {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], "bf16"), "st_ptr": "fp32"}, {},
                    dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=False,
-                        K_CHUNK=chunk, DOT_PRECISION="tf32", INDEX_64=False, **rows, **_unit("conv_fwd"), **meta),
+                        K_CHUNK=chunk, DOT_PRECISION="tf32", INDEX_64=False, **STEM_FOLD[chunk], **rows,
+                        **_unit("conv_fwd"), **meta),
                    w, s, True, promise(meta, w))
             yield (f"s2d conv dgrad bf16 chunk={chunk} {meta}", conv._conv_dgrad_kernel,
                    dict.fromkeys(["dy_ptr", "o_ptr", "w_ptr", "m_ptr", "dx_ptr"], "bf16"), {},
@@ -311,18 +316,21 @@ def variants(quick: bool):
                 yield (f"conv fwd {dt} flat={not on} epilogue={on} i64={not on} {meta}", conv._conv_fwd_kernel,
                        {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
                        dict(HAS_BIAS=on, HAS_RESIDUAL=on, RELU=on, STATS=False, STATS_ROWS=64, FLAT_K=not on,
-                            K_CHUNK=0 if on else 1, DOT_PRECISION=prec, INDEX_64=not on, **_unit("conv_fwd"), **meta),
+                            K_CHUNK=0 if on else 1, DOT_PRECISION=prec, INDEX_64=not on, **NO_FOLD,
+                            **_unit("conv_fwd"), **meta),
                        w, s)
                 if on:  # the flattened K loop in runs of 16 channels (e.g. 48 channels per group)
                     yield (f"conv fwd {dt} chunk=16 {meta}", conv._conv_fwd_kernel,
                            {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
                            dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=False,
-                                K_CHUNK=16, DOT_PRECISION=prec, INDEX_64=False, **_unit("conv_fwd"), **meta), w, s)
+                                K_CHUNK=16, DOT_PRECISION=prec, INDEX_64=False, **NO_FOLD, **_unit("conv_fwd"),
+                                **meta), w, s)
                 if on:  # the BatchNorm statistics epilogue (no residual, no activation: the launcher's rule)
                     yield (f"conv fwd {dt} stats bias i64=False {meta}", conv._conv_fwd_kernel,
                            {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr"], dt), "st_ptr": "fp32"}, {},
                            dict(HAS_BIAS=True, HAS_RESIDUAL=False, RELU=False, STATS=True, STATS_ROWS=64, FLAT_K=False,
-                                K_CHUNK=0, DOT_PRECISION=prec, INDEX_64=False, **_unit("conv_fwd"), **meta), w, s)
+                                K_CHUNK=0, DOT_PRECISION=prec, INDEX_64=False, **NO_FOLD, **_unit("conv_fwd"), **meta),
+                           w, s)
                 if on or _fits(conf, dt, extra_a=True):  # DY_RELU stages the mask source beside dy
                     yield (f"conv dgrad {dt} relu_mask={on} dy_relu={not on} chunk={0 if on else 8} i64={not on} "
                            f"{meta}", conv._conv_dgrad_kernel,
@@ -401,7 +409,7 @@ def variants(quick: bool):
         yield (f"conv fwd fp32 ieee {conf.kwargs}", conv._conv_fwd_kernel,
                dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "r_ptr", "y_ptr", "st_ptr"], "fp32"), {},
                dict(HAS_BIAS=True, HAS_RESIDUAL=True, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=False,
-                    DOT_PRECISION="ieee", INDEX_64=False, **_unit("conv_fwd"), **conf.kwargs),
+                    DOT_PRECISION="ieee", INDEX_64=False, **NO_FOLD, **_unit("conv_fwd"), **conf.kwargs),
                conf.num_warps, conf.num_stages)
 
 
@@ -441,7 +449,8 @@ def gpu_test_variants(quick: bool):
             tag = f"{dt} {prec} {shape}"
             yield (f"conv fwd {tag} {g.kwargs}", conv._conv_fwd_kernel, dict.fromkeys([*gemm_ptrs, "st_ptr"], dt), {},
                    dict(HAS_BIAS=True, HAS_RESIDUAL=True, RELU=True, STATS=False, STATS_ROWS=64, FLAT_K=ones,
-                        K_CHUNK=int(ones), DOT_PRECISION=prec, INDEX_64=False, **one("conv_fwd"), **g.kwargs),
+                        K_CHUNK=int(ones), DOT_PRECISION=prec, INDEX_64=False, **NO_FOLD, **one("conv_fwd"),
+                        **g.kwargs),
                    g.num_warps, g.num_stages,
                    not ones)
             yield (f"conv dgrad {tag} {gd.kwargs}", conv._conv_dgrad_kernel,

@@ -26,8 +26,9 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, reduction: int
     """Assert `actual` matches a float64 `expected` within `tolerance(actual.dtype, ...)`.
 
     `scale` multiplies atol for quantities whose unit-scale terms are larger than 1 (e.g. a
-    gradient summed over upstream values of size `scale`). NaNs must sit in the same places.
-    On failure the message carries the max errors, where they occur, and the bound.
+    gradient summed over upstream values of size `scale`). NaNs must sit in the same places,
+    and so must infinities, with torch's signs. On failure the message carries the max
+    errors, where they occur, and the bound.
     """
     if actual.shape != expected.shape:
         raise AssertionError(f"{name}: shape {tuple(actual.shape)} != reference {tuple(expected.shape)}")
@@ -38,7 +39,12 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, reduction: int
     nan_a, nan_e = torch.isnan(a), torch.isnan(e)
     if not torch.equal(nan_a, nan_e):
         raise AssertionError(f"{name}: NaN pattern differs ({int(nan_a.sum())} vs {int(nan_e.sum())} NaNs)")
-    a, e = a.masked_fill(nan_a, 0.0), e.masked_fill(nan_e, 0.0)
+    # infinities must be torch's, sign included: the bound below is infinite there and takes anything
+    inf_a, inf_e = torch.isinf(a), torch.isinf(e)
+    if not torch.equal(inf_a, inf_e) or not torch.equal(a[inf_e], e[inf_e]):
+        raise AssertionError(f"{name}: infinities differ ({int(inf_a.sum())} vs {int(inf_e.sum())} infs, "
+                             f"{int((a[inf_e] != e[inf_e]).sum())} of torch's with another value)")
+    a, e = a.masked_fill(nan_a | inf_a, 0.0), e.masked_fill(nan_e | inf_e, 0.0)
     err = (a - e).abs()
     bound = atol + rtol * e.abs()
     bad = err > bound

@@ -165,6 +165,12 @@ def test_conv2d_noncontiguous_bias_regression(device):
     assert torch.equal(y.flatten().cpu(), torch.arange(0.0, 12.0, 2.0))
 
 
+def test_conv2d_one_element_sequences_expand_like_torch(device):
+    """F.conv2d takes stride=(2,), padding=[1], dilation=(2,) as the same value along h and w."""
+    run_and_compare(1, 3, 7, 6, 4, 3, 2, (2,), [1], 1, dilation=(2,), bias=True, residual=True,
+                    activation="relu", channels_last=False, dtype=torch.float64, device=device)
+
+
 def test_conv2d_float64(device):
     """float64 accumulates in float64: errors at float64's roundoff, far below fp32's."""
     run_and_compare(2, 20, 6, 5, 7, 3, 3, (2, 1), 1, 1, bias=True, residual=True, activation="relu",

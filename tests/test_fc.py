@@ -120,6 +120,29 @@ def test_p_one_eval_and_p_zero(device):
     assert torch.equal(linear(x, w, p=1.0, activation="relu"), torch.zeros(4, 5, device=device))
 
 
+@pytest.mark.parametrize("x_shape, w_shape", [((3, 0), (4, 0)), ((2, 3, 5), (0, 5)), ((2, 0, 5), (4, 5))],
+                         ids=["no in_features", "no out_features", "no rows"])
+def test_empty_feature_or_row_dims_like_torch(x_shape, w_shape, device):
+    """F.linear's answers where a dim is 0 (no in_features: the bias alone), zero gradients,
+    instead of a reshape error."""
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(s, generator=gen, dtype=torch.float64) for s in (x_shape, w_shape, w_shape[:1]))
+    leaves = [t.clone().to(device).requires_grad_() for t in (x, w, b)]
+    leaves64 = [t.clone().requires_grad_() for t in (x, w, b)]
+    y = linear(*leaves, activation="relu")
+    y64 = F.relu(F.linear(*leaves64))
+    assert_close(y, y64, name="output")
+    g = torch.randn(y64.shape, generator=gen, dtype=torch.float64)
+    y.backward(g.to(device))
+    y64.backward(g)
+    for a, e, name in zip(leaves, leaves64, ("x", "weight", "bias")):
+        assert_close(a.grad, e.grad, reduction=max(y64.numel(), 1), name=f"grad {name}")
+    x = torch.randn(2, 0, device=device, requires_grad=True)
+    y = dropout(x, 0.5)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad.shape == x.shape
+
+
 def test_modules_keep_torchs_state_dict_and_eval(device):
     torch.manual_seed(0)
     ref = torch.nn.Linear(8, 5)

@@ -105,6 +105,29 @@ def test_inception_1x1_unbatched_float64(device):
         assert_close(y, F.conv2d(x, w, b), reduction=6, name="unbatched float64 branch")
 
 
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+def test_inception_1x1_outputs_may_be_modified_in_place(unbatched, device):
+    """Without an activation F.conv2d saves no output, so torch lets each branch be changed in
+    place (a following F.relu(inplace=True)); the other branches and every gradient stay
+    torch's. (With the ReLU both refuse at backward: the ReLU's saved output was changed.)"""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 5, 3, 3, generator=gen, dtype=torch.float64)[0 if unbatched else slice(None)]
+    ws = [torch.randn(k, 5, 1, 1, generator=gen, dtype=torch.float64) for k in (3, 2)]
+    (x, *ws), (x64, *ws64) = _leaves([x, *ws], torch.float64, device)
+    ys = kernels.inception_1x1(x, ws, activation=None)
+    ys64 = [F.conv2d(x64, w) for w in ws64]
+    for y in (ys[0], ys64[0]):
+        F.relu(y, inplace=True)
+    g = [torch.randn(y.shape, generator=gen, dtype=torch.float64) for y in ys64]
+    torch.autograd.backward(ys, [t.to(device) for t in g])
+    torch.autograd.backward(ys64, g)
+    for y, y64 in zip(ys, ys64):
+        assert_close(y, y64, reduction=5, name="branch")
+    assert_close(x.grad, x64.grad, reduction=5, name="grad x")
+    for w, w64 in zip(ws, ws64):
+        assert_close(w.grad, w64.grad, reduction=18, name="grad weight")
+
+
 def test_inception_empty_batch_and_meta(device):
     ws = [torch.randn(k, 4, 1, 1, device=device, requires_grad=True) for k in (2, 3)]
     bs = [torch.randn(k, device=device, requires_grad=True) for k in (2, 3)]

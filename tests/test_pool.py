@@ -113,6 +113,12 @@ def test_max_pool_unbatched_and_module(device):
     assert_close(mod(x[None]), ref(x[None].double()))
 
 
+def test_max_pool_one_element_sequences_expand_like_torch(device):
+    """F.max_pool2d takes kernel_size=(3,), stride=[2], padding=(1,) as one value for h and w."""
+    x = torch.randn(1, 2, 7, 6, device=device)
+    assert_close(kernels.max_pool2d(x, (3,), [2], (1,)), F.max_pool2d(x.double(), (3,), [2], (1,)))
+
+
 @pytest.mark.parametrize("call, exc, words", [
     (lambda x: kernels.max_pool2d(x, 3, 2, dilation=2), ValueError, "dilation must be 1"),
     (lambda x: kernels.max_pool2d(x, 3, 2, padding=2), ValueError, "padding must be at most half"),

@@ -12,9 +12,11 @@ from contextlib import ExitStack
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+import kernels
 from kernels import configs, race, stem
 from kernels import conv as conv_mod
 from kernels.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad, conv_geometry
@@ -125,6 +127,46 @@ def test_s2d_strided_views_fuzz(case, views, device):
     with forced_everywhere("s2d"), LaunchRecorder() as rec:
         run_and_compare(**case, views=views, device=device)
     assert set(rec.names()) >= RELAYOUT, rec.names()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # the interpreter's numpy on inf * 0
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("case, spots", [
+    # 3x3/2 over 8 rows: row 7 is read by no output, yet lies in z (the 2x2 rewritten taps
+    # span 4 rows); (3, 3) is read by output (1, 1) only, and sits in output (0, 0)'s z window
+    (dict(R=3, S=3, stride=2, padding=0, H=8, W=8), [(0, 1, 7, 2), (1, 0, 3, 3)]),
+    (dict(R=7, S=7, stride=2, padding=3, H=9, W=10), [(0, 2, 4, 9)]),  # a stem, its last column unread
+    (dict(R=2, S=1, stride=(3, 2), padding=(0, 1), H=7, W=5), [(1, 1, 2, 2)]),  # a filter smaller than the stride
+], ids=["3x3s2", "7x7s2p3", "2x1s3x2"])
+def test_s2d_non_finite_input_stays_where_torch_reads_it(case, spots, value, device):
+    """NaN / inf in x reach exactly the outputs (and weight gradients) whose windows read
+    them, as in torch: the rewritten filter's zero taps (past R x S) must not multiply them
+    (0 * inf is NaN), nor pixels the conv never reads."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, case["H"], case["W"], generator=gen, dtype=torch.float64)
+    for spot in spots:
+        x[spot] = value
+    R, S = case["R"], case["S"]
+    w = torch.randn(4, 3, R, S, generator=gen, dtype=torch.float64)
+    b = torch.randn(4, generator=gen, dtype=torch.float64)
+    leaves = [t.clone().to(device).requires_grad_() for t in (x, w, b)]
+    leaves64 = [t.clone().requires_grad_() for t in (x, w, b)]
+    kw = dict(stride=case["stride"], padding=case["padding"])
+    with forced_everywhere("s2d"), LaunchRecorder() as rec:
+        y = kernels.conv2d(leaves[0].contiguous(memory_format=torch.channels_last), *leaves[1:], **kw)
+        y.backward(torch.ones_like(y))
+    assert set(rec.names()) >= RELAYOUT, rec.names()
+    y64 = F.conv2d(*leaves64, **kw)
+    y64.backward(torch.ones_like(y64))
+    for name, a, e in [("forward", y, y64), *[(f"grad {n}", t.grad, t64.grad) for n, t, t64 in
+                                             zip(("x", "weight", "bias"), leaves, leaves64)]]:
+        a = a.detach().cpu()
+        nan_inf = lambda t: (int(t.isnan().sum()), int(t.isinf().sum()))
+        assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), \
+            f"{name}: (NaN, inf) counts {nan_inf(a)}, torch {nan_inf(e)}"
+        assert torch.equal(a[a.isinf()], e[e.isinf()]), f"{name}: infinities of other signs than torch's"
+        finite = e.isfinite()
+        assert_close(a[finite], e[finite], reduction=3 * R * S, name=name)
 
 
 def _rand(shape, gen, kind="dense", dim=-1):
