@@ -357,11 +357,12 @@ def _kernel_section(bench: pd.DataFrame, out_dir: Path) -> str:
     if png:
         out += f'<img src="{_e(png)}" alt="kernel speedups">'
     return out + _table(["benchmark", "provider", "dtype", "batch", "device", "median ms", "TFLOP/s", "GB/s",
-                         "% peak", "ceiling (% peak against)", "vs torch", "max rel err"], rows, left=5,
+                         "% peak", "ceiling (% peak against)", "vs torch", "fwd max rel err"], rows, left=5,
                         classes=classes) + (
         f'<p class="note">From {_e(bench.attrs.get("source", "a pytest-benchmark JSON"))}: not this run; its '
         "% of peak is against that run's own measured ceiling, named per row. Benchmarks that were skipped "
-        "(Triton providers without a CUDA device) or errored before timing are not in the JSON.</p>")
+        "(Triton providers without a CUDA device) or errored before timing are not in the JSON. The error is "
+        "the forward output's against float64, on fwd+bwd rows too (the test suite checks the gradients).</p>")
 
 
 def build_report(out_dir: str | Path, *, run_id: str | None = None, benchmark_json: str | Path | None = None) -> Path:
