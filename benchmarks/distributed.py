@@ -357,8 +357,9 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
 def _rows_of_run(cfg: Config, world_size: int):
     if not (Path(cfg.out) / scaling.SCALING_CSV).exists():
         return None
-    frame = scaling.load_scaling(cfg.out)
-    return frame[(frame.run_id == cfg.run_id) & (frame.world_size == world_size) & (frame.parallel == cfg.parallel)]
+    frame = scaling.load_scaling(cfg.out)  # this config's rows: a run measures each --arch in turn
+    return frame[(frame.run_id == cfg.run_id) & (frame.arch == cfg.arch) & (frame.world_size == world_size)
+                 & (frame.parallel == cfg.parallel)]
 
 
 def _written_errors(cfg: Config, world_size: int) -> set[str]:

@@ -158,6 +158,21 @@ def test_a_failing_rank_ends_the_job_with_its_error(kind, tmp_path):
         assert rows.error.str.startswith("rank 0: ").any()
 
 
+def test_a_failure_is_recorded_when_an_earlier_arch_of_the_run_succeeded(tmp_path):
+    """`--arch a,b` measures each arch into the same run: b's failed world size is its own
+    row, not taken for done because a's row at that world size is ok."""
+    other = dict(run_id="test-run", arch="resnet34", backend="torch", parallel="ddp", world_size=2, nodes=1,
+                 dtype="fp32", batch_per_device=2, image_size=32, global_batch=4, bucket_mb=25.0, steps=2,
+                 images_per_s=40.0, device="cpu", comm_backend="gloo", status="ok")
+    scaling.append_rows(tmp_path, [other])
+    errors = run_spawned(_cfg(tmp_path, inject_failure=(1, 0, "raise")), [2], timeout_s=120)
+    assert len(errors) == 1
+    rows = scaling.load_scaling(tmp_path)
+    mine = rows[rows.arch == "resnet18"]
+    assert len(mine) >= 1 and (mine.status == "failed").all() and (mine.backend == "torch").all()
+    assert mine.error.str.startswith("rank 1: RuntimeError: injected failure").any()
+
+
 def test_launch_stops_a_job_past_its_deadline(tmp_path):
     with pytest.raises(LaunchError, match="stopped after the 2 s timeout") as info:
         launch(_sleeper, 1, (), timeout_s=2, pg_timeout_s=30)
