@@ -340,6 +340,13 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
     for n in nprocs:
         try:
             launch(rank_main, n, (cfg,), timeout_s=timeout_s, pg_timeout_s=cfg.pg_timeout_s)
+        except KeyboardInterrupt as exc:  # the ranks are stopped: the cut world size says so in a row
+            unfinished = _unfinished(cfg, n)
+            if unfinished and not _written_errors(cfg, n):
+                device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+                scaling.append_rows(cfg.out, [dict(_base_row(cfg, unfinished[0], n, device), status="interrupted",
+                                                   error=f"stopped by {exc or 'SIGINT'} before it finished")])
+            raise
         except LaunchError as exc:
             # Rank 0 records what it saw unless it was stopped first; the launcher adds the rest,
             # on the backend the failure ended.
@@ -455,8 +462,9 @@ def run(args: argparse.Namespace, store, summary: dict) -> int:
     from .distributed_launch import under_torchrun
 
     out, run_id = (str(store.dir), store.run_id) if store is not None else (None, "")
-    summary["parallel"] = {"layout": args.parallel, "bucket_mb": args.bucket_mb, "nproc": args.nproc}
-    errors = []
+    errors = []  # filled as the world sizes end, so an interrupted run's summary has them too
+    summary["parallel"] = {"layout": args.parallel, "bucket_mb": args.bucket_mb, "nproc": args.nproc,
+                           "errors": errors}
     for arch in args.arch:
         cfg = config_from_args(args, arch, out, run_id)
         if under_torchrun():
@@ -469,7 +477,6 @@ def run(args: argparse.Namespace, store, summary: dict) -> int:
         else:
             nprocs = args.nproc or ([TOWERS_WORLD_SIZE] if cfg.parallel == "towers" else [1, 2])
             errors += run_spawned(cfg, nprocs, timeout_s=args.job_timeout_s)
-    summary["parallel"]["errors"] = errors
     return 1 if errors else 0
 
 
@@ -492,11 +499,19 @@ def main(args: argparse.Namespace, command: str) -> int:
                    "backends": [], "interrupted": False, "finished": False}
         store.save_summary(summary)
         print(f"run {store.run_id} -> {store.dir}", file=sys.stderr)
+    stopped_by = None
     try:
         code = run(args, store, summary)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the profiler turns it into this)
+        if store is None:
+            raise
+        stopped_by = str(exc) or "SIGINT"
+        code = 143 if stopped_by == "SIGTERM" else 130
+        summary.update(interrupted=True, stopped_by=stopped_by)
+        print(f"\ninterrupted ({stopped_by}): keeping the rows measured so far", file=sys.stderr)
     finally:
         if store is not None:
-            summary["finished"] = True
+            summary["finished"] = stopped_by is None and sys.exc_info()[0] is None
             store.save_summary(summary)
             store.close()
     if store is not None:

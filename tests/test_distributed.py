@@ -4,6 +4,7 @@ towers layout, and failures that end the job with the rank's error instead of ha
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -171,6 +172,49 @@ def test_a_failure_is_recorded_when_an_earlier_arch_of_the_run_succeeded(tmp_pat
     mine = rows[rows.arch == "resnet18"]
     assert len(mine) >= 1 and (mine.status == "failed").all() and (mine.backend == "torch").all()
     assert mine.error.str.startswith("rank 1: RuntimeError: injected failure").any()
+
+
+def _children(pid: int) -> list[str]:
+    """The command lines of `pid`'s live child processes (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(stat.with_name("cmdline").read_bytes().decode(errors="replace"))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks through /proc")
+def test_an_interrupted_scale_out_run_keeps_its_rows_and_says_so(tmp_path):
+    """SIGTERM (or Ctrl-C) to the profiler while world size 2 runs (its rank 1 hangs, so it
+    is still running): world size 1's row stays, the cut one has an `interrupted` row, the
+    summary says interrupted and not finished, the report is built, no rank outlives it."""
+    cmd = [sys.executable, "-m", "benchmarks.profile", "--arch", "resnet18", "--parallel", "ddp", "--nproc", "1,2",
+           "--image-size", "32", "--steps", "1", "--inject-failure", "1:0:hang", "--pg-timeout-s", "60",
+           "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        deadline = time.monotonic() + 120
+        # world size 1's row written, then world size 2's two ranks started
+        while not (list(tmp_path.glob(f"runs/*/{scaling.SCALING_CSV}"))
+                   and sum("spawn_main" in c for c in _children(proc.pid)) == 2):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.1)
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)  # the ranks share its pipes: returns once they are gone too
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    folder = _run_folder(tmp_path)
+    rows = scaling.load_scaling(folder)
+    assert list(zip(rows.world_size, rows.status)) == [(1, "ok"), (2, "interrupted")]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["interrupted"] and summary["stopped_by"] == "SIGTERM" and not summary["finished"]
+    assert summary["parallel"]["errors"] == []
+    assert (folder / "report.html").exists()
 
 
 def test_launch_stops_a_job_past_its_deadline(tmp_path):
