@@ -252,11 +252,14 @@ def test_bad_arguments(call, exc, words):
 
 
 # --------------------------------------------------------------------------- recipe and data
-@pytest.mark.parametrize("arch, lr, wd", [("alexnet", 0.01, 5e-4), ("googlenet", 0.01, 2e-4),
-                                          ("resnet50", 0.1, 1e-4)])
-def test_recipe_optimizer(arch, lr, wd):
+# the lr each recipe gives at the batch size it was set for: AlexNet's paper (128), Caffe's
+# bvlc_googlenet solver at its train_val's batch 32, ResNet's paper (256); and linear beyond
+@pytest.mark.parametrize("arch, batch, lr, wd", [("alexnet", 128, 0.01, 5e-4), ("googlenet", 32, 0.01, 2e-4),
+                                                 ("googlenet", 128, 0.04, 2e-4), ("resnet50", 256, 0.1, 1e-4),
+                                                 ("resnet50", 64, 0.025, 1e-4)])
+def test_recipe_optimizer(arch, batch, lr, wd):
     model = _meta(arch)
-    opt = recipe.optimizer(model, batch_size=256 if arch.startswith("resnet") else 128)
+    opt = recipe.optimizer(model, batch_size=batch)
     group = opt.param_groups[0]
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (pytest.approx(lr), 0.9, wd)
     assert recipe.lr_scheduler(opt, arch) is not None
