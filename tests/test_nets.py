@@ -168,6 +168,30 @@ def test_backends_agree_in_training_gpu(arch, names, options, ieee_fp32):
     _check_training_gradients(arch, 224, 4, "cuda", names, **options)
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_alexnet_drops_the_hidden_fc_outputs(backend, device):
+    """The paper's dropout, "in the first two fully-connected layers" (sec. 4.2; cuda-convnet's
+    and Caffe's nets alike): fc6 reads pool5 untouched; fc7 and fc8 read fc6's and fc7's ReLU
+    outputs with about half of them zeroed and the rest doubled (p = 0.5)."""
+    torch.manual_seed(0)
+    model = nets.build("alexnet", backend, num_classes=10).to(device).train()
+    seen = {}
+    for name in ("avgpool", "classifier.fc6", "classifier.fc7", "classifier.fc8"):
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, (i[0].detach(), o.detach())))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 63, 63, device=device))
+    assert torch.equal(seen["classifier.fc6"][0], seen["avgpool"][1].flatten(1))
+    for fc, reader in (("classifier.fc6", "classifier.fc7"), ("classifier.fc7", "classifier.fc8")):
+        m = model.get_submodule(fc)
+        hidden = F.relu(F.linear(seen[fc][0], m.weight, m.bias))  # the fc's output before dropout
+        got = seen[reader][0]
+        kept, live = got != 0, hidden > 0
+        torch.testing.assert_close(got[kept], 2 * hidden[kept], rtol=1e-5, atol=1e-6)
+        dropped = (live & ~kept).sum().item() / live.sum().item()
+        assert live.sum() > 1000 and 0.45 < dropped < 0.55, f"{reader} input: {dropped:.3f} of {fc}'s outputs dropped"
+
+
 @pytest.mark.parametrize("arch, check_triton", [("resnet18", True), ("resnet50", False)])
 def test_fuse_for_inference_matches_unfused(arch, check_triton, device, ieee_fp32):
     """Folding is backend-independent; the Triton epilogue (bias+residual+ReLU) is checked
@@ -205,8 +229,8 @@ def test_describe_lists_every_layer_and_who_runs_it():
     assert rows.loc["features.pool1", "kernel"] == "lrn_max_pool2d"
     assert rows.loc["classifier.fc6", "backend"] == "triton"  # its bias/ReLU/dropout epilogue
     assert rows.loc["classifier.relu6", "kernel"] == "fused into classifier.fc6"
-    assert rows.loc["classifier.drop7", "kernel"] == "fused into classifier.fc6"
-    assert rows.loc["classifier.drop6", "kernel"] == "dropout (Philox)"
+    assert rows.loc["classifier.drop6", "kernel"] == "fused into classifier.fc6"
+    assert rows.loc["classifier.drop7", "kernel"] == "fused into classifier.fc7"
     assert rows.loc["classifier.fc8", "backend"] == "torch"
     assert rows.loc["features.conv2", "output_shape"] == (2, 256, 27, 27)
     assert rows["params"].sum() == PARAMS["alexnet"]
