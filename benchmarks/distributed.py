@@ -355,7 +355,11 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
             unfinished = _unfinished(cfg, n)
             if unfinished:
                 row = _base_row(cfg, unfinished[0], n, device)
-                _write_failures(cfg, row, [f for f in exc.failures if str(f)[:500] not in written])
+                new = [f for f in exc.failures if str(f)[:500] not in written]
+                if new:
+                    _write_failures(cfg, row, new)
+                elif not written:  # stopped at its deadline with no rank's error: the launcher's
+                    scaling.append_rows(cfg.out, [dict(row, status="failed", error=str(exc)[:500])])
             errors.append(str(exc))
             print(f"error: {exc}", file=sys.stderr)
     return errors

@@ -217,6 +217,16 @@ def test_an_interrupted_scale_out_run_keeps_its_rows_and_says_so(tmp_path):
     assert (folder / "report.html").exists()
 
 
+def test_a_world_size_stopped_at_its_deadline_is_a_row(tmp_path):
+    """Healthy ranks too slow for --job-timeout-s record no error of their own: the world
+    size still gets its failed row, with the launcher's message."""
+    errors = run_spawned(_cfg(tmp_path, steps=10_000), [1], timeout_s=1)
+    assert len(errors) == 1 and "timeout" in errors[0]
+    rows = scaling.load_scaling(tmp_path)
+    assert list(zip(rows.world_size, rows.status)) == [(1, "failed")]
+    assert "stopped after the 1 s timeout" in rows.error[0]
+
+
 def test_launch_stops_a_job_past_its_deadline(tmp_path):
     with pytest.raises(LaunchError, match="stopped after the 2 s timeout") as info:
         launch(_sleeper, 1, (), timeout_s=2, pg_timeout_s=30)
