@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -287,12 +288,23 @@ def write_rows(cfg: Config, rows: list[dict]) -> None:
             if row["world_size"] == 1:
                 row.update(efficiency=1.0, baseline_run_id=row["run_id"])
             else:
-                base = scaling.baseline(scaling.load_scaling_runs(cfg.out), row)
+                base = scaling.baseline(_baseline_rows(cfg.out), row)
                 if base is not None:
                     row.update(efficiency=scaling.efficiency(row["images_per_s"], row["world_size"],
                                                              base.images_per_s),
                                baseline_run_id=base.run_id)
         scaling.append_rows(cfg.out, [row])
+
+
+def _baseline_rows(out: str) -> pd.DataFrame:
+    """The rows a baseline may come from: every run's beside this one; if one of those files
+    cannot be read, this run's own (the measured row is written either way)."""
+    try:
+        return scaling.load_scaling_runs(out)
+    except (OSError, ValueError) as exc:
+        print(f"warning: efficiency against this run's rows only: {exc}"[:1000], file=sys.stderr)
+    path = Path(out) / scaling.SCALING_CSV
+    return scaling.load_scaling(out) if path.exists() else pd.DataFrame(columns=scaling.COLUMNS)
 
 
 def rank_main(rank: int, world_size: int, cfg: Config) -> None:

@@ -95,6 +95,23 @@ def test_runner_rows_written_by_rank_0_only(tmp_path):
     assert pd.isna(two.peak_bytes)  # peak memory is CUDA's counter; none on the CPU
 
 
+def test_an_unreadable_earlier_run_does_not_cost_the_measured_row(tmp_path):
+    """Baselines are looked for in every run beside this one; a scaling.csv there that does
+    not load (another layout, a broken file) leaves efficiency to this run's rows, and the
+    world size's measured row is written all the same."""
+    (tmp_path / "runs" / "0-old").mkdir(parents=True)
+    (tmp_path / "runs" / "0-old" / scaling.SCALING_CSV).write_text("run_id,arch\nx,resnet18\n")
+    folder = tmp_path / "runs" / "1-new"
+    base = dict(run_id="test-run", arch="resnet18", backend="torch", parallel="ddp", world_size=1, nodes=1,
+                dtype="fp32", batch_per_device=2, image_size=32, global_batch=2, bucket_mb=25.0, steps=2,
+                images_per_s=40.0, device="cpu", comm_backend="gloo", status="ok")
+    scaling.append_rows(folder, [base])
+    assert run_spawned(_cfg(folder), [2], timeout_s=180) == []
+    rows = scaling.load_scaling(folder)
+    assert list(zip(rows.world_size, rows.status)) == [(1, "ok"), (2, "ok")]
+    assert rows.efficiency[1] == pytest.approx(rows.images_per_s[1] / (2 * 40.0), rel=1e-4)
+
+
 def _run_folder(out: Path) -> Path:
     (folder,) = (out / "runs").iterdir()  # one run, one folder
     return folder
