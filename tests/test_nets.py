@@ -294,6 +294,14 @@ def test_paper_initializations():
     assert alex.features.conv2.bias.eq(1).all() and alex.features.conv3.bias.eq(0).all()
     assert alex.classifier.fc6.bias.eq(1).all() and alex.classifier.fc8.bias.eq(0).all()
     assert alex.classifier.fc6.weight.std().item() == pytest.approx(0.01, rel=0.02)
+    goog = nets.build("googlenet")  # Caffe's bvlc_googlenet: "xavier" = U(+-sqrt(3 / fan_in))
+    for w, fan_in in ((goog.conv1.weight, 3 * 49), (goog.inception4e.branch3[1].weight, 32 * 25),
+                      (goog.aux1.fc1.weight, 2048), (goog.fc.weight, 1024)):
+        bound = (3 / fan_in) ** 0.5
+        assert w.abs().max().item() <= bound and w.abs().max().item() > 0.99 * bound
+        assert w.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+    assert goog.conv1.bias.eq(0.2).all() and goog.aux2.fc1.bias.eq(0.2).all()
+    assert goog.aux2.fc2.bias.eq(0).all() and goog.fc.bias.eq(0).all()
     res = nets.build("resnet50")
     w = res.layer3[0].conv2.weight  # He, fan_out: std = sqrt(2 / (K * R * S))
     assert w.std().item() == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.05)
