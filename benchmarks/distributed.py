@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -287,12 +288,23 @@ def write_rows(cfg: Config, rows: list[dict]) -> None:
             if row["world_size"] == 1:
                 row.update(efficiency=1.0, baseline_run_id=row["run_id"])
             else:
-                base = scaling.baseline(scaling.load_scaling_runs(cfg.out), row)
+                base = scaling.baseline(_baseline_rows(cfg.out), row)
                 if base is not None:
                     row.update(efficiency=scaling.efficiency(row["images_per_s"], row["world_size"],
                                                              base.images_per_s),
                                baseline_run_id=base.run_id)
         scaling.append_rows(cfg.out, [row])
+
+
+def _baseline_rows(out: str) -> pd.DataFrame:
+    """The rows a baseline may come from: every run's beside this one; if one of those files
+    cannot be read, this run's own (the measured row is written either way)."""
+    try:
+        return scaling.load_scaling_runs(out)
+    except (OSError, ValueError) as exc:
+        print(f"warning: efficiency against this run's rows only: {exc}"[:1000], file=sys.stderr)
+    path = Path(out) / scaling.SCALING_CSV
+    return scaling.load_scaling(out) if path.exists() else pd.DataFrame(columns=scaling.COLUMNS)
 
 
 def rank_main(rank: int, world_size: int, cfg: Config) -> None:
@@ -340,6 +352,13 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
     for n in nprocs:
         try:
             launch(rank_main, n, (cfg,), timeout_s=timeout_s, pg_timeout_s=cfg.pg_timeout_s)
+        except KeyboardInterrupt as exc:  # the ranks are stopped: the cut world size says so in a row
+            unfinished = _unfinished(cfg, n)
+            if unfinished and not _written_errors(cfg, n):
+                device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+                scaling.append_rows(cfg.out, [dict(_base_row(cfg, unfinished[0], n, device), status="interrupted",
+                                                   error=f"stopped by {exc or 'SIGINT'} before it finished")])
+            raise
         except LaunchError as exc:
             # Rank 0 records what it saw unless it was stopped first; the launcher adds the rest,
             # on the backend the failure ended.
@@ -348,7 +367,11 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
             unfinished = _unfinished(cfg, n)
             if unfinished:
                 row = _base_row(cfg, unfinished[0], n, device)
-                _write_failures(cfg, row, [f for f in exc.failures if str(f)[:500] not in written])
+                new = [f for f in exc.failures if str(f)[:500] not in written]
+                if new:
+                    _write_failures(cfg, row, new)
+                elif not written:  # stopped at its deadline with no rank's error: the launcher's
+                    scaling.append_rows(cfg.out, [dict(row, status="failed", error=str(exc)[:500])])
             errors.append(str(exc))
             print(f"error: {exc}", file=sys.stderr)
     return errors
@@ -357,8 +380,9 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
 def _rows_of_run(cfg: Config, world_size: int):
     if not (Path(cfg.out) / scaling.SCALING_CSV).exists():
         return None
-    frame = scaling.load_scaling(cfg.out)
-    return frame[(frame.run_id == cfg.run_id) & (frame.world_size == world_size) & (frame.parallel == cfg.parallel)]
+    frame = scaling.load_scaling(cfg.out)  # this config's rows: a run measures each --arch in turn
+    return frame[(frame.run_id == cfg.run_id) & (frame.arch == cfg.arch) & (frame.world_size == world_size)
+                 & (frame.parallel == cfg.parallel)]
 
 
 def _written_errors(cfg: Config, world_size: int) -> set[str]:
@@ -454,8 +478,9 @@ def run(args: argparse.Namespace, store, summary: dict) -> int:
     from .distributed_launch import under_torchrun
 
     out, run_id = (str(store.dir), store.run_id) if store is not None else (None, "")
-    summary["parallel"] = {"layout": args.parallel, "bucket_mb": args.bucket_mb, "nproc": args.nproc}
-    errors = []
+    errors = []  # filled as the world sizes end, so an interrupted run's summary has them too
+    summary["parallel"] = {"layout": args.parallel, "bucket_mb": args.bucket_mb, "nproc": args.nproc,
+                           "errors": errors}
     for arch in args.arch:
         cfg = config_from_args(args, arch, out, run_id)
         if under_torchrun():
@@ -468,7 +493,6 @@ def run(args: argparse.Namespace, store, summary: dict) -> int:
         else:
             nprocs = args.nproc or ([TOWERS_WORLD_SIZE] if cfg.parallel == "towers" else [1, 2])
             errors += run_spawned(cfg, nprocs, timeout_s=args.job_timeout_s)
-    summary["parallel"]["errors"] = errors
     return 1 if errors else 0
 
 
@@ -491,11 +515,19 @@ def main(args: argparse.Namespace, command: str) -> int:
                    "backends": [], "interrupted": False, "finished": False}
         store.save_summary(summary)
         print(f"run {store.run_id} -> {store.dir}", file=sys.stderr)
+    stopped_by = None
     try:
         code = run(args, store, summary)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the profiler turns it into this)
+        if store is None:
+            raise
+        stopped_by = str(exc) or "SIGINT"
+        code = 143 if stopped_by == "SIGTERM" else 130
+        summary.update(interrupted=True, stopped_by=stopped_by)
+        print(f"\ninterrupted ({stopped_by}): keeping the rows measured so far", file=sys.stderr)
     finally:
         if store is not None:
-            summary["finished"] = True
+            summary["finished"] = stopped_by is None and sys.exc_info()[0] is None
             store.save_summary(summary)
             store.close()
     if store is not None:

@@ -206,7 +206,8 @@ def main(argv=None) -> int:
               "check it runs, their times are not kernel times", file=sys.stderr)
     command = "python -m benchmarks.profile " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.parallel:  # scale-out: benchmarks.distributed spawns the ranks (or is one under torchrun)
-        return distributed.main(args, command)
+        with _sigterm_as_interrupt():
+            return distributed.main(args, command)
     stopped_by = None
     try:
         store = RunStore(args.out)  # the first thing written

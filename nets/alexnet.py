@@ -2,6 +2,10 @@
 groups=2 on conv2/4/5, LRN (size 5, alpha 1e-4, beta 0.75, k 2; torch/Caffe semantics,
 alpha divided by size) after conv1 and conv2, overlapping 3x3/2 max-pools, dropout 0.5 and
 4096-4096-num_classes FC layers. 60,965,224 parameters at 1000 classes (groups=2).
+
+Dropout is where the paper puts it, "in the first two fully-connected layers" (sec. 4.2): on
+the outputs of fc6 and fc7, as in the authors' cuda-convnet configurations and Caffe's
+bvlc_alexnet. torchvision's AlexNet drops fc6's input and output instead.
 """
 
 from __future__ import annotations
@@ -32,21 +36,21 @@ class AlexNet(nn.Module):
         ]))
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # identity at 224x224 input
         self.classifier = nn.Sequential(OrderedDict([
-            ("drop6", nn.Dropout(dropout)),
             ("fc6", nn.Linear(256 * 6 * 6, 4096)),
             ("relu6", nn.ReLU(inplace=True)),
-            ("drop7", nn.Dropout(dropout)),
+            ("drop6", nn.Dropout(dropout)),
             ("fc7", nn.Linear(4096, 4096)),
             ("relu7", nn.ReLU(inplace=True)),
+            ("drop7", nn.Dropout(dropout)),
             ("fc8", nn.Linear(4096, num_classes)),
         ]))
         self.reset_parameters()
 
-    # the hidden FC layers' bias + ReLU (+ the next dropout) and the first dropout, in Triton
-    # on the triton backend (nets.layers.fuse_fc_epilogues)
-    FC_EPILOGUES = (("classifier.fc6", "classifier.relu6", "classifier.drop7"),
-                    ("classifier.fc7", "classifier.relu7", None))
-    DROPOUTS = ("classifier.drop6",)
+    # the hidden FC layers' bias + ReLU + dropout, in Triton on the triton backend
+    # (nets.layers.fuse_fc_epilogues)
+    FC_EPILOGUES = (("classifier.fc6", "classifier.relu6", "classifier.drop6"),
+                    ("classifier.fc7", "classifier.relu7", "classifier.drop7"))
+    DROPOUTS = ()
 
     def reset_parameters(self) -> None:
         """The paper's init: weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the

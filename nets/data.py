@@ -84,10 +84,16 @@ def ten_crops(images: torch.Tensor, size: int = 224) -> torch.Tensor:
 
 @torch.no_grad()
 def ten_crop_predict(model, images: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """Class probabilities averaged over the 10 crops (the papers' 10-crop evaluation)."""
+    """Class probabilities averaged over the 10 crops (the papers' 10-crop evaluation), in
+    eval mode; the model is left in the mode it came in (a validation pass inside a training
+    loop must not leave BatchNorm on running statistics and dropout off for the next steps)."""
+    was_training = model.training
     model.eval()
-    crops = ten_crops(images, size)
-    probs = torch.stack([F.softmax(model(c), dim=1) for c in crops])
+    try:
+        crops = ten_crops(images, size)
+        probs = torch.stack([F.softmax(model(c), dim=1) for c in crops])
+    finally:
+        model.train(was_training)
     return probs.mean(0)
 
 

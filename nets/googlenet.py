@@ -104,12 +104,16 @@ class GoogLeNet(nn.Module):
         self.DROPOUTS = ("dropout",)
 
     def reset_parameters(self) -> None:
-        """Caffe's bvlc_googlenet init (the paper gives none): Xavier weights, conv biases
-        0.2, FC biases 0."""
+        """Caffe's bvlc_googlenet init (the paper gives none): its "xavier" weights, i.e.
+        U(-sqrt(3 / fan_in), sqrt(3 / fan_in)) (Caffe's default variance_norm FAN_IN; torch's
+        xavier_uniform_ averages fan_in and fan_out instead), biases 0.2 in the convs and
+        the aux heads' 1024-unit FC layers, 0 in the classifiers."""
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.constant_(m.bias, 0.2 if isinstance(m, nn.Conv2d) else 0.0)
+                nn.init.kaiming_uniform_(m.weight, a=1.0, mode="fan_in", nonlinearity="leaky_relu")  # gain 1
+                nn.init.constant_(m.bias, 0.2)
+        for fc in (self.fc, *(aux.fc2 for aux in (self.aux1, self.aux2) if aux is not None)):
+            nn.init.zeros_(fc.bias)
 
     def forward(self, x):
         x = self.norm1(self.maxpool1(self.conv1(x)))

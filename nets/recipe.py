@@ -3,8 +3,8 @@
   AlexNet   SGD momentum 0.9, weight decay 5e-4, lr 0.01, divided by 10 when the
             validation error stops improving (Krizhevsky et al. 2012, sec. 5)
   GoogLeNet SGD momentum 0.9, lr decreased 4% every 8 epochs (Szegedy et al. 2014, sec. 6);
-            weight decay 2e-4 and base lr 0.01 from Caffe's bvlc_googlenet solver (the
-            paper gives neither); aux losses weighted 0.3
+            weight decay 2e-4 and base lr 0.01 at batch 32 from Caffe's bvlc_googlenet
+            solver and train_val (the paper gives none of them); aux losses weighted 0.3
   ResNet    SGD momentum 0.9, weight decay 1e-4, lr 0.1 at batch 256, divided by 10 when
             the error plateaus (He et al. 2015, sec. 3.4): epochs 30 and 60, as torchvision
 The initializations live with each net (`reset_parameters`).
@@ -18,10 +18,11 @@ from torch import nn
 
 from .googlenet import AUX_WEIGHT, GoogLeNetOutputs
 
+# lr at the batch size it was set for ("batch"), which the linear scaling starts from
 _RECIPES = {
-    "alexnet": {"lr": 0.01, "weight_decay": 5e-4},
-    "googlenet": {"lr": 0.01, "weight_decay": 2e-4},
-    "resnet": {"lr": 0.1, "weight_decay": 1e-4},
+    "alexnet": {"lr": 0.01, "batch": 128, "weight_decay": 5e-4},
+    "googlenet": {"lr": 0.01, "batch": 32, "weight_decay": 2e-4},
+    "resnet": {"lr": 0.1, "batch": 256, "weight_decay": 1e-4},
 }
 
 
@@ -35,11 +36,10 @@ def _family(arch: str) -> str:
 def optimizer(model: nn.Module, arch: str | None = None, *, lr: float | None = None,
               batch_size: int = 256) -> torch.optim.SGD:
     """SGD with momentum 0.9 and the paper's weight decay; lr scaled linearly from the
-    paper's batch size (256 for ResNet, 128 for AlexNet and GoogLeNet) unless given."""
-    family = _family(arch or model.arch)
-    recipe = _RECIPES[family]
-    paper_batch = 256 if family == "resnet" else 128
-    lr = recipe["lr"] * batch_size / paper_batch if lr is None else lr
+    batch size the recipe's lr was set at (256 for ResNet, 128 for AlexNet, Caffe's 32 for
+    GoogLeNet) unless given."""
+    recipe = _RECIPES[_family(arch or model.arch)]
+    lr = recipe["lr"] * batch_size / recipe["batch"] if lr is None else lr
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=recipe["weight_decay"])
 
 

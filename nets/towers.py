@@ -140,12 +140,12 @@ class AlexNetTower(nn.Module):
         ]))
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(OrderedDict([
-            ("drop6", nn.Dropout(dropout)),            # on the tower's own half, before the gather
             ("fc6", nn.Linear(256 * 6 * 6, 2048)),
             ("relu6", nn.ReLU(inplace=True)),
-            ("drop7", nn.Dropout(dropout)),
+            ("drop6", nn.Dropout(dropout)),            # on the tower's own half, before the gather
             ("fc7", nn.Linear(4096, 2048)),
             ("relu7", nn.ReLU(inplace=True)),
+            ("drop7", nn.Dropout(dropout)),
             ("fc8", nn.Linear(4096, num_classes // WORLD_SIZE)),
         ]))
         AlexNet.reset_parameters(self)  # the paper's init; same module names as the full net
@@ -155,9 +155,9 @@ class AlexNetTower(nn.Module):
         x = f.pool2(f.norm2(f.conv2(f.pool1(f.norm1(f.conv1(x))))))
         x = f.conv3(_gather(x, g))
         x = f.pool5(f.conv5(f.conv4(x)))
-        x = c.drop6(self.avgpool(x).flatten(1))  # channel-major, so the halves concatenate in order
-        x = c.relu6(c.fc6(_gather(x, g)))
-        x = c.relu7(c.fc7(_gather(c.drop7(x), g)))
+        x = self.avgpool(x).flatten(1)  # channel-major, so the halves concatenate in order
+        x = c.drop6(c.relu6(c.fc6(_gather(x, g))))
+        x = c.drop7(c.relu7(c.fc7(_gather(x, g))))
         return _GatherReplicated.apply(c.fc8(_gather(x, g)), g)  # full logits on both ranks
 
 

@@ -4,6 +4,7 @@ towers layout, and failures that end the job with the rank's error instead of ha
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -94,6 +95,23 @@ def test_runner_rows_written_by_rank_0_only(tmp_path):
     assert pd.isna(two.peak_bytes)  # peak memory is CUDA's counter; none on the CPU
 
 
+def test_an_unreadable_earlier_run_does_not_cost_the_measured_row(tmp_path):
+    """Baselines are looked for in every run beside this one; a scaling.csv there that does
+    not load (another layout, a broken file) leaves efficiency to this run's rows, and the
+    world size's measured row is written all the same."""
+    (tmp_path / "runs" / "0-old").mkdir(parents=True)
+    (tmp_path / "runs" / "0-old" / scaling.SCALING_CSV).write_text("run_id,arch\nx,resnet18\n")
+    folder = tmp_path / "runs" / "1-new"
+    base = dict(run_id="test-run", arch="resnet18", backend="torch", parallel="ddp", world_size=1, nodes=1,
+                dtype="fp32", batch_per_device=2, image_size=32, global_batch=2, bucket_mb=25.0, steps=2,
+                images_per_s=40.0, device="cpu", comm_backend="gloo", status="ok")
+    scaling.append_rows(folder, [base])
+    assert run_spawned(_cfg(folder), [2], timeout_s=180) == []
+    rows = scaling.load_scaling(folder)
+    assert list(zip(rows.world_size, rows.status)) == [(1, "ok"), (2, "ok")]
+    assert rows.efficiency[1] == pytest.approx(rows.images_per_s[1] / (2 * 40.0), rel=1e-4)
+
+
 def _run_folder(out: Path) -> Path:
     (folder,) = (out / "runs").iterdir()  # one run, one folder
     return folder
@@ -156,6 +174,74 @@ def test_a_failing_rank_ends_the_job_with_its_error(kind, tmp_path):
     else:  # rank 1 is silent; rank 0's collective timed out and says so with its rank
         assert "rank 0 failed" in errors[0]
         assert rows.error.str.startswith("rank 0: ").any()
+
+
+def test_a_failure_is_recorded_when_an_earlier_arch_of_the_run_succeeded(tmp_path):
+    """`--arch a,b` measures each arch into the same run: b's failed world size is its own
+    row, not taken for done because a's row at that world size is ok."""
+    other = dict(run_id="test-run", arch="resnet34", backend="torch", parallel="ddp", world_size=2, nodes=1,
+                 dtype="fp32", batch_per_device=2, image_size=32, global_batch=4, bucket_mb=25.0, steps=2,
+                 images_per_s=40.0, device="cpu", comm_backend="gloo", status="ok")
+    scaling.append_rows(tmp_path, [other])
+    errors = run_spawned(_cfg(tmp_path, inject_failure=(1, 0, "raise")), [2], timeout_s=120)
+    assert len(errors) == 1
+    rows = scaling.load_scaling(tmp_path)
+    mine = rows[rows.arch == "resnet18"]
+    assert len(mine) >= 1 and (mine.status == "failed").all() and (mine.backend == "torch").all()
+    assert mine.error.str.startswith("rank 1: RuntimeError: injected failure").any()
+
+
+def _children(pid: int) -> list[str]:
+    """The command lines of `pid`'s live child processes (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(stat.with_name("cmdline").read_bytes().decode(errors="replace"))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks through /proc")
+def test_an_interrupted_scale_out_run_keeps_its_rows_and_says_so(tmp_path):
+    """SIGTERM (or Ctrl-C) to the profiler while world size 2 runs (its rank 1 hangs, so it
+    is still running): world size 1's row stays, the cut one has an `interrupted` row, the
+    summary says interrupted and not finished, the report is built, no rank outlives it."""
+    cmd = [sys.executable, "-m", "benchmarks.profile", "--arch", "resnet18", "--parallel", "ddp", "--nproc", "1,2",
+           "--image-size", "32", "--steps", "1", "--inject-failure", "1:0:hang", "--pg-timeout-s", "60",
+           "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        deadline = time.monotonic() + 120
+        # world size 1's row written, then world size 2's two ranks started
+        while not (list(tmp_path.glob(f"runs/*/{scaling.SCALING_CSV}"))
+                   and sum("spawn_main" in c for c in _children(proc.pid)) == 2):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.1)
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)  # the ranks share its pipes: returns once they are gone too
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    folder = _run_folder(tmp_path)
+    rows = scaling.load_scaling(folder)
+    assert list(zip(rows.world_size, rows.status)) == [(1, "ok"), (2, "interrupted")]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["interrupted"] and summary["stopped_by"] == "SIGTERM" and not summary["finished"]
+    assert summary["parallel"]["errors"] == []
+    assert (folder / "report.html").exists()
+
+
+def test_a_world_size_stopped_at_its_deadline_is_a_row(tmp_path):
+    """Healthy ranks too slow for --job-timeout-s record no error of their own: the world
+    size still gets its failed row, with the launcher's message."""
+    errors = run_spawned(_cfg(tmp_path, steps=10_000), [1], timeout_s=1)
+    assert len(errors) == 1 and "timeout" in errors[0]
+    rows = scaling.load_scaling(tmp_path)
+    assert list(zip(rows.world_size, rows.status)) == [(1, "failed")]
+    assert "stopped after the 1 s timeout" in rows.error[0]
 
 
 def test_launch_stops_a_job_past_its_deadline(tmp_path):

@@ -168,6 +168,30 @@ def test_backends_agree_in_training_gpu(arch, names, options, ieee_fp32):
     _check_training_gradients(arch, 224, 4, "cuda", names, **options)
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_alexnet_drops_the_hidden_fc_outputs(backend, device):
+    """The paper's dropout, "in the first two fully-connected layers" (sec. 4.2; cuda-convnet's
+    and Caffe's nets alike): fc6 reads pool5 untouched; fc7 and fc8 read fc6's and fc7's ReLU
+    outputs with about half of them zeroed and the rest doubled (p = 0.5)."""
+    torch.manual_seed(0)
+    model = nets.build("alexnet", backend, num_classes=10).to(device).train()
+    seen = {}
+    for name in ("avgpool", "classifier.fc6", "classifier.fc7", "classifier.fc8"):
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, (i[0].detach(), o.detach())))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 63, 63, device=device))
+    assert torch.equal(seen["classifier.fc6"][0], seen["avgpool"][1].flatten(1))
+    for fc, reader in (("classifier.fc6", "classifier.fc7"), ("classifier.fc7", "classifier.fc8")):
+        m = model.get_submodule(fc)
+        hidden = F.relu(F.linear(seen[fc][0], m.weight, m.bias))  # the fc's output before dropout
+        got = seen[reader][0]
+        kept, live = got != 0, hidden > 0
+        torch.testing.assert_close(got[kept], 2 * hidden[kept], rtol=1e-5, atol=1e-6)
+        dropped = (live & ~kept).sum().item() / live.sum().item()
+        assert live.sum() > 1000 and 0.45 < dropped < 0.55, f"{reader} input: {dropped:.3f} of {fc}'s outputs dropped"
+
+
 @pytest.mark.parametrize("arch, check_triton", [("resnet18", True), ("resnet50", False)])
 def test_fuse_for_inference_matches_unfused(arch, check_triton, device, ieee_fp32):
     """Folding is backend-independent; the Triton epilogue (bias+residual+ReLU) is checked
@@ -205,8 +229,8 @@ def test_describe_lists_every_layer_and_who_runs_it():
     assert rows.loc["features.pool1", "kernel"] == "lrn_max_pool2d"
     assert rows.loc["classifier.fc6", "backend"] == "triton"  # its bias/ReLU/dropout epilogue
     assert rows.loc["classifier.relu6", "kernel"] == "fused into classifier.fc6"
-    assert rows.loc["classifier.drop7", "kernel"] == "fused into classifier.fc6"
-    assert rows.loc["classifier.drop6", "kernel"] == "dropout (Philox)"
+    assert rows.loc["classifier.drop6", "kernel"] == "fused into classifier.fc6"
+    assert rows.loc["classifier.drop7", "kernel"] == "fused into classifier.fc7"
     assert rows.loc["classifier.fc8", "backend"] == "torch"
     assert rows.loc["features.conv2", "output_shape"] == (2, 256, 27, 27)
     assert rows["params"].sum() == PARAMS["alexnet"]
@@ -252,11 +276,14 @@ def test_bad_arguments(call, exc, words):
 
 
 # --------------------------------------------------------------------------- recipe and data
-@pytest.mark.parametrize("arch, lr, wd", [("alexnet", 0.01, 5e-4), ("googlenet", 0.01, 2e-4),
-                                          ("resnet50", 0.1, 1e-4)])
-def test_recipe_optimizer(arch, lr, wd):
+# the lr each recipe gives at the batch size it was set for: AlexNet's paper (128), Caffe's
+# bvlc_googlenet solver at its train_val's batch 32, ResNet's paper (256); and linear beyond
+@pytest.mark.parametrize("arch, batch, lr, wd", [("alexnet", 128, 0.01, 5e-4), ("googlenet", 32, 0.01, 2e-4),
+                                                 ("googlenet", 128, 0.04, 2e-4), ("resnet50", 256, 0.1, 1e-4),
+                                                 ("resnet50", 64, 0.025, 1e-4)])
+def test_recipe_optimizer(arch, batch, lr, wd):
     model = _meta(arch)
-    opt = recipe.optimizer(model, batch_size=256 if arch.startswith("resnet") else 128)
+    opt = recipe.optimizer(model, batch_size=batch)
     group = opt.param_groups[0]
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (pytest.approx(lr), 0.9, wd)
     assert recipe.lr_scheduler(opt, arch) is not None
@@ -267,6 +294,14 @@ def test_paper_initializations():
     assert alex.features.conv2.bias.eq(1).all() and alex.features.conv3.bias.eq(0).all()
     assert alex.classifier.fc6.bias.eq(1).all() and alex.classifier.fc8.bias.eq(0).all()
     assert alex.classifier.fc6.weight.std().item() == pytest.approx(0.01, rel=0.02)
+    goog = nets.build("googlenet")  # Caffe's bvlc_googlenet: "xavier" = U(+-sqrt(3 / fan_in))
+    for w, fan_in in ((goog.conv1.weight, 3 * 49), (goog.inception4e.branch3[1].weight, 32 * 25),
+                      (goog.aux1.fc1.weight, 2048), (goog.fc.weight, 1024)):
+        bound = (3 / fan_in) ** 0.5
+        assert w.abs().max().item() <= bound and w.abs().max().item() > 0.99 * bound
+        assert w.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+    assert goog.conv1.bias.eq(0.2).all() and goog.aux2.fc1.bias.eq(0.2).all()
+    assert goog.aux2.fc2.bias.eq(0).all() and goog.fc.bias.eq(0).all()
     res = nets.build("resnet50")
     w = res.layer3[0].conv2.weight  # He, fan_out: std = sqrt(2 / (K * R * S))
     assert w.std().item() == pytest.approx((2 / (256 * 9)) ** 0.5, rel=0.05)
@@ -290,8 +325,14 @@ def test_augmentation_and_ten_crop():
     assert torch.equal(crops[0, 0], img[:, :224, :224])
     assert torch.equal(crops[9, 0], img[:, 16:240, 38:262].flip(-1))
     model = nets.build("resnet18", num_classes=5).eval()
-    probs = data.ten_crop_predict(model, torch.rand(2, 3, 72, 72), size=64)
+    images = torch.rand(2, 3, 72, 72)
+    probs = data.ten_crop_predict(model, images, size=64)
     assert probs.shape == (2, 5) and torch.allclose(probs.sum(1), torch.ones(2))
+    with torch.no_grad():  # the mean of the crops' softmaxes, in eval mode
+        expected = torch.stack([F.softmax(model(c), 1) for c in data.ten_crops(images, 64)]).mean(0)
+    model.train()  # called from a training loop: the loop's mode survives the evaluation
+    assert torch.allclose(data.ten_crop_predict(model, images, size=64), expected, atol=1e-6)
+    assert model.training and all(m.training for m in model.modules())
 
 
 def test_image_folder(tmp_path):
