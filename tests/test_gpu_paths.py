@@ -347,6 +347,42 @@ def test_1x1_configs_pruned_with_their_output_tile(monkeypatch):
     assert wgrad == [c for c in FAMILIES["conv1x1_wgrad"] if gemm_shared_bytes(c, 4) <= H100_SHARED]
 
 
+def _recorded(launch_fn) -> tuple[dict, dict]:
+    """(named args, keyword args) of the one GEMM launch `launch_fn` makes (recorded, not run)."""
+    with LaunchRecorder(execute=False) as rec:
+        launch_fn()
+    (launch,) = [la for la in rec.launches if la.name != "_colsum_kernel"]
+    return dict(zip(_autotuners()[launch.name].arg_names, launch.args)), launch.kwargs
+
+
+def test_tma_launches_are_pruned_by_their_operands_dtype(monkeypatch):
+    """The TMA kernels' tensor arguments: the 1x1 data-grad has none (descriptors only), the
+    weight-grads' first is the fp32 partials buffer. The staged tiles are the operands'
+    dtype: fp32 1x1 data-grad tiles over the shared memory (128x128x64: 262,192 B compiled
+    for sm_90) must be pruned, or CONVBENCH_AUTOTUNE=first launches them (OutOfResources);
+    fp16 weight-grad tiles must not be sized as fp32 (a table's 128x128x128 winner would be
+    refused as too big, and autotuning would never try it)."""
+    from kernels.conv import conv_geometry
+    from kernels.conv1x1 import conv1x1_input_grad
+
+    monkeypatch.setattr(kernels.configs, "_shared_limit", lambda device: H100_SHARED)
+    cl = dict(memory_format=torch.channels_last)
+    dy, w = torch.randn(2, 40, 4, 4).to(**cl), torch.randn(40, 24, 1, 1)
+    named, kw = _recorded(lambda: conv1x1_input_grad(dy, w, torch.empty(2, 24, 4, 4).to(**cl), use_tma=True))
+    assert kw["USE_TMA"] and not any(isinstance(v, torch.Tensor) for v in named.values())
+    cfgs = FAMILIES["conv1x1"]
+    assert prune_by_shared_memory(cfgs, named, **kw) == [
+        c for c in cfgs if gemm_shared_bytes(c, 4, out_tile=True) <= H100_SHARED]
+    x, g = torch.randn(2, 24, 16, 16).half().to(**cl), torch.randn(2, 40, 16, 16).half().to(**cl)
+    named, kw = _recorded(lambda: conv1x1_weight_grad(x, g, torch.float16, split_k=2, use_tma=True))
+    assert named["dw_ptr"].dtype == torch.float32  # two splits: fp32 partials
+    assert prune_by_shared_memory(FAMILIES["conv1x1_wgrad"], named, **kw) == FAMILIES["conv1x1_wgrad"]
+    geo = conv_geometry(x, torch.empty(40, 24, 3, 3, dtype=torch.float16), 1, 1)
+    named, kw = _recorded(lambda: conv_tma_weight_grad(x, g, geo, torch.float16, split_k=2))
+    need, _ = kernels.configs._shared_need(named, kw)
+    assert all(need(c) == gemm_shared_bytes(c, 2) for c in FAMILIES["conv_tma_wgrad"])
+
+
 def test_1x1_k_steps_divide_the_split_alignment():
     """A weight-grad split share (a multiple of SPLIT_ALIGN rows) must hold whole K steps, or
     a TMA box would add the next share's rows twice."""
