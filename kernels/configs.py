@@ -333,7 +333,9 @@ class TunedAutotuner(Autotuner):
         forced = _FORCED.get(self.name)
         if forced is not None:
             return forced
-        tensor = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        # the first operand's dtype and device (a TMA kernel's first tensor argument can be
+        # an fp32 partials buffer, or there is none: `_operand`)
+        tensor = next((t for t in map(_operand, args) if t is not None), None)
         if tensor is None:
             return None
         table = tuned.table_for(tensor.device)
