@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import torch
 import triton
 from triton.runtime.autotuner import Autotuner
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from . import tuned
 
@@ -267,9 +268,18 @@ def _shared_limit(device) -> int | None:
 _STAGING = ("DY_RELU",)
 
 
+def _operand(value):
+    """The tensor of a launch argument: itself, a TMA descriptor's base, or None."""
+    value = value.base if isinstance(value, TensorDescriptor) else value
+    return value if isinstance(value, torch.Tensor) else None
+
+
 def _shared_need(named_args, kwargs):
-    """(bytes a config needs, the device's limit) for one launch, or None off the GPU."""
-    tensor = next((v for v in named_args.values() if hasattr(v, "element_size")), None)
+    """(bytes a config needs, the device's limit) for one launch, or None off the GPU. The
+    staged tiles have the dtype of the kernel's first operand (the GEMM's A: x or grad_out,
+    a tensor or a TMA descriptor's base), not of whatever tensor comes first: the TMA
+    kernels' first tensor argument can be an fp32 partials buffer, or there is none."""
+    tensor = next((t for t in map(_operand, named_args.values()) if t is not None), None)
     limit = _shared_limit(tensor.device) if tensor is not None else None
     if limit is None:
         return None
@@ -323,7 +333,9 @@ class TunedAutotuner(Autotuner):
         forced = _FORCED.get(self.name)
         if forced is not None:
             return forced
-        tensor = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        # the first operand's dtype and device (a TMA kernel's first tensor argument can be
+        # an fp32 partials buffer, or there is none: `_operand`)
+        tensor = next((t for t in map(_operand, args) if t is not None), None)
         if tensor is None:
             return None
         table = tuned.table_for(tensor.device)

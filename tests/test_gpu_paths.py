@@ -347,6 +347,85 @@ def test_1x1_configs_pruned_with_their_output_tile(monkeypatch):
     assert wgrad == [c for c in FAMILIES["conv1x1_wgrad"] if gemm_shared_bytes(c, 4) <= H100_SHARED]
 
 
+def _recorded(launch_fn) -> tuple[dict, dict]:
+    """(named args, keyword args) of the one GEMM launch `launch_fn` makes (recorded, not run)."""
+    with LaunchRecorder(execute=False) as rec:
+        launch_fn()
+    (launch,) = [la for la in rec.launches if la.name != "_colsum_kernel"]
+    return dict(zip(_autotuners()[launch.name].arg_names, launch.args)), launch.kwargs
+
+
+def test_tma_launches_are_pruned_by_their_operands_dtype(monkeypatch):
+    """The TMA kernels' tensor arguments: the 1x1 data-grad has none (descriptors only), the
+    weight-grads' first is the fp32 partials buffer. The staged tiles are the operands'
+    dtype: fp32 1x1 data-grad tiles over the shared memory (128x128x64: 262,192 B compiled
+    for sm_90) must be pruned, or CONVBENCH_AUTOTUNE=first launches them (OutOfResources);
+    fp16 weight-grad tiles must not be sized as fp32 (a table's 128x128x128 winner would be
+    refused as too big, and autotuning would never try it)."""
+    import kernels.conv1x1
+    from benchmarks.sweep import record_launches
+    from kernels.conv import conv_geometry
+    from kernels.conv1x1 import conv1x1_input_grad
+
+    monkeypatch.setattr(kernels.configs, "_shared_limit", lambda device: H100_SHARED)
+    cl = dict(memory_format=torch.channels_last)
+    dy, w = torch.randn(2, 40, 4, 4).to(**cl), torch.randn(40, 24, 1, 1)
+    named, kw = _recorded(lambda: conv1x1_input_grad(dy, w, torch.empty(2, 24, 4, 4).to(**cl), use_tma=True))
+    assert kw["USE_TMA"] and not any(isinstance(v, torch.Tensor) for v in named.values())
+    cfgs = FAMILIES["conv1x1"]
+    fits = [c for c in cfgs if gemm_shared_bytes(c, 4, out_tile=True) <= H100_SHARED]
+    assert prune_by_shared_memory(cfgs, named, **kw) == fits and cfgs[0] not in fits
+    tuner = kernels.configs.TUNABLE["_conv1x1_dgrad_kernel"].with_configs(cfgs[:1], first_of=cfgs)
+    monkeypatch.setattr(kernels.conv1x1, "_conv1x1_dgrad_kernel", tuner)  # CONVBENCH_AUTOTUNE=first
+    record_launches(lambda: conv1x1_input_grad(dy, w, torch.empty(2, 24, 4, 4).to(**cl), use_tma=True))
+    assert tuner.best_config is fits[0]
+    x, g = torch.randn(2, 24, 16, 16).half().to(**cl), torch.randn(2, 40, 16, 16).half().to(**cl)
+    named, kw = _recorded(lambda: conv1x1_weight_grad(x, g, torch.float16, split_k=2, use_tma=True))
+    assert named["dw_ptr"].dtype == torch.float32  # two splits: fp32 partials
+    assert prune_by_shared_memory(FAMILIES["conv1x1_wgrad"], named, **kw) == FAMILIES["conv1x1_wgrad"]
+    geo = conv_geometry(x, torch.empty(40, 24, 3, 3, dtype=torch.float16), 1, 1)
+    named, kw = _recorded(lambda: conv_tma_weight_grad(x, g, geo, torch.float16, split_k=2))
+    need, _ = kernels.configs._shared_need(named, kw)
+    assert all(need(c) == gemm_shared_bytes(c, 2) for c in FAMILIES["conv_tma_wgrad"])
+
+
+def test_tma_launches_find_their_table_entries(monkeypatch, tmp_path):
+    """A tuned table serves a TMA kernel's launch under its operands' dtype: the 1x1
+    data-grad's arguments hold no tensor (so no table, and under CONVBENCH_AUTOTUNE=first
+    not the first config that fits, was ever consulted), the weight-grads' first tensor is
+    the fp32 partials buffer (a bf16 entry was looked up as float32: a miss)."""
+    from benchmarks.sweep import record_launches
+    from kernels import tuned
+    from kernels.conv import conv_geometry
+    from kernels.conv1x1 import conv1x1_input_grad
+
+    cl = dict(memory_format=torch.channels_last)
+    dy, w, dx = torch.randn(2, 40, 4, 4).to(**cl), torch.randn(40, 24, 1, 1), torch.empty(2, 24, 4, 4).to(**cl)
+    x, g = torch.randn(2, 24, 16, 16).half().to(**cl), torch.randn(2, 40, 16, 16).half().to(**cl)
+    geo = conv_geometry(x, torch.empty(40, 24, 3, 3, dtype=torch.float16), 1, 1)
+    launches = {
+        "_conv1x1_dgrad_kernel": (lambda: conv1x1_input_grad(dy, w, dx, use_tma=True), "float32", None),
+        "_conv1x1_wgrad_kernel": (lambda: conv1x1_weight_grad(x, g, torch.float16, split_k=2, use_tma=True),
+                                  "float16", 2),
+        "_conv_tma_wgrad_kernel": (lambda: conv_tma_weight_grad(x, g, geo, torch.float16, split_k=2), "float16", 2),
+    }
+    monkeypatch.setenv("CONVBENCH_TUNED", "off")
+    entries = []
+    for name, (launch, dtype, split) in launches.items():
+        record_launches(launch)  # the autotuner runs (its key), the kernel does not
+        tuner = kernels.configs.TUNABLE[name]
+        entries.append({"kernel": name, "family": tuner.family, "dtype": dtype, "key": dict(tuner.last_key),
+                        "config": tuned.config_to_json(tuner.configs[0]), "split_k": split, "ms": 1.0,
+                        "runner_up_ms": None, "cudnn_ms": None})
+    path = tuned.write_table(tmp_path / "cpu-test-triton3.6.json", "cpu test", "3.6.0", entries)
+    monkeypatch.setenv("CONVBENCH_TUNED", str(path))
+    monkeypatch.setattr(kernels.configs, "TABLE_HITS", kernels.configs.Counter())
+    monkeypatch.setattr(kernels.configs, "TABLE_MISSES", kernels.configs.Counter())
+    for launch, _, _ in launches.values():
+        record_launches(launch)
+    assert dict(kernels.configs.TABLE_HITS) == dict.fromkeys(launches, 1), dict(kernels.configs.TABLE_MISSES)
+
+
 def test_1x1_k_steps_divide_the_split_alignment():
     """A weight-grad split share (a multiple of SPLIT_ALIGN rows) must hold whole K steps, or
     a TMA box would add the next share's rows twice."""
