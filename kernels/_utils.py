@@ -107,7 +107,12 @@ def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of `device` (1 off the GPU): how many programs fill it."""
     if device.type != "cuda":
         return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return _cuda_sm_count(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.cache
+def _cuda_sm_count(index: int) -> int:  # asked at launches; a device's count never changes
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def dot_precision(dtype: torch.dtype) -> str:

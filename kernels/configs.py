@@ -256,11 +256,17 @@ def gemm_shared_bytes(config: triton.Config, element_size: int, *, out_tile: boo
 
 
 def _shared_limit(device) -> int | None:
+    """Shared memory per block on `device` (None off the GPU), asked at every pruned launch."""
     if device.type != "cuda":
         return None
+    return _cuda_shared_limit(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.cache
+def _cuda_shared_limit(index: int) -> int:  # a device's limit never changes
     from triton.runtime import driver
 
-    return driver.active.utils.get_device_properties(device.index or 0)["max_shared_mem"]
+    return driver.active.utils.get_device_properties(index)["max_shared_mem"]
 
 
 # Constexprs outside the autotune keys (and the tuned tables' keys) that change the shared

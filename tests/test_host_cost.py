@@ -38,3 +38,35 @@ def test_resnet18_launches_one_kernel_per_conv_pass():
         assert launches[kernel] == bns, kernel
     assert sum(launches.values()) == 3 * convs - 1 + 5 * bns + 2  # + the stem's stats pass and pool backward
     assert 0 < ms < 60_000
+
+
+def test_device_properties_are_asked_once_per_device(monkeypatch):
+    """sm_count and the shared-memory limit run at launches on the GPU: each device's answer
+    is kept (its properties never change) instead of asked of the driver every time."""
+    from types import SimpleNamespace
+
+    from kernels import _utils, configs
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: asked.append(index) or SimpleNamespace(multi_processor_count=132))
+    _utils._cuda_sm_count.cache_clear()
+    try:
+        assert [_utils.sm_count(torch.device("cuda", 0)) for _ in range(3)] == [132] * 3
+        assert _utils.sm_count(torch.device("cuda", 1)) == 132 and asked == [0, 1]
+        assert _utils.sm_count(torch.device("cpu")) == 1
+    finally:
+        _utils._cuda_sm_count.cache_clear()
+    import triton.runtime
+
+    limits = []
+    fake = SimpleNamespace(utils=SimpleNamespace(
+        get_device_properties=lambda index: limits.append(index) or {"max_shared_mem": 232448}))
+    monkeypatch.setattr(triton.runtime.driver, "_active", fake, raising=False)
+    monkeypatch.setattr(type(triton.runtime.driver), "active", property(lambda self: fake), raising=False)
+    configs._cuda_shared_limit.cache_clear()
+    try:
+        assert [configs._shared_limit(torch.device("cuda", 0)) for _ in range(3)] == [232448] * 3
+        assert limits == [0] and configs._shared_limit(torch.device("cpu")) is None
+    finally:
+        configs._cuda_shared_limit.cache_clear()
