@@ -228,21 +228,21 @@ def _bench_step(layers, items, n_table) -> Step:
 
 
 def followup_plan() -> list[Step]:
-    """`gpu_check.sh --followup`: the nets on torch.compile; then, in what is left, each
-    net's training step replayed as a CUDA graph and the profile of the items furthest
-    behind cuDNN."""
+    """`gpu_check.sh --followup`: each net's training step replayed as a CUDA graph and the
+    profile of the items furthest behind cuDNN; then, in what is left, the nets on
+    torch.compile (measured on this card and torch in the first run: its builds take most
+    of the command, and the host's share is what decides the next work)."""
     steps = [Step("env", 0, 0, ENV_S, "GPU, driver, torch, triton, cuDNN versions")]
-    steps.append(Step("nets", 0, len(FOLLOWUP_BACKENDS) * len(sweep.NET_ARCHS), nets_s(FOLLOWUP_BACKENDS),
-                      f"{len(sweep.NET_ARCHS)} nets x {FOLLOWUP_BACKENDS} training img/s (their builds: the "
-                      f"first steps)"))
     steps.append(Step("graphs", 0, len(GRAPH_BACKENDS) * len(sweep.NET_ARCHS),
                       PROCESS_START_S + nets_s(GRAPH_BACKENDS),
-                      f"if time is left: {len(sweep.NET_ARCHS)} nets x {GRAPH_BACKENDS}: the training step "
-                      f"replayed as one CUDA graph", optional=True))
+                      f"{len(sweep.NET_ARCHS)} nets x {GRAPH_BACKENDS}: the training step replayed as one CUDA "
+                      f"graph"))
     n_profile = _profile_count()
     steps.append(Step("profile", 0, n_profile, PROCESS_START_S + SETUP_S + n_profile * PROFILE_ITEM_S,
-                      f"if time is left: {n_profile} items: device time per kernel, host and event time, beside "
-                      f"cuDNN", optional=True))
+                      f"{n_profile} items: device time per kernel, host and event time, beside cuDNN"))
+    steps.append(Step("tcompile", 0, len(FOLLOWUP_BACKENDS) * len(sweep.NET_ARCHS), nets_s(FOLLOWUP_BACKENDS),
+                      f"if time is left: {len(sweep.NET_ARCHS)} nets x {FOLLOWUP_BACKENDS} training img/s (their "
+                      f"builds: the first steps), the quickest first", optional=True))
     steps.append(Step("pack", 0, 0, PACK_S, "summary, one tar.gz archive"))
     return steps
 

@@ -28,8 +28,9 @@
 #   nets     training images/s of the three nets on torch and triton (the paths step's table,
 #            path records included), and the table's hits and misses per net and backend
 #   pack     summary.txt, the tuned table, steps.txt and one gpu-check.tar.gz of everything
-# --followup (the second command, timeout_s 300, on the still-warm machine): torch.compile's
-# training img/s; then, in what is left of its budget, the CUDA-graph replays and the profile.
+# --followup (the second command, timeout_s 270, on the still-warm machine): the CUDA-graph
+# replays of the nets' steps and the profile; then, in what is left of its budget,
+# torch.compile's training img/s.
 # Results go to $OUT when set (the device tool's folder), else ./gpu-check-out: 5 files
 # (summary.txt, steps.txt, the table, correct-failures.txt, gpu-check.tar.gz), re-packed
 # after each step. Every step runs even if an earlier one fails; the exit code is non-zero
@@ -51,10 +52,10 @@ LIMIT_pack=10
 BUDGET=540  # the whole command (gpu_plan.BUDGET_S); no step runs past it but pack
 # --followup (`python -m benchmarks.gpu_plan --followup --limits`), the second command on the
 # still-warm machine: its own limits and budget (gpu_plan.FOLLOWUP_BUDGET_S)
-FLIMIT_env=10 FLIMIT_nets=209 FLIMIT_graphs=67 FLIMIT_profile=37 FLIMIT_pack=10
+FLIMIT_env=10 FLIMIT_graphs=67 FLIMIT_profile=37 FLIMIT_tcompile=209 FLIMIT_pack=10
 FBUDGET=240
 # --followup steps that run only in what is left of FBUDGET (not counted against it)
-OPTIONAL_STEPS="graphs profile"
+OPTIONAL_STEPS="tcompile"
 # SIGINT to SIGKILL. The correctness step's pytest -n 14 needs more than xdist's 10 s
 # (NodeManager.EXIT_TIMEOUT) to stop workers caught in a compile, which a signal cannot
 # interrupt, before it writes its JUnit XML and summary; with 10 s it was killed first.
@@ -141,15 +142,17 @@ CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first CONVBENCH_RACE=unrecorded 
 else  # --followup: what the first command leaves for a second one
     # the first command's table on this still-warm machine, else the committed one
     TABLE="$(ls "$LAST_TABLE_DIR"/*.json 2>/dev/null | head -n 1)"
-    # torch.compile's training img/s on the same machine (its three builds: most of the step)
-    CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step nets python3 -m benchmarks.sweep nets \
-        --out "$WORK/nets" --backends compile
-    # if time is left: each net's training step replayed as one CUDA graph (what the host
-    # costs the step), then where the time of the items furthest behind cuDNN goes
+    # each net's training step replayed as one CUDA graph beside the first command's eager
+    # steps: what the host costs the step (the smoke run of 2026-11-28: GoogLeNet 6,013 img/s
+    # replayed against 2,248 eager), then where the time of the items furthest behind cuDNN goes
     CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first CONVBENCH_RACE=unrecorded step graphs \
         python3 -m benchmarks.sweep nets --out "$WORK/graphs" --backends triton+graph,torch+graph
     CONVBENCH_AUTOTUNE=first step profile python3 -m benchmarks.gpu_profile --out "$WORK/profile" \
         --sweep "$KNOWN_ROWS" --worst "$PROFILE_WORST" --items "$PROFILE_ITEMS"
+    # if time is left: torch.compile's training img/s (its builds take most of it; measured on
+    # this card and torch in the first run, docs/perf-log.md), the quickest builds first
+    CONVBENCH_TUNED="${TABLE:-}" CONVBENCH_AUTOTUNE=first step tcompile python3 -m benchmarks.sweep nets \
+        --out "$WORK/nets" --backends compile --archs alexnet,resnet50,googlenet
 fi
 
 step pack python3 scripts/gpu_summary.py "$WORK" --out "$WORK/summary.txt"

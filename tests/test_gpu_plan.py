@@ -15,7 +15,7 @@ from benchmarks import gpu_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("env", "compile", "correct", "sweep", "paths", "bench", "nets", "pack")
-FOLLOWUP_STEPS = ("env", "nets", "graphs", "profile", "pack")
+FOLLOWUP_STEPS = ("env", "graphs", "profile", "tcompile", "pack")
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +60,14 @@ def test_followup_plan_fits_its_budget_and_the_script_has_its_limits(followup_ou
     rows = _rows(followup_output, FOLLOWUP_STEPS)
     assert list(rows) == list(FOLLOWUP_STEPS)
     total = float(re.search(r"total: (\d+) s estimated", followup_output).group(1))
-    assert total <= gpu_plan.FOLLOWUP_BUDGET_S and int(rows["nets"][2]) == 3 and int(rows["profile"][2]) >= 6
+    assert total <= gpu_plan.FOLLOWUP_BUDGET_S and int(rows["tcompile"][2]) == 3 and int(rows["profile"][2]) >= 6
+    assert int(rows["graphs"][2]) == 6
     script = (ROOT / "scripts" / "gpu_check.sh").read_text()
     limits = dict(re.findall(r"\bFLIMIT_(\w+)=(\d+)", script))
     assert {step: int(r[4]) for step, r in rows.items()} == {k: int(v) for k, v in limits.items()}
     # the optional steps run in what is left: the others' limits fit the budget
     optional = re.search(r'^OPTIONAL_STEPS="([^"]*)"', script, re.M).group(1).split()
-    assert optional == ["graphs", "profile"] and all("if time is left" in " ".join(rows[o]) for o in optional)
+    assert optional == ["tcompile"] and all("if time is left" in " ".join(rows[o]) for o in optional)
     required = sum(int(v) for k, v in limits.items() if k not in optional)
     assert required + gpu_plan.SCRIPT_S <= gpu_plan.FOLLOWUP_BUDGET_S
     assert int(re.search(r"^FBUDGET=(\d+)", script, re.M).group(1)) == gpu_plan.FOLLOWUP_BUDGET_S
@@ -197,19 +198,19 @@ def test_xdist_run_stopped_at_its_limit_still_reports(tmp_path):
 
 
 @pytest.mark.parametrize("steps, failed", [
-    ("step graphs sleep 5", False),             # optional, cut at its limit: logged, not a failure
-    ("step graphs false", True),       # optional but failed on its own: a failure
+    ("step tcompile sleep 5", False),             # optional, cut at its limit: logged, not a failure
+    ("step tcompile false", True),       # optional but failed on its own: a failure
     ("step nets sleep 5", True),                # required and cut at its limit: a failure
-    ("BUDGET=1; step graphs true", False),      # optional, no time left: skipped, not a failure
+    ("BUDGET=1; step tcompile true", False),      # optional, no time left: skipped, not a failure
     ("BUDGET=1; step nets true", True),         # required, no time left: a failure
-    ("step nets true; step graphs sleep 5", False),
+    ("step nets true; step tcompile sleep 5", False),
 ])
 def test_step_runner_status(tmp_path, steps, failed):
     """scripts/gpu_steps.sh, the step runner gpu_check.sh sources: the exit status it leaves
     fails the command for a required step cut or skipped, and for any step that failed, but
     not for an optional step cut at its limit by what was left of the budget."""
     script = (f'WORK={tmp_path} OUT_DIR={tmp_path}/out LAST_TABLE_DIR={tmp_path}/last BUDGET=30 '
-              f'LIMIT_pack=1 LIMIT_nets=1 LIMIT_graphs=1 OPTIONAL_STEPS="graphs profile"\n'
+              f'LIMIT_pack=1 LIMIT_nets=1 LIMIT_tcompile=1 OPTIONAL_STEPS="tcompile"\n'
               f'mkdir -p $OUT_DIR\n. scripts/gpu_steps.sh\n{steps}\nexit $status\n')
     done = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     log = (tmp_path / "steps.txt").read_text()
