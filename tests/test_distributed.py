@@ -229,6 +229,7 @@ def test_an_interrupted_scale_out_run_keeps_its_rows_and_says_so(tmp_path):
     folder = _run_folder(tmp_path)
     rows = scaling.load_scaling(folder)
     assert list(zip(rows.world_size, rows.status)) == [(1, "ok"), (2, "interrupted")]
+    assert rows.error[1] == "stopped by SIGTERM before it finished"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["interrupted"] and summary["stopped_by"] == "SIGTERM" and not summary["finished"]
     assert summary["parallel"]["errors"] == []
