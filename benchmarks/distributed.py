@@ -357,7 +357,7 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
             if unfinished and not _written_errors(cfg, n):
                 device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
                 scaling.append_rows(cfg.out, [dict(_base_row(cfg, unfinished[0], n, device), status="interrupted",
-                                                   error=f"stopped by {exc or 'SIGINT'} before it finished")])
+                                                   error=f"stopped by {str(exc) or 'SIGINT'} before it finished")])
             raise
         except LaunchError as exc:
             # Rank 0 records what it saw unless it was stopped first; the launcher adds the rest,

@@ -220,6 +220,7 @@ def test_an_interrupted_scale_out_run_keeps_its_rows_and_says_so(tmp_path):
                    and sum("spawn_main" in c for c in _children(proc.pid)) == 2):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
             time.sleep(0.1)
+        time.sleep(1.0)  # the launcher past starting them, waiting on the ranks (rank 1 hangs for 60 s)
         proc.terminate()
         _, err = proc.communicate(timeout=30)  # the ranks share its pipes: returns once they are gone too
     finally:
@@ -228,6 +229,7 @@ def test_an_interrupted_scale_out_run_keeps_its_rows_and_says_so(tmp_path):
     folder = _run_folder(tmp_path)
     rows = scaling.load_scaling(folder)
     assert list(zip(rows.world_size, rows.status)) == [(1, "ok"), (2, "interrupted")]
+    assert rows.error[1] == "stopped by SIGTERM before it finished"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["interrupted"] and summary["stopped_by"] == "SIGTERM" and not summary["finished"]
     assert summary["parallel"]["errors"] == []
