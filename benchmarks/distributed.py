@@ -372,6 +372,11 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
                     _write_failures(cfg, row, new)
                 elif not written:  # stopped at its deadline with no rank's error: the launcher's
                     scaling.append_rows(cfg.out, [dict(row, status="failed", error=str(exc)[:500])])
+                # the backends the ranks never reached: a row each, not a silent gap
+                scaling.append_rows(cfg.out, [
+                    dict(_base_row(cfg, b, n, device), status="skipped",
+                         error=f"not run: world size {n} failed on backend {unfinished[0]} before it")
+                    for b in unfinished[1:]])
             errors.append(str(exc))
             print(f"error: {exc}", file=sys.stderr)
     return errors

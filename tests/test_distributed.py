@@ -191,6 +191,18 @@ def test_a_failure_is_recorded_when_an_earlier_arch_of_the_run_succeeded(tmp_pat
     assert mine.error.str.startswith("rank 1: RuntimeError: injected failure").any()
 
 
+def test_the_backends_a_failed_world_size_never_reached_get_rows(tmp_path):
+    """A world size that fails on its first backend ends before the next one runs: that
+    backend's row says it was not run and why, instead of leaving no trace."""
+    cfg = _cfg(tmp_path, backends=("torch", "triton"), inject_failure=(1, 0, "raise"))
+    assert len(run_spawned(cfg, [2], timeout_s=120)) == 1
+    rows = scaling.load_scaling(tmp_path)
+    failed, skipped = rows[rows.backend == "torch"], rows[rows.backend == "triton"]
+    assert len(failed) >= 1 and (failed.status == "failed").all()
+    assert list(skipped.status) == ["skipped"] and (skipped.world_size == 2).all()
+    assert skipped.error.iloc[0] == "not run: world size 2 failed on backend torch before it"
+
+
 def _children(pid: int) -> list[str]:
     """The command lines of `pid`'s live child processes (Linux /proc)."""
     found = []
