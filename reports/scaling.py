@@ -189,18 +189,21 @@ def table_html(frame: pd.DataFrame) -> str:
 
 
 def towers_vs_ddp(frame: pd.DataFrame) -> pd.DataFrame:
-    """AlexNet's towers against DDP on the same two devices (same backend and dtype):
-    images/s of each and their ratio. DDP's batch is per device (global 2x), the towers'
-    batch is the global one (both devices work on every image)."""
+    """AlexNet's towers against DDP on the same two devices (same backend, dtype, device and
+    image size; DDP's row from the towers' run where it has one): images/s of each and their
+    ratio. DDP's batch is per device (global 2x), the towers' batch is the global one (both
+    devices work on every image)."""
     rows = frame[(frame.status == "ok") & (frame.world_size == 2)]
     towers = rows[rows.parallel == "towers"]
     ddp = rows[(rows.parallel == "ddp") & (rows.arch == "alexnet")]
     out = []
     for t in towers.itertuples(index=False):
-        match = ddp[(ddp.backend == t.backend) & (ddp.dtype == t.dtype) & (ddp.device == t.device)]
+        match = ddp[(ddp.backend == t.backend) & (ddp.dtype == t.dtype) & (ddp.device == t.device)
+                    & (ddp.image_size == t.image_size)]  # NaN (a size not recorded) matches nothing
         if match.empty:
             continue
-        d = match.iloc[-1]
+        same_run = match[match.run_id == t.run_id]
+        d = (same_run if not same_run.empty else match).iloc[-1]
         out.append({"backend": t.backend, "dtype": t.dtype, "towers_batch": t.global_batch,
                     "towers_images_per_s": t.images_per_s, "ddp_global_batch": d.global_batch,
                     "ddp_images_per_s": d.images_per_s, "towers_over_ddp": t.images_per_s / d.images_per_s,

@@ -73,6 +73,16 @@ def test_report_section_chart_table_and_towers_vs_ddp(tmp_path):
     scaling.append_rows(folder, rows)
     vs = scaling.towers_vs_ddp(scaling.load_scaling(folder))
     assert len(vs) == 1 and vs.towers_over_ddp[0] == pytest.approx(800 / 1900)
+    # like with like: a DDP row at another image size is no match, and one from the towers' own
+    # run is preferred to a later run's
+    other = tmp_path / "elsewhere"
+    scaling.append_rows(other, [_row("r2", 2, 5000.0, image_size=128), _row("r2", 2, 2500.0)])
+    both = pd.concat([scaling.load_scaling(folder), scaling.load_scaling(other)], ignore_index=True)
+    assert scaling.towers_vs_ddp(both).ddp_images_per_s.tolist() == [1900.0]
+    alone = scaling.load_scaling(other).assign(run_id="r1")
+    towers = scaling.load_scaling(folder)
+    towers = towers[towers.parallel == "towers"]
+    assert scaling.towers_vs_ddp(pd.concat([towers, alone], ignore_index=True)).ddp_images_per_s.tolist() == [2500.0]
     ResultWriter(folder).close()  # the run's (empty) profiler rows, as a scale-out run leaves them
     write_summary(folder, {"run_id": "r1"})
     page = build_report(tmp_path).read_text()
