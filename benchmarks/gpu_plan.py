@@ -165,8 +165,8 @@ def nets_s(backends, archs=sweep.NET_ARCHS) -> float:
 
 
 # the nets step's backends in each command: the first measures ours beside eager torch on the
-# table the paths step completed; the follow-up times torch.compile (three builds: most of
-# its minutes) on the same machine
+# table the paths step completed; the follow-up replays the steps as CUDA graphs, then times
+# torch.compile (three builds, the quickest first) in what is left
 CHECK_BACKENDS = ("torch", "triton")
 FOLLOWUP_BACKENDS = ("compile",)
 GRAPH_BACKENDS = ("torch+graph", "triton+graph")

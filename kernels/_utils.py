@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-from .configs import interpreting
+from .configs import cuda_index, interpreting
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 INT32_MAX = 2**31 - 1
@@ -107,7 +107,7 @@ def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of `device` (1 off the GPU): how many programs fill it."""
     if device.type != "cuda":
         return 1
-    return _cuda_sm_count(torch.cuda.current_device() if device.index is None else device.index)
+    return _cuda_sm_count(cuda_index(device))
 
 
 @functools.cache

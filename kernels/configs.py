@@ -255,11 +255,16 @@ def gemm_shared_bytes(config: triton.Config, element_size: int, *, out_tile: boo
     return (staged + (rows * kw["BLOCK_N"] if out_tile else 0)) * element_size
 
 
+def cuda_index(device: torch.device) -> int:
+    """The index of a cuda `device`; an unindexed one is the current device."""
+    return torch.cuda.current_device() if device.index is None else device.index
+
+
 def _shared_limit(device) -> int | None:
     """Shared memory per block on `device` (None off the GPU), asked at every pruned launch."""
     if device.type != "cuda":
         return None
-    return _cuda_shared_limit(torch.cuda.current_device() if device.index is None else device.index)
+    return _cuda_shared_limit(cuda_index(device))
 
 
 @functools.cache

@@ -78,10 +78,10 @@ def patch_serves(rows: int, cols: int, block_h: int, block_w: int) -> bool:
     return block_h <= rows and block_w <= cols and patch_waste(rows, cols, block_h, block_w) < MAX_PATCH_WASTE
 
 
-def _family_configs() -> list[triton.Config]:
-    """Every config the family may launch on this machine (the whole GPU list, also under
+def _family_configs(interpreting: bool) -> list[triton.Config]:
+    """Every config the family may launch (the whole GPU list off the interpreter, also under
     CONVBENCH_AUTOTUNE=first, whose launch takes the first config the pruning keeps)."""
-    return _configs._INTERPRET["conv_tma"] if _configs.interpreting() else _configs._GPU["conv_tma"]
+    return _configs._INTERPRET["conv_tma"] if interpreting else _configs._GPU["conv_tma"]
 
 
 def output_served(rows: int, cols: int) -> bool:
@@ -92,8 +92,8 @@ def output_served(rows: int, cols: int) -> bool:
 
 @functools.cache
 def _served(rows: int, cols: int, interpreting: bool) -> bool:
-    family = _configs._INTERPRET["conv_tma"] if interpreting else _configs._GPU["conv_tma"]
-    return any(patch_serves(rows, cols, c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"]) for c in family)
+    return any(patch_serves(rows, cols, c.kwargs["BLOCK_H"], c.kwargs["BLOCK_W"])
+               for c in _family_configs(interpreting))
 
 
 def fp64_fits(config: triton.Config) -> bool:
