@@ -349,20 +349,20 @@ def run_spawned(cfg: Config, nprocs: list[int], *, timeout_s: float = 1800.0) ->
     errors = []
     if torch.cuda.is_available() and max(nprocs) > torch.cuda.device_count():
         raise ValueError(f"nproc {max(nprocs)} exceeds the {torch.cuda.device_count()} visible GPUs")
+    # the device the launcher's own rows name (rank 0's)
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     for n in nprocs:
         try:
             launch(rank_main, n, (cfg,), timeout_s=timeout_s, pg_timeout_s=cfg.pg_timeout_s)
         except KeyboardInterrupt as exc:  # the ranks are stopped: the cut world size says so in a row
             unfinished = _unfinished(cfg, n)
             if unfinished and not _written_errors(cfg, n):
-                device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
                 scaling.append_rows(cfg.out, [dict(_base_row(cfg, unfinished[0], n, device), status="interrupted",
                                                    error=f"stopped by {str(exc) or 'SIGINT'} before it finished")])
             raise
         except LaunchError as exc:
             # Rank 0 records what it saw unless it was stopped first; the launcher adds the rest,
             # on the backend the failure ended.
-            device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
             written = _written_errors(cfg, n)
             unfinished = _unfinished(cfg, n)
             if unfinished:
